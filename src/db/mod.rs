@@ -1,0 +1,55 @@
+//! The database: connection pool, migrations, and the queries each part of the worker needs,
+//! grouped by table.
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseSettings;
+
+/// Migrations are compiled into the binary so a container needs no files beside it.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "cannot connect to PostgreSQL at {url}: {source}. Check database.url (DATABASE_URL) and that the server is running"
+    )]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database.url is not a usable PostgreSQL URL: {0}")]
+    BadUrl(sqlx::Error),
+    #[error(
+        "applying migrations to {url} failed: {source}. Fix the cause and run `order-acceptance migrate` again: every step is safe to repeat"
+    )]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Opens a pool and checks that the database answers, so a wrong URL fails at start-up.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(DbError::BadUrl)?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_with(options.application_name("order-acceptance"))
+        .await
+        .map_err(|source| DbError::Connect {
+            url: settings.redacted_url(),
+            source,
+        })
+}
+
+/// Applies pending migrations; a database already up to date is left as it is.
+pub async fn migrate(pool: &PgPool, settings: &DatabaseSettings) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await.map_err(|source| DbError::Migrate {
+        url: settings.redacted_url(),
+        source,
+    })
+}
