@@ -1,0 +1,332 @@
+//! Configuration: layering, validation messages, and secrets kept out of Debug and errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use order_acceptance::config::{LogFormat, Needs, Settings};
+use secrecy::ExposeSecret;
+
+const API_KEY: &str = "sk-live-3f9a7c1e-never-print-me";
+const DB_PASSWORD: &str = "hunter2-db-secret";
+
+fn required_env() -> Vec<(String, String)> {
+    vec![
+        (
+            "DATABASE_URL".into(),
+            format!("postgres://worker:{DB_PASSWORD}@localhost:5432/orders"),
+        ),
+        (
+            "MARKETPLACE_URL".into(),
+            "https://marketplace.bestbuy.ca".into(),
+        ),
+        ("MARKETPLACE_API_KEY".into(), API_KEY.into()),
+    ]
+}
+
+fn with(mut env: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    env.push((name.into(), value.into()));
+    env
+}
+
+fn load(env: Vec<(String, String)>) -> Result<Settings, String> {
+    Settings::load_from(None, Needs::Everything, env).map_err(|err| err.to_string())
+}
+
+fn write_config(contents: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with_contents(contents)
+}
+
+/// A temporary file removed on drop, without another dependency.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn with_contents(contents: &str) -> Self {
+            let name = format!(
+                "order-acceptance-config-{}-{}.toml",
+                std::process::id(),
+                rand::random::<u64>()
+            );
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, contents).expect("temp dir is writable");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn defaults_apply_when_only_required_values_are_given() {
+    let settings = load(required_env()).expect("valid");
+    assert_eq!(settings.acceptance.batch_size, 100);
+    assert_eq!(settings.acceptance.concurrency, 16);
+    assert_eq!(settings.acceptance.lease, Duration::from_secs(45 * 60));
+    assert_eq!(settings.validation.interval, Duration::from_secs(60));
+    assert_eq!(settings.validation.max_attempts, 10);
+    assert_eq!(
+        settings.api_calls.retention,
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(settings.api_calls.max_body_bytes, 65_536);
+    assert_eq!(settings.marketplace.name, "BestBuy");
+    assert_eq!(settings.marketplace.shop_id, None);
+    assert_eq!(settings.schedule.cron, "0 */5 * * * *");
+    assert_eq!(settings.schedule.timezone, chrono_tz::UTC);
+    assert!(settings.import.enabled);
+    assert!(settings.server.listen.is_none());
+    assert_eq!(settings.log.format, LogFormat::Auto);
+    assert_eq!(
+        settings.alerts.pending_after,
+        Duration::from_secs(20 * 3600)
+    );
+    assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+}
+
+#[test]
+fn the_shipped_config_file_loads_and_matches_the_built_in_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+    let from_file =
+        Settings::load_from(Some(&path), Needs::Everything, required_env()).expect("valid");
+    let built_in = load(required_env()).expect("valid");
+    assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+}
+
+#[test]
+fn file_values_override_defaults_and_env_overrides_the_file() {
+    let file = write_config(
+        r#"
+        [acceptance]
+        batch_size = 50
+        concurrency = 8
+        lease = "2h"
+        [validation]
+        interval = "2m"
+        [marketplace]
+        shop_id = "2001"
+        "#,
+    );
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__ACCEPTANCE__CONCURRENCY",
+        "4",
+    );
+    let env = with(env, "ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "90s");
+    let settings = Settings::load_from(Some(file.path()), Needs::Everything, env).expect("valid");
+    assert_eq!(settings.acceptance.batch_size, 50, "from the file");
+    assert_eq!(settings.acceptance.concurrency, 4, "env beats the file");
+    assert_eq!(settings.validation.interval, Duration::from_secs(90));
+    assert_eq!(settings.marketplace.shop_id.as_deref(), Some("2001"));
+}
+
+#[test]
+fn well_known_variables_beat_prefixed_ones() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__URL",
+        "https://bby-dev.mirakl.net",
+    );
+    let settings = load(env).expect("valid");
+    assert_eq!(
+        settings.marketplace.url.as_str(),
+        "https://marketplace.bestbuy.ca/"
+    );
+    assert_eq!(settings.marketplace.api_key.expose_secret(), API_KEY);
+}
+
+#[test]
+fn a_numeric_api_key_stays_text() {
+    let env = with(required_env(), "MARKETPLACE_API_KEY", "0012345");
+    let settings = load(env).expect("valid");
+    assert_eq!(settings.marketplace.api_key.expose_secret(), "0012345");
+}
+
+#[test]
+fn a_bad_duration_names_the_key_the_value_and_examples() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__VALIDATION__INTERVAL",
+        "soon",
+    );
+    let err = load(env).expect_err("invalid");
+    assert!(
+        err.contains(r#"validation.interval: "soon" is not a duration (examples: 500ms, 60s"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__VALIDATION__INTERVAL",
+        "soon",
+    );
+    let env = with(env, "ORDER_ACCEPTANCE__ACCEPTANCE__CONCURRENCY", "0");
+    let env = with(env, "ORDER_ACCEPTANCE__LOG__FORMAT", "xml");
+    let env = with(env, "ORDER_ACCEPTANCE__SCHEDULE__CRON", "every minute");
+    let err = load(env).expect_err("invalid");
+    for expected in [
+        "validation.interval",
+        "acceptance.concurrency: 0 is out of range",
+        "log.format: \"xml\"",
+        "schedule.cron: \"every minute\" has 2 fields",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+}
+
+#[test]
+fn missing_required_values_are_named_together() {
+    let err = load(Vec::new()).expect_err("invalid");
+    assert!(
+        err.contains(
+            "missing required settings: database.url (or DATABASE_URL), marketplace.url (or MARKETPLACE_URL), marketplace.api_key (or MARKETPLACE_API_KEY)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn database_only_commands_need_no_marketplace_settings() {
+    let env = vec![("DATABASE_URL".into(), "postgres://localhost/orders".into())];
+    Settings::load_from(None, Needs::DatabaseOnly, env.clone()).expect("valid");
+    let err = Settings::load_from(None, Needs::DatabaseOnly, Vec::<(String, String)>::new())
+        .expect_err("the database URL is still required")
+        .to_string();
+    assert!(err.contains("database.url (or DATABASE_URL)"), "{err}");
+    assert!(!err.contains("marketplace"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let file = write_config("[validation]\nintervall = \"2s\"\n");
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("typo")
+        .to_string();
+    assert!(err.contains("intervall"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_is_an_error_not_a_silent_default() {
+    let err = Settings::load_from(
+        Some(Path::new("/nonexistent/order-acceptance.toml")),
+        Needs::Everything,
+        required_env(),
+    )
+    .expect_err("missing file")
+    .to_string();
+    assert!(
+        err.contains("/nonexistent/order-acceptance.toml: no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn five_and_six_field_cron_expressions_are_accepted() {
+    let five = load(with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SCHEDULE__CRON",
+        "*/5 * * * *",
+    ));
+    assert!(five.is_ok(), "{five:?}");
+    let six = load(with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SCHEDULE__CRON",
+        "*/10 * * * * *",
+    ));
+    assert!(six.is_ok(), "{six:?}");
+    let bad = load(with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SCHEDULE__CRON",
+        "61 * * * *",
+    ));
+    assert!(bad.expect_err("minute 61").contains("schedule.cron"));
+}
+
+#[test]
+fn a_lease_shorter_than_the_work_is_refused_naming_both_sides() {
+    let env = with(required_env(), "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "5m");
+    let err = load(env).expect_err("lease too short");
+    assert!(
+        err.contains("acceptance.lease: 5m is shorter than"),
+        "{err}"
+    );
+    assert!(err.contains("validation.interval"), "{err}");
+    assert!(err.contains("marketplace.timeout"), "{err}");
+}
+
+#[test]
+fn short_validation_intervals_are_allowed_with_a_warning() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__VALIDATION__INTERVAL",
+        "300ms",
+    );
+    let settings = load(env).expect("allowed");
+    let warnings = settings.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("validation.interval is 300ms")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let settings = load(required_env()).expect("valid");
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains(API_KEY), "{debug}");
+    assert!(!debug.contains(DB_PASSWORD), "{debug}");
+    assert!(
+        debug.contains("postgres://worker:***@localhost:5432/orders"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_error_messages() {
+    // Every other setting broken at once, so every message is produced.
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__TIMEOUT",
+        "x",
+    );
+    let env = with(env, "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1s");
+    let env = with(env, "ORDER_ACCEPTANCE__SERVER__LISTEN", "nowhere");
+    let err = load(env).expect_err("invalid");
+    assert!(!err.contains(API_KEY), "{err}");
+    assert!(!err.contains(DB_PASSWORD), "{err}");
+
+    let bad_scheme = with(
+        required_env(),
+        "DATABASE_URL",
+        &format!("mysql://worker:{DB_PASSWORD}@localhost/orders"),
+    );
+    let err = load(bad_scheme).expect_err("not postgres");
+    assert!(err.contains("database.url: scheme \"mysql\""), "{err}");
+    assert!(!err.contains(DB_PASSWORD), "{err}");
+
+    let key_as_table =
+        write_config("[marketplace]\napi_key = { nested = \"sk-live-3f9a7c1e-never-print-me\" }\n");
+    let err = Settings::load_from(
+        Some(key_as_table.path()),
+        Needs::Everything,
+        Vec::<(String, String)>::new(),
+    )
+    .expect_err("a table is not a key")
+    .to_string();
+    assert!(err.contains("marketplace.api_key"), "{err}");
+    assert!(!err.contains(API_KEY), "{err}");
+}
