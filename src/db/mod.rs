@@ -53,3 +53,7 @@ pub async fn migrate(pool: &PgPool, settings: &DatabaseSettings) -> Result<(), D
         source,
     })
 }
+
+pub mod outcomes;
+pub mod queue;
+pub mod runs;

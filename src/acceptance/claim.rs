@@ -1,0 +1,54 @@
+//! Claim: takes due orders in batches until none is left, checks each batch with preflight, and
+//! hands the orders still waiting for acceptance to the accept stage.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::import::Imported;
+use super::outcome::Outcome;
+use super::preflight::{self, ToAccept};
+use super::{Context, RunError, Tally};
+use crate::db::queue;
+
+pub async fn claim_until_drained(
+    ctx: &Context,
+    stop: &CancellationToken,
+    mut imported: Imported,
+    batches: mpsc::Sender<Vec<ToAccept>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    tally: &Tally,
+) -> Result<(), RunError> {
+    let settings = &ctx.settings.acceptance;
+    while !stop.is_cancelled() {
+        // Claim only when the accept stage has room, so claimed orders do not wait long
+        // under their lease. A closed channel means the accept stage stopped on an error,
+        // which the run reports.
+        let Ok(slot) = batches.reserve().await else {
+            break;
+        };
+        let started = Instant::now();
+        let claims =
+            queue::claim_due_orders(&ctx.pool, &ctx.worker_id, settings.batch_size, settings.lease)
+                .await
+                .map_err(RunError::database("claiming due orders"))?;
+        metrics::histogram!("acceptance_claim_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if claims.is_empty() {
+            break;
+        }
+        Tally::add(&tally.claimed, claims.len());
+        tracing::info!(claimed = claims.len(), "claimed a batch");
+
+        let checked = preflight::check(ctx, claims, &mut imported, &outcomes).await?;
+        slot.send(checked.to_accept);
+        if checked.marketplace_unreachable {
+            tracing::warn!(
+                "stopping claims for this run: the marketplace could not be read; the orders of this batch are retried by a later run"
+            );
+            break;
+        }
+    }
+    Ok(())
+}

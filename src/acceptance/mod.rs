@@ -1,0 +1,238 @@
+//! One acceptance run: import, then claim → preflight → accept → validate → record, as a
+//! pipeline so the next batch is claimed and checked while the current one is being accepted,
+//! and accepted orders are confirmed while later ones are still being accepted.
+//!
+//! ```text
+//!  claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
+//!          │                          │                 │
+//!          └──────── outcomes ────────┴─────────────────┴──▶ record
+//! ```
+//!
+//! No stage holds a database transaction across an HTTP call. A run ends when every claimed
+//! order has an outcome. A stop signal ends claiming; the orders already claimed get
+//! `shutdown.grace` to finish, and any left after that keep their `accepting` lease and are
+//! recovered by a later run.
+
+mod accept;
+mod claim;
+mod import;
+pub mod outcome;
+mod preflight;
+mod record;
+mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::db;
+use crate::marketplace::{MarketplaceClient, MarketplaceError};
+
+/// What a run needs: the database, the marketplace, the settings, and who it is.
+#[derive(Clone)]
+pub struct Context {
+    pub pool: PgPool,
+    pub client: MarketplaceClient,
+    pub settings: Arc<Settings>,
+    /// Host, process id and a random suffix: written on every claim, so the history shows which
+    /// process held an order.
+    pub worker_id: String,
+}
+
+impl Context {
+    pub fn new(pool: PgPool, client: MarketplaceClient, settings: Arc<Settings>) -> Self {
+        Self {
+            pool,
+            client,
+            settings,
+            worker_id: worker_id(),
+        }
+    }
+}
+
+fn worker_id() -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// The figures of one run, for people (the `--once` summary), logs and `acceptance_runs`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub imported: u64,
+    pub claimed: u64,
+    pub accepted: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    /// Of the failed: those a later run retries by itself.
+    pub retry_scheduled: u64,
+    pub api_calls: u64,
+    #[serde(serialize_with = "as_seconds")]
+    pub duration: Duration,
+    pub result: RunResult,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    /// Every claimed order has an outcome (some may be failures, in the inbox).
+    #[default]
+    Completed,
+    /// A fatal error stopped the run.
+    Failed,
+    /// A stop signal came and the grace period ran out before every order had an outcome.
+    Interrupted,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Completed => "completed",
+            RunResult::Failed => "failed",
+            RunResult::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Errors that stop a run. Everything else is an order's outcome, recorded and carried on from.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "the marketplace refused the API key: {0}. Check marketplace.api_key (MARKETPLACE_API_KEY) and that the key has the order roles; orders claimed by this run return to the queue when their lease ({lease}) ends",
+        lease = "acceptance.lease"
+    )]
+    Unauthorized(MarketplaceError),
+    #[error(
+        "database error while {doing}: {source}. Check that PostgreSQL is reachable; orders claimed by this run return to the queue when their lease ends"
+    )]
+    Database {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+impl RunError {
+    fn database(doing: &'static str) -> impl FnOnce(sqlx::Error) -> RunError {
+        move |source| RunError::Database { doing, source }
+    }
+}
+
+/// Counts kept while the stages work, so a run that stops early still reports what it did.
+#[derive(Default)]
+struct Tally {
+    imported: AtomicU64,
+    claimed: AtomicU64,
+    accepted: AtomicU64,
+    cancelled: AtomicU64,
+    failed: AtomicU64,
+    retry_scheduled: AtomicU64,
+}
+
+impl Tally {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn summary(&self, duration: Duration, api_calls: u64, result: RunResult) -> RunSummary {
+        RunSummary {
+            imported: self.imported.load(Ordering::Relaxed),
+            claimed: self.claimed.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retry_scheduled: self.retry_scheduled.load(Ordering::Relaxed),
+            api_calls,
+            duration,
+            result,
+        }
+    }
+}
+
+/// One full run. `stop` ends claiming; after it fires, the run gets `shutdown.grace` to record
+/// the orders it holds. Returns the summary, also written to `acceptance_runs`; a fatal error is
+/// returned after the run's row has been closed with it.
+pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let calls_before = ctx.client.calls_made();
+    let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id)
+        .await
+        .map_err(RunError::database("starting the run"))?;
+    tracing::info!(run_id, worker_id = %ctx.worker_id, "run started");
+
+    let tally = Tally::default();
+    let grace_over = async {
+        stop.cancelled().await;
+        tokio::time::sleep(ctx.settings.shutdown.grace).await;
+    };
+    let (result, error) = tokio::select! {
+        finished = stages(ctx, stop, &tally) => match finished {
+            Ok(()) => (RunResult::Completed, None),
+            Err(err) => (RunResult::Failed, Some(err)),
+        },
+        () = grace_over => (RunResult::Interrupted, None),
+    };
+
+    let summary = tally.summary(
+        started.elapsed(),
+        ctx.client.calls_made() - calls_before,
+        result,
+    );
+    let message = error.as_ref().map(ToString::to_string);
+    db::runs::finish_run(&ctx.pool, run_id, &summary, result, message.as_deref())
+        .await
+        .map_err(RunError::database("closing the run"))?;
+    metrics::counter!("acceptance_runs_total", "result" => result.as_str()).increment(1);
+    if result != RunResult::Failed {
+        metrics::gauge!("acceptance_last_successful_run_timestamp_seconds")
+            .set(chrono::Utc::now().timestamp() as f64);
+    }
+    tracing::info!(
+        run_id,
+        result = result.as_str(),
+        imported = summary.imported,
+        claimed = summary.claimed,
+        accepted = summary.accepted,
+        cancelled = summary.cancelled,
+        failed = summary.failed,
+        retry_scheduled = summary.retry_scheduled,
+        api_calls = summary.api_calls,
+        duration_ms = summary.duration.as_millis() as u64,
+        "run finished"
+    );
+    match error {
+        Some(err) => Err(err),
+        None => Ok(summary),
+    }
+}
+
+async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Result<(), RunError> {
+    let imported = if ctx.settings.import.enabled {
+        import::import_waiting_orders(ctx, tally).await?
+    } else {
+        import::Imported::default()
+    };
+
+    // One batch in the channel plus the one being accepted: the claim stays at most one batch
+    // ahead, which is what the lease check in `Settings::work_bound` counts on.
+    let (batches, to_accept) = mpsc::channel(1);
+    let (awaiting, to_validate) = mpsc::unbounded_channel();
+    let (outcomes, to_record) = mpsc::unbounded_channel();
+    tokio::try_join!(
+        claim::claim_until_drained(ctx, stop, imported, batches, outcomes.clone(), tally),
+        accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
+        validate::validate_all(ctx, to_validate, outcomes),
+        record::record_all(ctx, to_record, tally),
+    )?;
+    Ok(())
+}

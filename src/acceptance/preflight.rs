@@ -1,0 +1,126 @@
+//! Preflight: one OR11 read per 100 claimed orders before any OR21, so orders already decided
+//! (accepted in the seller portal, refused, cancelled, or accepted by a run that died before
+//! recording it) are recorded from their real state and never accepted twice.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::import::{Imported, stored_order};
+use super::outcome::{Outcome, OutcomeSender, Reading, Retry, line_ids, read, report};
+use super::{Context, RunError};
+use crate::db::queue::{self, Claim};
+use crate::marketplace::{MarketplaceError, Order};
+
+/// A claimed order still waiting for acceptance, with the line ids OR21 must decide on.
+#[derive(Debug)]
+pub struct ToAccept {
+    pub claim: Claim,
+    pub line_ids: Vec<String>,
+}
+
+pub struct Checked {
+    pub to_accept: Vec<ToAccept>,
+    /// The marketplace could not be read: the run stops claiming.
+    pub marketplace_unreachable: bool,
+}
+
+pub async fn check(
+    ctx: &Context,
+    claims: Vec<Claim>,
+    imported: &mut Imported,
+    outcomes: &OutcomeSender,
+) -> Result<Checked, RunError> {
+    let mut checked = Checked {
+        to_accept: Vec::with_capacity(claims.len()),
+        marketplace_unreachable: false,
+    };
+    let mut to_read = Vec::new();
+    for claim in claims {
+        match imported.fresh_lines.remove(&claim.order_id) {
+            Some(line_ids) => checked.to_accept.push(ToAccept { claim, line_ids }),
+            None => to_read.push(claim),
+        }
+    }
+    if to_read.is_empty() {
+        return Ok(checked);
+    }
+
+    let ids: Vec<String> = to_read.iter().map(|c| c.order_id.clone()).collect();
+    match ctx.client.orders_by_ids(&ids).await {
+        Ok(orders) => {
+            let stored: Vec<_> = orders.iter().map(stored_order).collect();
+            queue::refresh_orders(&ctx.pool, &stored)
+                .await
+                .map_err(RunError::database("refreshing stored orders"))?;
+            let mut by_id: HashMap<String, Order> = orders
+                .into_iter()
+                .map(|o| (o.order_id.clone(), o))
+                .collect();
+            for claim in to_read {
+                match by_id.remove(&claim.order_id) {
+                    Some(order) => match decide(claim, order) {
+                        Ok(ready) => checked.to_accept.push(ready),
+                        Err(outcome) => report(outcomes, outcome),
+                    },
+                    None => report(outcomes, not_found(claim)),
+                }
+            }
+        }
+        Err(err @ MarketplaceError::Unauthorized { .. }) => return Err(RunError::Unauthorized(err)),
+        Err(err) => {
+            checked.marketplace_unreachable = true;
+            for claim in to_read {
+                let details = format!(
+                    "Order {} could not be read before accepting it: {err}. A later run tries again.",
+                    claim.order_id
+                );
+                let payload = json!({"stage": "preflight", "error": err.to_string()});
+                report(outcomes, Outcome::failed(claim, Retry::WhenDue, details, payload));
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// Accept it, or record what the marketplace already decided.
+fn decide(claim: Claim, order: Order) -> Result<ToAccept, Outcome> {
+    let payload = || json!({"stage": "preflight", "order": order.raw});
+    match read(&order) {
+        Reading::Waiting => {
+            let line_ids = line_ids(&order);
+            if line_ids.is_empty() {
+                let details = format!(
+                    "Order {} is WAITING_ACCEPTANCE but the marketplace lists no order lines, so OR21 cannot decide on them. Accept or refuse it in the seller portal.",
+                    claim.order_id
+                );
+                return Err(Outcome::failed(claim, Retry::Never, details, payload()));
+            }
+            Ok(ToAccept { claim, line_ids })
+        }
+        Reading::Accepted => {
+            let note = format!(
+                "Already {} at the marketplace before this run sent OR21: accepted elsewhere (e.g. in the seller portal) or by a run that stopped before recording it.",
+                order.order_state
+            );
+            Err(Outcome::accepted(claim, note))
+        }
+        Reading::Cancelled { note } => Err(Outcome::cancelled(claim, note)),
+        Reading::Undecidable => {
+            let details = format!(
+                "Order {} is {} at the marketplace: it can be neither accepted nor counted as accepted. A later run reads it again.",
+                claim.order_id, order.order_state
+            );
+            Err(Outcome::failed(claim, Retry::WhenDue, details, payload()))
+        }
+    }
+}
+
+fn not_found(claim: Claim) -> Outcome {
+    let details = format!(
+        "Order {} was not found at the marketplace (OR11 did not return it). Check that it belongs to this shop (marketplace.shop_id) and that the id is right, then resolve this failure.",
+        claim.order_id
+    );
+    let payload = json!({"stage": "preflight", "order_id": claim.order_id});
+    Outcome::failed(claim, Retry::Never, details, payload)
+}

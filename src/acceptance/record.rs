@@ -1,0 +1,109 @@
+//! Record: writes outcomes in batches, each order's history row and failure row in one
+//! transaction, and decides when a failed order is tried again.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::outcome::{Outcome, Retry, Verdict};
+use super::{Context, RunError, Tally};
+use crate::config::AcceptanceSettings;
+use crate::db::outcomes::{self, FailureRecord, OutcomeRecord};
+
+/// Outcomes written per transaction.
+const BATCH: usize = 100;
+
+pub async fn record_all(
+    ctx: &Context,
+    mut incoming: mpsc::UnboundedReceiver<Outcome>,
+    tally: &Tally,
+) -> Result<(), RunError> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while incoming.recv_many(&mut batch, BATCH).await > 0 {
+        let records: Vec<OutcomeRecord> = batch
+            .drain(..)
+            .map(|outcome| to_record(outcome, &ctx.settings.acceptance))
+            .collect();
+        outcomes::record_outcomes(&ctx.pool, &records)
+            .await
+            .map_err(RunError::database("recording outcomes"))?;
+        for record in &records {
+            count(record, tally);
+            log(record);
+        }
+    }
+    Ok(())
+}
+
+/// Turns a verdict into rows; a transient failure gets a retry time while attempts are left.
+fn to_record(outcome: Outcome, settings: &AcceptanceSettings) -> OutcomeRecord {
+    let Outcome { claim, verdict } = outcome;
+    let (status, note, retry_in, failure) = match verdict {
+        Verdict::Accepted { note } => ("accepted", note, None, None),
+        Verdict::Cancelled { note } => ("cancelled", note, None, None),
+        Verdict::Failed(failure) => {
+            let retry_in = match failure.retry {
+                Retry::WhenDue => retry_delay(settings, claim.attempt),
+                Retry::Never => None,
+            };
+            let details = match (failure.retry, retry_in) {
+                (Retry::WhenDue, Some(delay)) => format!(
+                    "{} Attempt {} of {}; next attempt in {}.",
+                    failure.details,
+                    claim.attempt,
+                    settings.max_attempts,
+                    humantime::format_duration(delay)
+                ),
+                (Retry::WhenDue, None) => format!(
+                    "{} That was the last of {} attempts (acceptance.max_attempts): a person must decide.",
+                    failure.details, settings.max_attempts
+                ),
+                (Retry::Never, _) => failure.details,
+            };
+            let failure = FailureRecord {
+                details: details.clone(),
+                payload: failure.payload,
+                retryable: retry_in.is_some(),
+            };
+            ("acceptance_failed", details, retry_in, Some(failure))
+        }
+    };
+    OutcomeRecord {
+        order_id: claim.order_id,
+        attempt: claim.attempt,
+        status,
+        note,
+        retry_in,
+        failure,
+    }
+}
+
+/// `retry_delay`, doubling with each attempt, while attempts are left.
+fn retry_delay(settings: &AcceptanceSettings, attempt: i32) -> Option<Duration> {
+    let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+    (attempt < settings.max_attempts).then(|| {
+        let doublings = attempt.saturating_sub(1).min(16);
+        settings.retry_delay.saturating_mul(1 << doublings)
+    })
+}
+
+fn count(record: &OutcomeRecord, tally: &Tally) {
+    let counter = match record.status {
+        "accepted" => &tally.accepted,
+        "cancelled" => &tally.cancelled,
+        _ => &tally.failed,
+    };
+    Tally::add(counter, 1);
+    if record.retry_in.is_some() {
+        Tally::add(&tally.retry_scheduled, 1);
+    }
+    metrics::counter!("acceptance_orders_total", "outcome" => record.status).increment(1);
+}
+
+fn log(record: &OutcomeRecord) {
+    if record.failure.is_some() {
+        tracing::warn!(order_id = %record.order_id, attempt = record.attempt, status = record.status, note = %record.note, "order outcome");
+    } else {
+        tracing::info!(order_id = %record.order_id, attempt = record.attempt, status = record.status, note = %record.note, "order outcome");
+    }
+}

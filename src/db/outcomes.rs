@@ -1,0 +1,127 @@
+//! Writing what became of each claimed order: its history row, its failure row for a person,
+//! and the resolution of the failures its earlier attempts left.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// The process name on every failure this worker writes.
+pub const PROCESS_NAME: &str = "OrderAcceptance";
+
+/// Who resolves failures that need no person.
+const RESOLVED_BY_WORKER: &str = "order-acceptance";
+
+/// One order's outcome, ready to store.
+#[derive(Debug, Clone)]
+pub struct OutcomeRecord {
+    pub order_id: String,
+    pub attempt: i32,
+    /// `accepted`, `cancelled` or `acceptance_failed`.
+    pub status: &'static str,
+    pub note: String,
+    /// For a failure a later run retries: how long from now.
+    pub retry_in: Option<Duration>,
+    pub failure: Option<FailureRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    pub details: String,
+    pub payload: serde_json::Value,
+    pub retryable: bool,
+}
+
+/// Stores a batch of outcomes in one transaction, so an order never has its history row without
+/// its failure row or the other way round.
+///
+/// Open retryable failures of the same orders are resolved first: the order has now been
+/// decided, or a newer failure row (below) supersedes them, so the inbox shows one line per
+/// order.
+pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.order_id.as_str()).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
+    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
+    let notes: Vec<&str> = outcomes.iter().map(|o| o.note.as_str()).collect();
+    let retry_secs: Vec<Option<f64>> = outcomes
+        .iter()
+        .map(|o| o.retry_in.map(|d| d.as_secs_f64()))
+        .collect();
+    let resolutions: Vec<String> = outcomes.iter().map(resolution_of_earlier_failures).collect();
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        r#"
+        INSERT INTO order_status_history (order_id, status, notes, attempt, next_attempt_at)
+        SELECT order_id, status, note, attempt,
+               now() + make_interval(secs => retry_secs)
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[])
+             AS o(order_id, status, note, attempt, retry_secs)
+        "#,
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&notes)
+    .bind(&attempts)
+    .bind(&retry_secs)
+    .execute(&mut *tx)
+    .await?;
+
+    sqlx::query(
+        r#"
+        UPDATE process_failures f
+        SET resolved_at = now(), resolution_note = r.note, resolved_by = $3
+        FROM unnest($1::text[], $2::text[]) AS r(order_id, note)
+        WHERE f.related_id = r.order_id AND f.resolved_at IS NULL AND f.retryable
+          AND f.process_name = $4
+        "#,
+    )
+    .bind(&ids)
+    .bind(&resolutions)
+    .bind(RESOLVED_BY_WORKER)
+    .bind(PROCESS_NAME)
+    .execute(&mut *tx)
+    .await?;
+
+    let failures: Vec<(&str, &FailureRecord)> = outcomes
+        .iter()
+        .filter_map(|o| o.failure.as_ref().map(|f| (o.order_id.as_str(), f)))
+        .collect();
+    if !failures.is_empty() {
+        let ids: Vec<&str> = failures.iter().map(|(id, _)| *id).collect();
+        let details: Vec<&str> = failures.iter().map(|(_, f)| f.details.as_str()).collect();
+        let payloads: Vec<&serde_json::Value> = failures.iter().map(|(_, f)| &f.payload).collect();
+        let retryable: Vec<bool> = failures.iter().map(|(_, f)| f.retryable).collect();
+        sqlx::query(
+            r#"
+            INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
+            SELECT order_id, $5, details, payload, retryable
+            FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bool[])
+                 AS f(order_id, details, payload, retryable)
+            "#,
+        )
+        .bind(&ids)
+        .bind(&details)
+        .bind(&payloads)
+        .bind(&retryable)
+        .bind(PROCESS_NAME)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+fn resolution_of_earlier_failures(outcome: &OutcomeRecord) -> String {
+    match outcome.status {
+        "acceptance_failed" => format!(
+            "Superseded by the failure of attempt {} of this order.",
+            outcome.attempt
+        ),
+        status => format!(
+            "Resolved automatically: attempt {} recorded the order as {status}.",
+            outcome.attempt
+        ),
+    }
+}
