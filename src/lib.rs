@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod db;
+pub mod marketplace;
 pub mod scheduler;
 pub mod telemetry;

@@ -8,6 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
+pub mod api_calls;
+
 /// Migrations are compiled into the binary so a container needs no files beside it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

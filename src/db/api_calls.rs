@@ -1,0 +1,81 @@
+//! `api_calls`: one row per HTTP attempt to the marketplace, the audit trail of every exchange.
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// One attempt as it will be stored. Nothing here may hold the API key: the client builds it
+/// from the path, query and body only, never from headers.
+#[derive(Debug)]
+pub struct NewApiCall<'a> {
+    /// `marketplace.name`, e.g. `BestBuy`.
+    pub service: &'a str,
+    /// `OR11`, `OR21` or `A01`.
+    pub endpoint: &'a str,
+    /// The order the call is about; `None` for batch reads (their ids are in the payload).
+    pub related_id: Option<&'a str>,
+    pub method: &'a str,
+    /// Path and query as sent.
+    pub path: &'a str,
+    pub request_payload: Option<&'a Value>,
+    /// Already cut to `api_calls.max_body_bytes`.
+    pub response_body: Option<&'a str>,
+    pub response_truncated: bool,
+    /// `None` when no response arrived.
+    pub status_code: Option<u16>,
+    pub is_success: bool,
+    pub duration_ms: u64,
+    /// 1 for the first attempt of a call.
+    pub attempt: u32,
+    pub error: Option<&'a str>,
+}
+
+/// Inserts one row and returns its `call_id`.
+pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO api_calls
+            (service, endpoint, related_id, method, path, request_payload, response_body,
+             response_truncated, status_code, is_success, duration_ms, attempt, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         RETURNING call_id",
+    )
+    .bind(call.service)
+    .bind(call.endpoint)
+    .bind(call.related_id)
+    .bind(call.method)
+    .bind(call.path)
+    .bind(call.request_payload)
+    .bind(call.response_body)
+    .bind(call.response_truncated)
+    .bind(call.status_code.map(i32::from))
+    .bind(call.is_success)
+    .bind(i32::try_from(call.duration_ms).unwrap_or(i32::MAX))
+    .bind(i32::try_from(call.attempt).unwrap_or(i32::MAX))
+    .bind(call.error)
+    .fetch_one(pool)
+    .await
+}
+
+/// Cuts `body` to at most `max_bytes` on a character boundary; true when something was cut.
+pub fn cut_body(body: &str, max_bytes: usize) -> (&str, bool) {
+    if body.len() <= max_bytes {
+        return (body, false);
+    }
+    let mut end = max_bytes;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&body[..end], true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_body;
+
+    #[test]
+    fn cuts_on_a_char_boundary() {
+        assert_eq!(cut_body("abc", 3), ("abc", false));
+        assert_eq!(cut_body("abcd", 3), ("abc", true));
+        // "é" is two bytes: cutting inside it keeps the character out.
+        assert_eq!(cut_body("aé", 2), ("a", true));
+    }
+}

@@ -1,0 +1,677 @@
+//! The one client everything talks to the marketplace through.
+//!
+//! Every call goes the same way: build the URL, then up to `retry.attempts` attempts, each of
+//! which sends one request, reads the body within its size cap, decides what the answer means,
+//! and writes its `api_calls` row before anything is returned. Only transient errors that
+//! cannot have changed anything are retried; everything else goes back to the caller at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode, redirect};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use url::Url;
+
+use super::error::{Endpoint, MarketplaceError};
+use super::retry::{RetryPolicy, retry_after};
+use super::types::{Account, Order, OrderState, OrdersPage, kind};
+use crate::config::{ApiCallsSettings, MarketplaceSettings};
+use crate::db::api_calls::{self, NewApiCall};
+
+/// OR11 returns at most 100 orders per call and accepts at most 100 `order_ids`.
+const OR11_MAX: usize = 100;
+/// How much of an unexpected body an error keeps: enough to recognise an HTML error page.
+const ERROR_BODY_BYTES: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct MarketplaceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    shop_id: Option<String>,
+    /// Written to `api_calls.service`.
+    service: String,
+    retry: RetryPolicy,
+    timeout: Duration,
+    pool: PgPool,
+    max_response_bytes: usize,
+    max_stored_body_bytes: usize,
+    calls: AtomicU64,
+}
+
+/// One logical call; its attempts share it.
+struct Call<'a> {
+    endpoint: Endpoint,
+    method: Method,
+    url: Url,
+    /// The order the call is about: named in errors and stored as `api_calls.related_id`.
+    order_id: Option<&'a str>,
+    /// `api_calls.request_payload`: the JSON body, or the query parameters of a GET.
+    payload: Value,
+    body: Option<Vec<u8>>,
+}
+
+/// What one attempt got back before anything is decided.
+enum Exchange {
+    /// No response at all: connect error, timeout before the headers, broken connection.
+    NoResponse(reqwest::Error),
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        /// As much of the body as was read (never more than the cap).
+        body: Vec<u8>,
+        over_cap: bool,
+        read_error: Option<reqwest::Error>,
+    },
+}
+
+/// A failed attempt, with the wait the marketplace asked for if it did.
+struct Failure {
+    error: MarketplaceError,
+    retry_after: Option<Duration>,
+}
+
+impl From<MarketplaceError> for Failure {
+    fn from(error: MarketplaceError) -> Self {
+        Failure {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl MarketplaceClient {
+    pub fn new(
+        settings: &MarketplaceSettings,
+        api_calls: &ApiCallsSettings,
+        pool: PgPool,
+    ) -> anyhow::Result<Self> {
+        let base_url = settings.url.clone();
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            bail!(
+                "marketplace.url {base_url} is not an http(s) base URL; give one like https://marketplace.bestbuy.ca"
+            );
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(default_headers(&settings.api_key)?)
+            .user_agent(concat!("order-acceptance/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            // An API does not redirect; following one could carry the key to another host or
+            // turn a PUT into a GET. A 3xx is reported instead.
+            .redirect(redirect::Policy::none())
+            .build()
+            .context("building the marketplace HTTP client")?;
+        Ok(MarketplaceClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                shop_id: settings.shop_id.clone(),
+                service: settings.name.clone(),
+                retry: RetryPolicy::new(&settings.retry),
+                timeout: settings.timeout,
+                pool,
+                max_response_bytes: settings.max_response_bytes,
+                max_stored_body_bytes: api_calls.max_body_bytes,
+                calls: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// OR11 by order_ids, split into chunks of at most 100 (paginate=false AND max=chunk size);
+    /// returns all orders found (missing ids are simply absent).
+    pub async fn orders_by_ids(&self, ids: &[String]) -> Result<Vec<Order>, MarketplaceError> {
+        let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !unique.contains(&id.as_str()) {
+                unique.push(id);
+            }
+        }
+        let mut orders = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(OR11_MAX) {
+            // Both, because OR11 pages by 10 by default and ignores `max` for nothing else.
+            let query = [
+                ("order_ids", chunk.join(",")),
+                ("paginate", "false".to_owned()),
+                ("max", chunk.len().to_string()),
+            ];
+            let page = self.list_orders(&query).await?;
+            orders.extend(page.orders);
+        }
+        Ok(orders)
+    }
+
+    /// One OR11 page: order_state_codes=comma list, max=100, offset, sort=dateCreated,
+    /// order=asc, paginate=true.
+    pub async fn orders_in_states_page(
+        &self,
+        states: &[OrderState],
+        offset: u64,
+    ) -> Result<OrdersPage, MarketplaceError> {
+        let codes: Vec<&str> = states.iter().map(OrderState::as_str).collect();
+        let query = [
+            ("order_state_codes", codes.join(",")),
+            ("paginate", "true".to_owned()),
+            ("max", OR11_MAX.to_string()),
+            ("offset", offset.to_string()),
+            ("sort", "dateCreated".to_owned()),
+            ("order", "asc".to_owned()),
+        ];
+        self.list_orders(&query).await
+    }
+
+    /// OR21: accepts every line given. 204 is the only success.
+    pub async fn accept_order(
+        &self,
+        order_id: &str,
+        line_ids: &[String],
+    ) -> Result<(), MarketplaceError> {
+        let lines: Vec<Value> = line_ids
+            .iter()
+            .map(|id| json!({ "id": id, "accepted": true }))
+            .collect();
+        let payload = json!({ "order_lines": lines });
+        let call = Call {
+            endpoint: Endpoint::OR21,
+            method: Method::PUT,
+            url: self.url(&["api", "orders", order_id, "accept"], &[]),
+            order_id: Some(order_id),
+            body: Some(payload.to_string().into_bytes()),
+            payload,
+        };
+        self.send(&call, |status, _body| {
+            if status == StatusCode::NO_CONTENT {
+                Ok(())
+            } else {
+                Err(format!("expected 204 No Content, got HTTP {status}"))
+            }
+        })
+        .await
+    }
+
+    /// A01: GET /api/account.
+    pub async fn account(&self) -> Result<Account, MarketplaceError> {
+        let url = self.url(&["api", "account"], &[]);
+        let call = Call {
+            endpoint: Endpoint::A01,
+            method: Method::GET,
+            payload: query_payload(&url),
+            url,
+            order_id: None,
+            body: None,
+        };
+        self.send(&call, |_status, body| Account::from_json(parse_json(body)?))
+            .await
+    }
+
+    /// HTTP attempts made by this client (and its clones) so far, retries included.
+    pub fn calls_made(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
+        let url = self.url(&["api", "orders"], query);
+        let call = Call {
+            endpoint: Endpoint::OR11,
+            method: Method::GET,
+            payload: query_payload(&url),
+            url,
+            order_id: None,
+            body: None,
+        };
+        self.send(&call, |_status, body| parse_orders_page(body))
+            .await
+    }
+
+    /// Base URL (with or without a trailing slash or a path prefix) + segments, each
+    /// percent-encoded, + the query, + `shop_id` when configured.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.inner.base_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        // Always Ok: `new` refused URLs that cannot be a base.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        let shop_id = self.inner.shop_id.as_deref().map(|id| ("shop_id", id));
+        let pairs = query.iter().map(|(k, v)| (*k, v.as_str())).chain(shop_id);
+        let mut pairs = pairs.peekable();
+        if pairs.peek().is_some() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        url
+    }
+
+    /// Runs a call's attempts until one succeeds, an error is not worth retrying, or the
+    /// retry schedule is used up.
+    async fn send<T>(
+        &self,
+        call: &Call<'_>,
+        parse: impl Fn(StatusCode, &[u8]) -> Result<T, String>,
+    ) -> Result<T, MarketplaceError> {
+        let mut schedule = self.inner.retry.start();
+        let mut attempt = 1;
+        loop {
+            let failure = match self.attempt(call, attempt, &parse).await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            // An OR21 that may have taken effect is not re-sent blind: the caller re-reads it.
+            let retryable = failure.error.is_transient() && !failure.error.may_have_taken_effect();
+            let delay = match retryable {
+                true => schedule.next_delay(failure.retry_after),
+                false => None,
+            };
+            let Some(delay) = delay else {
+                return Err(failure.error);
+            };
+            tracing::warn!(
+                endpoint = %call.endpoint,
+                order_id = call.order_id,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                retry_after = failure.retry_after.is_some(),
+                error = %failure.error,
+                "marketplace call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One HTTP attempt: send, read, decide, record.
+    async fn attempt<T>(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        parse: &impl Fn(StatusCode, &[u8]) -> Result<T, String>,
+    ) -> Result<T, Failure> {
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let exchange = self.exchange(call).await;
+        let duration = started.elapsed();
+        let result = self.decide(call, &exchange, parse);
+        self.record(call, attempt, duration, &exchange, &result)
+            .await;
+        result
+    }
+
+    async fn exchange(&self, call: &Call<'_>) -> Exchange {
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone());
+        if let Some(body) = &call.body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => return Exchange::NoResponse(err),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let cap = self.inner.max_response_bytes;
+        let mut body = Vec::new();
+        let mut over_cap = response
+            .content_length()
+            .is_some_and(|len| len > cap as u64);
+        let mut read_error = None;
+        // Chunk by chunk, so an endless or huge body costs at most the cap in memory.
+        while !over_cap {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = cap - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        over_cap = true;
+                    } else {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    read_error = Some(err);
+                    break;
+                }
+            }
+        }
+        Exchange::Response {
+            status,
+            headers,
+            body,
+            over_cap,
+            read_error,
+        }
+    }
+
+    /// What an exchange means for the caller.
+    fn decide<T>(
+        &self,
+        call: &Call<'_>,
+        exchange: &Exchange,
+        parse: &impl Fn(StatusCode, &[u8]) -> Result<T, String>,
+    ) -> Result<T, Failure> {
+        let put = call.method == Method::PUT;
+        let order_id = call.order_id.map(str::to_owned);
+        let transient = |detail: String, may_have_taken_effect: bool| MarketplaceError::Transient {
+            endpoint: call.endpoint,
+            order_id: order_id.clone(),
+            detail,
+            may_have_taken_effect,
+        };
+        let (status, headers, body, over_cap, read_error) = match exchange {
+            Exchange::NoResponse(err) => {
+                // Refused or unreachable: the request never left. Anything later may have
+                // reached the marketplace.
+                let taken = put && !err.is_connect();
+                return Err(transient(self.describe(err), taken).into());
+            }
+            Exchange::Response {
+                status,
+                headers,
+                body,
+                over_cap,
+                read_error,
+            } => (*status, headers, body.as_slice(), *over_cap, read_error),
+        };
+
+        if status.is_success() {
+            if let Some(err) = read_error {
+                let detail = format!("HTTP {status}, then {}", self.describe(err));
+                return Err(transient(detail, put).into());
+            }
+            let malformed = |detail: String| MarketplaceError::Malformed {
+                endpoint: call.endpoint,
+                order_id: order_id.clone(),
+                detail,
+                body: lossy_prefix(body, ERROR_BODY_BYTES),
+            };
+            if over_cap {
+                let detail = format!(
+                    "the body is larger than marketplace.max_response_bytes ({} bytes)",
+                    self.inner.max_response_bytes
+                );
+                return Err(malformed(detail).into());
+            }
+            return parse(status, body).map_err(|detail| malformed(detail).into());
+        }
+
+        let (code, message) = error_fields(body);
+        let retry_after = retry_after(headers, SystemTime::now());
+        let error = match status.as_u16() {
+            401 | 403 => MarketplaceError::Unauthorized {
+                endpoint: call.endpoint,
+                status: status.as_u16(),
+            },
+            400 if code.as_deref() == Some("ORDER_INVALID_STATE")
+                || message == "ORDER_INVALID_STATE" =>
+            {
+                match call.order_id {
+                    Some(id) => MarketplaceError::InvalidState {
+                        order_id: id.to_owned(),
+                        code: "ORDER_INVALID_STATE".to_owned(),
+                        message,
+                    },
+                    None => rejected(call, status, code, message),
+                }
+            }
+            404 => MarketplaceError::NotFound {
+                endpoint: call.endpoint,
+                order_id,
+                code,
+                message,
+            },
+            429 => {
+                let detail = format!("HTTP 429 Too Many Requests (rate limited): {message}");
+                return Err(Failure {
+                    error: transient(detail, false),
+                    retry_after,
+                });
+            }
+            // 503 means the service did not take the request on.
+            503 => {
+                let detail = format!("HTTP 503 Service Unavailable: {message}");
+                return Err(Failure {
+                    error: transient(detail, false),
+                    retry_after,
+                });
+            }
+            500..=599 => {
+                let detail = format!("HTTP {status}: {message}");
+                return Err(Failure {
+                    error: transient(detail, put),
+                    retry_after,
+                });
+            }
+            300..=399 => {
+                let location = headers
+                    .get(LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("nowhere");
+                let message = format!(
+                    "redirected to {location}; set marketplace.url to the API's own address"
+                );
+                rejected(call, status, code, message)
+            }
+            _ => rejected(call, status, code, message),
+        };
+        Err(error.into())
+    }
+
+    /// Writes the attempt's `api_calls` row and its metrics and debug log. A failed insert is
+    /// logged and otherwise ignored: losing an audit row must not turn an accepted order into
+    /// a failure.
+    async fn record<T>(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        duration: Duration,
+        exchange: &Exchange,
+        result: &Result<T, Failure>,
+    ) {
+        let (status, body, over_cap) = match exchange {
+            Exchange::NoResponse(_) => (None, None, false),
+            Exchange::Response {
+                status,
+                body,
+                over_cap,
+                ..
+            } => (Some(*status), Some(body.as_slice()), *over_cap),
+        };
+        let text = body.map(String::from_utf8_lossy);
+        let (stored, cut) = match &text {
+            Some(text) => {
+                let (stored, cut) = api_calls::cut_body(text, self.inner.max_stored_body_bytes);
+                (Some(stored), cut)
+            }
+            None => (None, false),
+        };
+        let error = result
+            .as_ref()
+            .err()
+            .map(|failure| failure.error.to_string());
+        let path = match call.url.query() {
+            Some(query) => format!("{}?{query}", call.url.path()),
+            None => call.url.path().to_owned(),
+        };
+
+        let endpoint = call.endpoint.as_str();
+        let status_class = match status.map(|s| s.as_u16()) {
+            Some(200..=299) => "2xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        metrics::counter!("marketplace_api_calls_total", "endpoint" => endpoint, "status_class" => status_class)
+            .increment(1);
+        metrics::histogram!("marketplace_api_call_duration_seconds", "endpoint" => endpoint)
+            .record(duration.as_secs_f64());
+        tracing::debug!(
+            endpoint,
+            method = %call.method,
+            path = %path,
+            order_id = call.order_id,
+            attempt,
+            status = status.map(|s| s.as_u16()),
+            duration_ms = duration.as_millis() as u64,
+            "marketplace request"
+        );
+
+        let row = NewApiCall {
+            service: &self.inner.service,
+            endpoint,
+            related_id: call.order_id,
+            method: call.method.as_str(),
+            path: &path,
+            request_payload: Some(&call.payload),
+            response_body: stored,
+            response_truncated: cut || over_cap,
+            status_code: status.map(|s| s.as_u16()),
+            is_success: result.is_ok(),
+            duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+            attempt,
+            error: error.as_deref(),
+        };
+        if let Err(err) = api_calls::insert(&self.inner.pool, &row).await {
+            tracing::error!(
+                endpoint,
+                order_id = call.order_id,
+                attempt,
+                error = %err,
+                "could not record the marketplace call in api_calls; carrying on without the row"
+            );
+        }
+    }
+
+    /// A transport error in words, with its causes (reqwest's own message is only the top).
+    fn describe(&self, err: &reqwest::Error) -> String {
+        let what = if err.is_timeout() {
+            format!(
+                "no complete answer within marketplace.timeout ({})",
+                humantime::format_duration(self.inner.timeout)
+            )
+        } else if err.is_connect() {
+            format!("cannot connect to {}", self.inner.base_url)
+        } else if err.is_body() {
+            "the response body could not be read".to_owned()
+        } else {
+            "the request failed".to_owned()
+        };
+        let mut causes = Vec::new();
+        let mut source: Option<&dyn std::error::Error> = Some(err);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        format!("{what} ({})", causes.join(": "))
+    }
+}
+
+fn default_headers(api_key: &SecretString) -> anyhow::Result<HeaderMap> {
+    let mut key = HeaderValue::from_str(api_key.expose_secret()).map_err(|_| {
+        anyhow::anyhow!(
+            "marketplace.api_key contains characters an HTTP header cannot carry; check the value of MARKETPLACE_API_KEY"
+        )
+    })?;
+    // Keeps the key out of reqwest's Debug output and out of HTTP/2 header compression tables.
+    key.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, key);
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    Ok(headers)
+}
+
+/// A GET's query parameters as a JSON object, for `api_calls.request_payload`.
+fn query_payload(url: &Url) -> Value {
+    let params: serde_json::Map<String, Value> = url
+        .query_pairs()
+        .map(|(key, value)| (key.into_owned(), Value::String(value.into_owned())))
+        .collect();
+    Value::Object(params)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|err| {
+        if body.is_empty() {
+            "the body is empty".to_owned()
+        } else {
+            format!("the body is not valid JSON ({err})")
+        }
+    })
+}
+
+fn parse_orders_page(body: &[u8]) -> Result<OrdersPage, String> {
+    let value = parse_json(body)?;
+    let Value::Object(mut object) = value else {
+        return Err(format!(
+            "expected an object with orders and total_count, got {}",
+            kind(&value)
+        ));
+    };
+    let total_count = object
+        .get("total_count")
+        .and_then(Value::as_u64)
+        .ok_or("the response has no total_count")?;
+    let Some(Value::Array(orders)) = object.remove("orders") else {
+        return Err("the response has no orders array".to_owned());
+    };
+    let orders = orders
+        .into_iter()
+        .map(Order::from_json)
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(OrdersPage {
+        orders,
+        total_count,
+    })
+}
+
+/// Mirakl's `code` and `message` from an error body, top level or in an `errors` list; the
+/// start of the body when it is not JSON.
+fn error_fields(body: &[u8]) -> (Option<String>, String) {
+    let text_of =
+        |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        let first = value.get("errors").and_then(|errors| errors.get(0));
+        let code = text_of(&value, "code").or_else(|| first.and_then(|e| text_of(e, "code")));
+        let message = text_of(&value, "message")
+            .or_else(|| first.and_then(|e| text_of(e, "message")))
+            .unwrap_or_else(|| lossy_prefix(body, 500));
+        return (code, message);
+    }
+    match body.is_empty() {
+        true => (None, "(empty body)".to_owned()),
+        false => (None, lossy_prefix(body, 500)),
+    }
+}
+
+fn rejected(
+    call: &Call<'_>,
+    status: StatusCode,
+    code: Option<String>,
+    message: String,
+) -> MarketplaceError {
+    MarketplaceError::Rejected {
+        endpoint: call.endpoint,
+        order_id: call.order_id.map(str::to_owned),
+        status: status.as_u16(),
+        code,
+        message,
+    }
+}
+
+/// The start of a body as text, cut on a character boundary.
+fn lossy_prefix(body: &[u8], max_bytes: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    api_calls::cut_body(&text, max_bytes).0.to_owned()
+}

@@ -1,0 +1,307 @@
+//! What the marketplace returns, reduced to the fields the worker decides on. Each order keeps
+//! its full JSON in `raw`, so nothing Mirakl sends is lost even though most of it is not typed.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// An order or order-line state. Mirakl may add states at any time, so parsing never fails:
+/// a code this build does not know is kept as [`OrderState::Unknown`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    Staging,
+    WaitingAcceptance,
+    WaitingDebit,
+    WaitingDebitPayment,
+    Shipping,
+    Shipped,
+    ToCollect,
+    Received,
+    Closed,
+    Refused,
+    /// Mirakl spells it with one L; `CANCELLED` is an unknown state.
+    Canceled,
+    /// Deprecated by Mirakl, still possible on old orders.
+    WaitingRefund,
+    /// Deprecated by Mirakl, still possible on old orders.
+    WaitingRefundPayment,
+    /// Order lines only.
+    IncidentOpen,
+    /// Order lines only.
+    Refunded,
+    Unknown(String),
+}
+
+const KNOWN_STATES: [(OrderState, &str); 15] = [
+    (OrderState::Staging, "STAGING"),
+    (OrderState::WaitingAcceptance, "WAITING_ACCEPTANCE"),
+    (OrderState::WaitingDebit, "WAITING_DEBIT"),
+    (OrderState::WaitingDebitPayment, "WAITING_DEBIT_PAYMENT"),
+    (OrderState::Shipping, "SHIPPING"),
+    (OrderState::Shipped, "SHIPPED"),
+    (OrderState::ToCollect, "TO_COLLECT"),
+    (OrderState::Received, "RECEIVED"),
+    (OrderState::Closed, "CLOSED"),
+    (OrderState::Refused, "REFUSED"),
+    (OrderState::Canceled, "CANCELED"),
+    (OrderState::WaitingRefund, "WAITING_REFUND"),
+    (OrderState::WaitingRefundPayment, "WAITING_REFUND_PAYMENT"),
+    (OrderState::IncidentOpen, "INCIDENT_OPEN"),
+    (OrderState::Refunded, "REFUNDED"),
+];
+
+impl OrderState {
+    /// Never fails: an unknown code becomes `Unknown(code)`. Matching is exact, as Mirakl's codes
+    /// are upper case; a lower-case code is not one of them.
+    pub fn parse(code: &str) -> Self {
+        KNOWN_STATES
+            .iter()
+            .find(|(_, known)| *known == code)
+            .map(|(state, _)| state.clone())
+            .unwrap_or_else(|| OrderState::Unknown(code.to_owned()))
+    }
+
+    /// The Mirakl code, e.g. `WAITING_ACCEPTANCE`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            OrderState::Unknown(code) => code,
+            known => KNOWN_STATES
+                .iter()
+                .find(|(state, _)| state == known)
+                .map_or("", |(_, code)| code),
+        }
+    }
+
+    /// True for the states an order only reaches after the marketplace recorded the shop's
+    /// acceptance: the debit step and everything after it. REFUSED and CANCELED prove nothing
+    /// (an accepted order can still be cancelled when its debit fails). INCIDENT_OPEN and
+    /// REFUNDED are line states that only follow shipping or debit, so they count too.
+    pub fn proves_acceptance(&self) -> bool {
+        matches!(
+            self,
+            OrderState::WaitingDebit
+                | OrderState::WaitingDebitPayment
+                | OrderState::Shipping
+                | OrderState::Shipped
+                | OrderState::ToCollect
+                | OrderState::Received
+                | OrderState::Closed
+                | OrderState::WaitingRefund
+                | OrderState::WaitingRefundPayment
+                | OrderState::IncidentOpen
+                | OrderState::Refunded
+        )
+    }
+}
+
+impl fmt::Display for OrderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OrderState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Ok(OrderState::parse(&code))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub order_id: String,
+    pub order_state: OrderState,
+    pub order_state_reason_code: Option<String>,
+    pub created_date: Option<DateTime<Utc>>,
+    pub order_lines: Vec<OrderLine>,
+    /// The order object exactly as OR11 returned it.
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderLine {
+    pub order_line_id: String,
+    pub order_line_state: OrderState,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrdersPage {
+    pub orders: Vec<Order>,
+    pub total_count: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub shop_id: Option<i64>,
+    pub shop_name: Option<String>,
+    pub raw: Value,
+}
+
+impl Order {
+    /// Reads one order object as OR11 returns it (also used on stored `raw_order_data`).
+    ///
+    /// Lenient where Mirakl may evolve (unknown fields, unknown states) and strict where the
+    /// worker would otherwise act on a guess: an order or line without an id, or an order
+    /// without lines, is an error, since OR21 must name every line.
+    pub fn from_json(raw: Value) -> Result<Self, String> {
+        let object = raw
+            .as_object()
+            .ok_or_else(|| format!("an order is not a JSON object but {}", kind(&raw)))?;
+        let order_id = required_str(object.get("order_id"))
+            .ok_or("an order has no order_id (or it is not a non-empty string)")?
+            .to_owned();
+        let order_state = required_str(object.get("order_state"))
+            .map(OrderState::parse)
+            .ok_or_else(|| format!("order {order_id} has no order_state"))?;
+        let order_state_reason_code = optional_str(object.get("order_state_reason_code"));
+        let created_date = match optional_str(object.get("created_date")) {
+            None => None,
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(&text)
+                    .map_err(|err| {
+                        format!("order {order_id} has an unreadable created_date {text:?}: {err}")
+                    })?
+                    .with_timezone(&Utc),
+            ),
+        };
+        let lines = object
+            .get("order_lines")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("order {order_id} has no order_lines array"))?;
+        let order_lines = lines
+            .iter()
+            .enumerate()
+            .map(|(index, line)| {
+                let order_line_id = required_str(line.get("order_line_id")).ok_or_else(|| {
+                    format!(
+                        "order {order_id}: order line #{} has no order_line_id",
+                        index + 1
+                    )
+                })?;
+                let order_line_state = line
+                    .get("order_line_state")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| OrderState::Unknown(String::new()), OrderState::parse);
+                Ok(OrderLine {
+                    order_line_id: order_line_id.to_owned(),
+                    order_line_state,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Order {
+            order_id,
+            order_state,
+            order_state_reason_code,
+            created_date,
+            order_lines,
+            raw,
+        })
+    }
+}
+
+impl Account {
+    pub fn from_json(raw: Value) -> Result<Self, String> {
+        let object = raw
+            .as_object()
+            .ok_or_else(|| format!("the account is not a JSON object but {}", kind(&raw)))?;
+        let shop_id = object.get("shop_id").and_then(|id| match id {
+            Value::Number(number) => number.as_i64(),
+            // Tolerate an id sent as text; it is only shown to people.
+            Value::String(text) => text.parse().ok(),
+            _ => None,
+        });
+        let shop_name = optional_str(object.get("shop_name"));
+        Ok(Account {
+            shop_id,
+            shop_name,
+            raw,
+        })
+    }
+}
+
+fn required_str(value: Option<&Value>) -> Option<&str> {
+    value
+        .and_then(Value::as_str)
+        .filter(|text| !text.trim().is_empty())
+}
+
+fn optional_str(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_code_round_trips() {
+        for (state, code) in KNOWN_STATES {
+            assert_eq!(OrderState::parse(code), state);
+            assert_eq!(state.as_str(), code);
+        }
+        assert_eq!(
+            OrderState::parse("CANCELLED"),
+            OrderState::Unknown("CANCELLED".into())
+        );
+        assert_eq!(OrderState::parse("NEW_STATE").to_string(), "NEW_STATE");
+    }
+
+    #[test]
+    fn serde_uses_the_plain_code() {
+        let json = serde_json::to_string(&OrderState::WaitingAcceptance).unwrap();
+        assert_eq!(json, "\"WAITING_ACCEPTANCE\"");
+        let state: OrderState = serde_json::from_str("\"SOMETHING_NEW\"").unwrap();
+        assert_eq!(state, OrderState::Unknown("SOMETHING_NEW".into()));
+    }
+
+    #[test]
+    fn acceptance_is_proven_only_after_the_debit_step() {
+        assert!(OrderState::WaitingDebit.proves_acceptance());
+        assert!(OrderState::Closed.proves_acceptance());
+        assert!(!OrderState::WaitingAcceptance.proves_acceptance());
+        assert!(!OrderState::Canceled.proves_acceptance());
+        assert!(!OrderState::Refused.proves_acceptance());
+        assert!(!OrderState::Unknown("X".into()).proves_acceptance());
+    }
+
+    #[test]
+    fn order_parsing_is_strict_on_ids_and_lenient_elsewhere() {
+        let order = Order::from_json(serde_json::json!({
+            "order_id": "A-1", "order_state": "BRAND_NEW", "created_date": "2019-04-02T14:18:43Z",
+            "surprise": {"nested": true},
+            "order_lines": [{"order_line_id": "A-1-1", "order_line_state": "WAITING_ACCEPTANCE"}]
+        }))
+        .unwrap();
+        assert_eq!(order.order_state, OrderState::Unknown("BRAND_NEW".into()));
+        assert_eq!(order.order_lines[0].order_line_id, "A-1-1");
+        assert!(order.created_date.is_some());
+
+        let err = Order::from_json(serde_json::json!({
+            "order_id": "A-2", "order_state": "WAITING_ACCEPTANCE", "order_lines": [{"quantity": 1}]
+        }))
+        .unwrap_err();
+        assert!(
+            err.contains("A-2") && err.contains("order_line_id"),
+            "{err}"
+        );
+    }
+}
