@@ -3,6 +3,7 @@
 //! Each stage of a run lives in its own module; `../shared/ARCHITECTURE.md` and
 //! `docs/ARCHITECTURE.md` describe how they fit together.
 
+pub mod acceptance;
 pub mod config;
 pub mod db;
 pub mod marketplace;

@@ -236,3 +236,24 @@ async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Resul
     )?;
     Ok(())
 }
+
+/// The run's figures as a small table for people.
+pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["run", summary.result.as_str()]);
+    let rows: [(&str, String); 8] = [
+        ("imported", summary.imported.to_string()),
+        ("claimed", summary.claimed.to_string()),
+        ("accepted", summary.accepted.to_string()),
+        ("cancelled", summary.cancelled.to_string()),
+        ("failed", summary.failed.to_string()),
+        ("  of which retried later", summary.retry_scheduled.to_string()),
+        ("API calls", summary.api_calls.to_string()),
+        ("duration", format!("{:.2} s", summary.duration.as_secs_f64())),
+    ];
+    for (label, value) in rows {
+        table.add_row([label.to_string(), value]);
+    }
+    table
+}
