@@ -6,4 +6,5 @@
 pub mod config;
 pub mod db;
 pub mod scheduler;
+pub mod sim;
 pub mod telemetry;
