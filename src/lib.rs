@@ -8,4 +8,5 @@ pub mod config;
 pub mod db;
 pub mod marketplace;
 pub mod scheduler;
+pub mod sim;
 pub mod telemetry;

@@ -1,0 +1,173 @@
+//! marketplace-sim: a Mirakl-compatible marketplace (OR11, OR21, A01) for demos, tests and
+//! benchmarks, with per-order scripts and seeded random faults.
+//!
+//! Order states are computed from the clock when read, so no background task is needed. After
+//! an OR21 204 accepting every line, an order reads WAITING_ACCEPTANCE for one `step` (Mirakl's
+//! lag), then WAITING_DEBIT, WAITING_DEBIT_PAYMENT and SHIPPING one step apart. A step of zero
+//! makes every transition immediate: the order reads SHIPPING right after the 204. Orders fated
+//! to cancel read CANCELED one step after acceptance; stuck ones read WAITING_ACCEPTANCE
+//! forever. Refusing every line makes an order REFUSED at once.
+//!
+//! Once decided, an order refuses any further OR21 with ORDER_INVALID_STATE, even while it
+//! still reads WAITING_ACCEPTANCE: that is a double accept, counted in `or21_not_waiting`.
+
+mod catalogue;
+mod control;
+mod faults;
+mod order;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+pub use state::{Behaviour, OrderSpec, Scripted, SimStats};
+
+use state::State;
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The shop API key the `Authorization` header must carry, exactly.
+    pub key: String,
+    /// Orders seeded in WAITING_ACCEPTANCE at start-up.
+    pub orders: usize,
+    /// Seeds order contents, fates and faults: same seed, same run.
+    pub seed: u64,
+    /// Time between state transitions after acceptance.
+    pub step: Duration,
+    pub faults: Faults,
+}
+
+impl SimConfig {
+    /// No orders, seed 1, a 200 ms step, no faults (`Retry-After` 1 s, slow answers 30 s
+    /// when those faults are switched on).
+    pub fn new(key: impl Into<String>) -> SimConfig {
+        SimConfig {
+            key: key.into(),
+            orders: 0,
+            seed: 1,
+            step: Duration::from_millis(200),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Shared {
+    config: SimConfig,
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The state; a handler that panicked mid-update cannot leave it worse than a torn counter,
+    /// so poisoning is ignored rather than taking the whole simulator down.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeps, cut short by shutdown so slow answers do not hold it up.
+    async fn pause(&self, duration: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
+    fn add_orders(&self, specs: Vec<OrderSpec>) -> Vec<String> {
+        let now = Utc::now();
+        let mut state = self.lock();
+        specs
+            .into_iter()
+            .map(|spec| state.add(spec, &self.config, now))
+            .collect()
+    }
+
+    fn stats(&self) -> SimStats {
+        self.lock().stats(Utc::now(), self.config.step)
+    }
+
+    fn order_json(&self, order_id: &str) -> Option<Value> {
+        let (content, status) = {
+            let state = self.lock();
+            let order = state.order(order_id)?;
+            (
+                Arc::clone(&order.content),
+                order.status(Utc::now(), self.config.step),
+            )
+        };
+        Some(order::render(&content, &status))
+    }
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Simulator {
+    /// Seeds the orders and serves on `listener` in a spawned task.
+    pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<Simulator> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(&config, Utc::now())),
+            config,
+            shutdown: CancellationToken::new(),
+        });
+        let app = routes::router(Arc::clone(&shared));
+        let stop = shared.shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Ok(Simulator {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// `http://IP:PORT`, the base URL a client appends `/api/...` to.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// In-process `POST /sim/orders`; returns the new ids. `lines` is clamped to 1..=100.
+    pub fn add_orders(&self, specs: Vec<OrderSpec>) -> Vec<String> {
+        self.shared.add_orders(specs)
+    }
+
+    /// In-process `GET /sim/stats`.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// The Mirakl state code OR11 would show now.
+    pub fn order_state(&self, order_id: &str) -> Option<String> {
+        let state = self.shared.lock();
+        state
+            .order(order_id)
+            .map(|order| order.state(Utc::now(), self.shared.config.step).to_owned())
+    }
+
+    /// Stops accepting connections, cuts slow answers short and waits for the server task.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "marketplace-sim server failed"),
+            Err(error) => tracing::warn!(%error, "marketplace-sim server task failed"),
+        }
+    }
+}

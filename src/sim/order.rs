@@ -1,0 +1,395 @@
+//! One simulated order: its state machine, computed lazily from the clock, and how OR11 shows it.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use super::Scripted;
+use super::catalogue::Content;
+
+pub(crate) const WAITING_ACCEPTANCE: &str = "WAITING_ACCEPTANCE";
+const WAITING_DEBIT: &str = "WAITING_DEBIT";
+const WAITING_DEBIT_PAYMENT: &str = "WAITING_DEBIT_PAYMENT";
+const SHIPPING: &str = "SHIPPING";
+const REFUSED: &str = "REFUSED";
+const CANCELED: &str = "CANCELED";
+
+/// The reason an order cancelled after acceptance carries (Mirakl shows the operator's or the
+/// customer's reason code; the simulator always blames the customer).
+const CANCEL_REASON: &str = "CUSTOMER_CANCELED";
+
+/// What happens to an order after a 204 that accepted all its lines; fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// WAITING_DEBIT, WAITING_DEBIT_PAYMENT, SHIPPING, one step apart.
+    Moves,
+    /// CANCELED one step after acceptance.
+    Cancels,
+    /// Reads WAITING_ACCEPTANCE forever.
+    Stuck,
+}
+
+#[derive(Debug)]
+struct Decision {
+    at: DateTime<Utc>,
+    accepted: bool,
+}
+
+/// Where an order is in its life, derived from its decision and the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No decision yet: the state it was created in.
+    Initial,
+    /// Accepted, but still reads WAITING_ACCEPTANCE (Mirakl's lag, or a stuck order).
+    Lagging,
+    Debit,
+    DebitPayment,
+    Shipping,
+    Canceled,
+    Refused,
+}
+
+/// Why OR21 refused a decision; the routes turn these into Mirakl error codes.
+#[derive(Debug)]
+pub(crate) enum AcceptError {
+    InvalidState(String),
+    DuplicateLine(String),
+    LineNotFound(String),
+    DecisionMissing(Vec<String>),
+    PartialAcceptance,
+}
+
+/// What a valid OR21 did, for the statistics.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Accepted {
+    All(Fate),
+    Refused,
+}
+
+#[derive(Debug)]
+pub(crate) struct Order {
+    pub content: Arc<Content>,
+    initial_state: String,
+    initial_reason: Option<String>,
+    fate: Fate,
+    decision: Option<Decision>,
+    pub or21_script: VecDeque<Scripted>,
+    pub or11_script: VecDeque<Scripted>,
+}
+
+/// An order's state at one instant, detached from the order so it can be rendered unlocked.
+#[derive(Debug)]
+pub(crate) struct Status {
+    pub state: String,
+    reason: Option<String>,
+    updated: DateTime<Utc>,
+    decided: Option<DateTime<Utc>>,
+    debited: Option<DateTime<Utc>>,
+}
+
+/// States in which the customer has been debited and the shop may ship: addresses are visible.
+fn past_debit(state: &str) -> bool {
+    matches!(
+        state,
+        SHIPPING | "SHIPPED" | "TO_COLLECT" | "RECEIVED" | "CLOSED"
+    )
+}
+
+/// Whole steps elapsed since `from`, capped at 3 (the last transition). A step of zero makes
+/// every transition immediate.
+fn steps_since(from: DateTime<Utc>, now: DateTime<Utc>, step: Duration) -> u32 {
+    if step.is_zero() {
+        return 3;
+    }
+    let elapsed = (now - from).to_std().unwrap_or_default();
+    // Capped at 3, so the narrowing cannot truncate.
+    (elapsed.as_nanos() / step.as_nanos()).min(3) as u32
+}
+
+impl Order {
+    pub fn new(
+        content: Content,
+        initial_state: String,
+        initial_reason: Option<String>,
+        fate: Fate,
+        or21_script: Vec<Scripted>,
+        or11_script: Vec<Scripted>,
+    ) -> Order {
+        Order {
+            content: Arc::new(content),
+            initial_state,
+            initial_reason,
+            fate,
+            decision: None,
+            or21_script: or21_script.into(),
+            or11_script: or11_script.into(),
+        }
+    }
+
+    fn phase(&self, now: DateTime<Utc>, step: Duration) -> Phase {
+        let Some(decision) = &self.decision else {
+            return Phase::Initial;
+        };
+        if !decision.accepted {
+            return Phase::Refused;
+        }
+        match (self.fate, steps_since(decision.at, now, step)) {
+            (Fate::Stuck, _) | (_, 0) => Phase::Lagging,
+            (Fate::Cancels, _) => Phase::Canceled,
+            (Fate::Moves, 1) => Phase::Debit,
+            (Fate::Moves, 2) => Phase::DebitPayment,
+            (Fate::Moves, _) => Phase::Shipping,
+        }
+    }
+
+    /// The Mirakl state code OR11 would show now.
+    pub fn state(&self, now: DateTime<Utc>, step: Duration) -> &str {
+        match self.phase(now, step) {
+            Phase::Initial => &self.initial_state,
+            Phase::Lagging => WAITING_ACCEPTANCE,
+            Phase::Debit => WAITING_DEBIT,
+            Phase::DebitPayment => WAITING_DEBIT_PAYMENT,
+            Phase::Shipping => SHIPPING,
+            Phase::Canceled => CANCELED,
+            Phase::Refused => REFUSED,
+        }
+    }
+
+    /// When OR11 would say the order last changed.
+    pub fn updated(&self, now: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+        self.status(now, step).updated
+    }
+
+    pub fn status(&self, now: DateTime<Utc>, step: Duration) -> Status {
+        let phase = self.phase(now, step);
+        let state = self.state(now, step).to_owned();
+        let created = self.content.created;
+        let Some(decision) = &self.decision else {
+            let decided = (past_debit(&state)
+                || matches!(
+                    state.as_str(),
+                    WAITING_DEBIT | WAITING_DEBIT_PAYMENT | REFUSED
+                ))
+            .then_some(created);
+            let debited = past_debit(&state).then_some(created);
+            return Status {
+                state,
+                reason: self.initial_reason.clone(),
+                updated: created,
+                decided,
+                debited,
+            };
+        };
+        let after = |steps: u32| later(decision.at, step.saturating_mul(steps));
+        let (updated, decided, debited, reason) = match phase {
+            Phase::Initial | Phase::Lagging => (created, None, None, None),
+            Phase::Refused => (decision.at, Some(decision.at), None, None),
+            Phase::Debit => (after(1), Some(decision.at), None, None),
+            Phase::DebitPayment => (after(2), Some(decision.at), None, None),
+            Phase::Shipping => (after(3), Some(decision.at), Some(after(3)), None),
+            Phase::Canceled => (
+                after(1),
+                Some(decision.at),
+                None,
+                Some(CANCEL_REASON.to_owned()),
+            ),
+        };
+        Status {
+            state,
+            reason,
+            updated,
+            decided,
+            debited,
+        }
+    }
+
+    /// OR21's checks, in the order Mirakl reports them, then the decision itself.
+    pub fn decide(
+        &mut self,
+        decisions: &[(String, bool)],
+        now: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Accepted, AcceptError> {
+        // An order already decided is no longer acceptable even while it still reads
+        // WAITING_ACCEPTANCE: a second OR21 is a double accept.
+        if self.decision.is_some() || self.initial_state != WAITING_ACCEPTANCE {
+            return Err(AcceptError::InvalidState(self.state(now, step).to_owned()));
+        }
+        let mut seen = HashSet::with_capacity(decisions.len());
+        for (id, _) in decisions {
+            if !seen.insert(id.as_str()) {
+                return Err(AcceptError::DuplicateLine(id.clone()));
+            }
+        }
+        let lines = &self.content.lines;
+        if let Some((id, _)) = decisions
+            .iter()
+            .find(|(id, _)| !lines.iter().any(|line| &line.id == id))
+        {
+            return Err(AcceptError::LineNotFound(id.clone()));
+        }
+        let missing: Vec<String> = lines
+            .iter()
+            .filter(|line| !seen.contains(line.id.as_str()))
+            .map(|line| line.id.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(AcceptError::DecisionMissing(missing));
+        }
+        let accepted = decisions.iter().all(|(_, accepted)| *accepted);
+        if !accepted && decisions.iter().any(|(_, accepted)| *accepted) {
+            return Err(AcceptError::PartialAcceptance);
+        }
+        self.decision = Some(Decision { at: now, accepted });
+        Ok(if accepted {
+            Accepted::All(self.fate)
+        } else {
+            Accepted::Refused
+        })
+    }
+}
+
+/// `at + by`, saturating instead of panicking on absurd steps.
+fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn date(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn money(cents: u64) -> f64 {
+    // Exact for any realistic amount: cents fit in f64's 53-bit mantissa.
+    cents as f64 / 100.0
+}
+
+/// The order as OR11 shows it (the fields of `OR11_Response_200_Orders`, with Best Buy Canada's
+/// usual values).
+pub(crate) fn render(content: &Content, status: &Status) -> Value {
+    let customer = &content.customer;
+    let shown = past_debit(&status.state);
+    // Mirakl hides addresses until the customer has been debited and the shop may ship.
+    let address = shown.then(|| {
+        json!({
+            "civility": null,
+            "firstname": customer.firstname,
+            "lastname": customer.lastname,
+            "street_1": customer.street,
+            "street_2": null,
+            "city": customer.city,
+            "state": customer.province,
+            "zip_code": customer.postal_code,
+            "country": "Canada",
+            "country_iso_code": "CAN",
+        })
+    });
+    let updated = date(status.updated);
+    let lines: Vec<Value> = content
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let price = line.price_cents();
+            let shipping = line.shipping_cents();
+            json!({
+                "can_refund": false,
+                "cancelations": [],
+                "category_code": line.product.category_code,
+                "category_label": line.product.category_label,
+                "commission_fee": money(line.commission_cents()),
+                "commission_rate_vat": 0,
+                "commission_taxes": [],
+                "commission_vat": 0,
+                "created_date": date(content.created),
+                "debited_date": status.debited.map(date),
+                "description": null,
+                "fees": [],
+                "last_updated_date": updated,
+                "offer_id": line.offer_id,
+                "offer_sku": line.product.offer_sku,
+                "offer_state_code": "11",
+                "order_line_additional_fields": [],
+                "order_line_id": line.id,
+                "order_line_index": index + 1,
+                "order_line_state": status.state,
+                "order_line_state_reason_code": status.reason,
+                "order_line_state_reason_label": null,
+                "origin_unit_price": money(line.product.unit_cents),
+                "price": money(price),
+                "price_additional_info": null,
+                "price_unit": money(line.product.unit_cents),
+                "product_medias": [],
+                "product_shop_sku": line.product.offer_sku,
+                "product_sku": line.product.product_sku,
+                "product_title": line.product.title,
+                "promotions": [],
+                "quantity": line.quantity,
+                "refunds": [],
+                "shipping_price": money(shipping),
+                "shipping_taxes": [],
+                "taxes": [],
+                "total_commission": money(line.commission_cents()),
+                "total_price": money(price + shipping),
+            })
+        })
+        .collect();
+    let price: u64 = content.lines.iter().map(|l| l.price_cents()).sum();
+    let shipping: u64 = content.lines.iter().map(|l| l.shipping_cents()).sum();
+    let commission: u64 = content.lines.iter().map(|l| l.commission_cents()).sum();
+    json!({
+        "acceptance_decision_date": status.decided.map(date),
+        "can_cancel": false,
+        "can_shop_ship": shown,
+        "commercial_id": content.commercial_id,
+        "created_date": date(content.created),
+        "currency_iso_code": "CAD",
+        "customer": {
+            "billing_address": address,
+            "civility": null,
+            "customer_id": customer.id,
+            "firstname": customer.firstname,
+            "lastname": customer.lastname,
+            "locale": "en_CA",
+            "shipping_address": address,
+        },
+        "customer_debited_date": status.debited.map(date),
+        "customer_directly_pays_seller": false,
+        "fulfillment": { "center": { "code": "DEFAULT" } },
+        "fully_refunded": false,
+        "has_customer_message": false,
+        "has_incident": false,
+        "has_invoice": false,
+        "last_updated_date": updated,
+        "leadtime_to_ship": 2,
+        "order_additional_fields": [],
+        "order_id": content.id,
+        "order_lines": lines,
+        "order_state": status.state,
+        "order_state_reason_code": status.reason,
+        "order_state_reason_label": null,
+        "order_tax_mode": "TAX_EXCLUDED",
+        "order_taxes": [],
+        // The spec requires the camel-case `paymentType`; real responses carry `payment_type`.
+        "paymentType": "VISA",
+        "payment_type": "VISA",
+        "payment_workflow": "PAY_ON_ACCEPTANCE",
+        "price": money(price),
+        "promotions": { "applied_promotions": [], "total_deduced_amount": 0 },
+        "quote_id": null,
+        "references": { "order_reference_for_customer": content.commercial_id },
+        "shipping_deadline": date(later(content.created, Duration::from_secs(3 * 24 * 3600))),
+        "shipping_price": money(shipping),
+        "shipping_type_code": "STD",
+        "shipping_type_label": "Standard Shipping",
+        "shipping_zone_code": "CA",
+        "shipping_zone_label": "Canada",
+        "total_commission": money(commission),
+        "total_price": money(price + shipping),
+    })
+}
