@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{TestApp, spawn_app};
 use order_acceptance::acceptance::{self, RunError, RunResult};
-use order_acceptance::sim::{Behaviour, OrderSpec, Scripted};
+use order_acceptance::sim::{Behaviour, OrderSpec, Scripted, SimConfig};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,8 @@ async fn imported_orders_are_accepted_and_validated(pool: PgPool) {
     for id in &ids {
         let (status, note) = app.current_status(id).await;
         assert_eq!(status, "accepted");
-        assert!(note.unwrap_or_default().starts_with("Validated as 'WAITING_DEBIT"), "{id}");
+        let note = note.unwrap_or_default();
+        assert!(note.starts_with("Validated as '"), "{id}: {note}");
         assert_eq!(app.statuses(id).await, ["pending_acceptance", "accepting", "accepted"]);
     }
     // Every HTTP call has its api_calls row.
@@ -186,7 +187,8 @@ async fn a_timeout_after_the_acceptance_applied_sends_no_second_or21(pool: PgPoo
     assert_eq!(summary.accepted, 1);
     let (status, note) = app.current_status("SLOW-1").await;
     assert_eq!(status, "accepted");
-    assert!(note.unwrap_or_default().starts_with("Confirmed as 'WAITING_DEBIT"), "the re-read settled it");
+    let note = note.unwrap_or_default();
+    assert!(note.starts_with("Confirmed as '"), "the re-read settled it: {note}");
     assert_eq!(app.or21_calls("SLOW-1"), 1);
     assert_eq!(app.sim.stats().or21_not_waiting, 0);
 }
@@ -389,7 +391,12 @@ async fn orders_in_other_statuses_are_never_touched(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_stop_signal_ends_claiming_and_drains_what_was_claimed(pool: PgPool) {
-    let app = spawn_app(pool, |sim| sim.orders = 30, &[]).await;
+    // 20 ms per call and batches of 5: the signal comes while most orders are still unclaimed.
+    let configure = |sim: &mut SimConfig| {
+        sim.orders = 30;
+        sim.faults.latency = Some((Duration::from_millis(20), Duration::from_millis(20)));
+    };
+    let app = spawn_app(pool, configure, &[("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "5")]).await;
     let stop = CancellationToken::new();
     let ctx = app.worker();
     let run = acceptance::run(&ctx, &stop);
