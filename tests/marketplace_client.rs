@@ -373,6 +373,48 @@ async fn a_body_over_the_cap_is_malformed_and_not_read_whole(pool: PgPool) {
     assert!(rows[0].response_body.as_ref().unwrap().len() <= 8 * 1024);
 }
 
+/// A server that answers every connection with an endless chunked 200: no Content-Length to
+/// look at, so only reading chunk by chunk with a cap stops the client.
+async fn endless_body_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            transfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("2000\r\n{}\r\n", "x".repeat(0x2000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[sqlx::test]
+async fn an_endless_streamed_body_stops_at_the_cap(pool: PgPool) {
+    let mut settings = settings(&endless_body_server().await);
+    settings.max_response_bytes = 32 * 1024;
+    settings.timeout = Duration::from_secs(5);
+    let client = client(&settings, &pool);
+
+    let err = client.account().await.unwrap_err();
+    let MarketplaceError::Malformed { detail, .. } = &err else {
+        panic!("expected Malformed, got {err:?}");
+    };
+    assert!(detail.contains("max_response_bytes"), "{detail}");
+    let rows = rows(&pool).await;
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].response_truncated);
+    assert_eq!(rows[0].response_body.as_ref().unwrap().len(), 8 * 1024);
+}
+
 #[sqlx::test]
 async fn stored_response_bodies_are_cut_at_max_body_bytes(pool: PgPool) {
     let server = MockServer::start().await;
@@ -1060,6 +1102,7 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
     );
     assert!(logs.contains("retrying"), "retries were logged: {logs}");
     assert!(!logs.contains(KEY), "the key is in the logs:\n{logs}");
+    assert!(!format!("{client:?}").contains(KEY));
     for err in &errors {
         assert!(!err.to_string().contains(KEY));
         assert!(!format!("{err:?}").contains(KEY));
