@@ -5,6 +5,8 @@
 //! and writes its `api_calls` row before anything is returned. Only transient errors that
 //! cannot have changed anything are retried; everything else goes back to the caller at once.
 
+use std::collections::HashSet;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +47,18 @@ struct Inner {
     max_response_bytes: usize,
     max_stored_body_bytes: usize,
     calls: AtomicU64,
+}
+
+/// Shows where the client points, never the key.
+impl fmt::Debug for MarketplaceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MarketplaceClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("shop_id", &self.inner.shop_id)
+            .field("service", &self.inner.service)
+            .field("calls_made", &self.calls_made())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One logical call; its attempts share it.
@@ -129,12 +143,12 @@ impl MarketplaceClient {
     /// OR11 by order_ids, split into chunks of at most 100 (paginate=false AND max=chunk size);
     /// returns all orders found (missing ids are simply absent).
     pub async fn orders_by_ids(&self, ids: &[String]) -> Result<Vec<Order>, MarketplaceError> {
-        let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
-        for id in ids {
-            if !unique.contains(&id.as_str()) {
-                unique.push(id);
-            }
-        }
+        let mut seen = HashSet::with_capacity(ids.len());
+        let unique: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| seen.insert(*id))
+            .collect();
         let mut orders = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(OR11_MAX) {
             // Both, because OR11 pages by 10 by default and ignores `max` for nothing else.
@@ -266,9 +280,10 @@ impl MarketplaceClient {
             };
             // An OR21 that may have taken effect is not re-sent blind: the caller re-reads it.
             let retryable = failure.error.is_transient() && !failure.error.may_have_taken_effect();
-            let delay = match retryable {
-                true => schedule.next_delay(failure.retry_after),
-                false => None,
+            let delay = if retryable {
+                schedule.next_delay(failure.retry_after)
+            } else {
+                None
             };
             let Some(delay) = delay else {
                 return Err(failure.error);
@@ -562,19 +577,28 @@ impl MarketplaceClient {
                 humantime::format_duration(self.inner.timeout)
             )
         } else if err.is_connect() {
-            format!("cannot connect to {}", self.inner.base_url)
+            format!(
+                "cannot connect to {}",
+                self.inner.base_url.origin().ascii_serialization()
+            )
         } else if err.is_body() {
             "the response body could not be read".to_owned()
         } else {
             "the request failed".to_owned()
         };
+        // reqwest's own top message repeats the URL with every order id in it; the causes
+        // below it say what went wrong.
         let mut causes = Vec::new();
-        let mut source: Option<&dyn std::error::Error> = Some(err);
+        let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
             causes.push(cause.to_string());
             source = cause.source();
         }
-        format!("{what} ({})", causes.join(": "))
+        if causes.is_empty() {
+            what
+        } else {
+            format!("{what} ({})", causes.join(": "))
+        }
     }
 }
 
@@ -649,9 +673,10 @@ fn error_fields(body: &[u8]) -> (Option<String>, String) {
             .unwrap_or_else(|| lossy_prefix(body, 500));
         return (code, message);
     }
-    match body.is_empty() {
-        true => (None, "(empty body)".to_owned()),
-        false => (None, lossy_prefix(body, 500)),
+    if body.is_empty() {
+        (None, "(empty body)".to_owned())
+    } else {
+        (None, lossy_prefix(body, 500))
     }
 }
 

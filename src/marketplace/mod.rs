@@ -10,5 +10,4 @@ mod types;
 
 pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
-pub use retry::{RetryPolicy, RetrySchedule, retry_after};
 pub use types::{Account, Order, OrderLine, OrderState, OrdersPage};
