@@ -5,5 +5,7 @@
 
 pub mod config;
 pub mod db;
+pub mod healthcheck;
+pub mod inbox;
 pub mod scheduler;
 pub mod telemetry;

@@ -1,6 +1,10 @@
 //! The database: connection pool, migrations, and the queries each part of the worker needs,
 //! grouped by table.
 
+pub mod failures;
+pub mod orders;
+pub mod runs;
+
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
