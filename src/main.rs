@@ -51,6 +51,7 @@ enum Command {
     /// Ask the worker's health endpoint; exit 0 when it answers 200 (container health checks).
     /// Reads no configuration.
     Health {
+        /// The health endpoint to ask.
         #[arg(long, default_value = healthcheck::DEFAULT_URL)]
         url: url::Url,
         /// How long to wait for the answer.
@@ -80,6 +81,7 @@ enum FailuresCommand {
     },
     /// Everything about one failure: details, payload, the order's current status.
     Show {
+        /// The failure's id (first column of `failures list`).
         #[arg(value_parser = failure_id())]
         id: i64,
         #[command(flatten)]
@@ -87,24 +89,26 @@ enum FailuresCommand {
     },
     /// Close a failure with a note.
     Resolve {
+        /// The failure's id.
         #[arg(value_parser = failure_id())]
         id: i64,
         /// What was done about it.
         #[arg(long, value_parser = non_blank)]
         note: String,
-        /// Who resolved it.
-        #[arg(long, env = "USER", default_value = "unknown", value_parser = non_blank)]
-        by: String,
+        /// Who resolved it [default: $USER, else "unknown"].
+        #[arg(long, value_parser = non_blank)]
+        by: Option<String>,
         #[command(flatten)]
         output: Output,
     },
     /// Put the failure's order back in the queue and resolve the failure.
     Retry {
+        /// The failure's id.
         #[arg(value_parser = failure_id())]
         id: i64,
-        /// Who asked for the retry.
-        #[arg(long, env = "USER", default_value = "unknown", value_parser = non_blank)]
-        by: String,
+        /// Who asked for the retry [default: $USER, else "unknown"].
+        #[arg(long, value_parser = non_blank)]
+        by: Option<String>,
         #[command(flatten)]
         output: Output,
     },
@@ -218,15 +222,20 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
             output,
         } => emit(
             output,
-            &inbox::resolve_failure(&pool, id, &note, &by).await?,
+            &inbox::resolve_failure(&pool, id, &note, &operator(by)).await?,
             render::resolution,
         ),
         FailuresCommand::Retry { id, by, output } => emit(
             output,
-            &inbox::retry_failure(&pool, id, &by).await?,
+            &inbox::retry_failure(&pool, id, &operator(by)).await?,
             render::retry,
         ),
     }
+}
+
+/// Who is acting, for resolutions and retries.
+fn operator(by: Option<String>) -> String {
+    inbox::operator_name(by, std::env::var("USER").ok())
 }
 
 /// Settings for a command that only reads or writes the database. Its logs go to stderr so

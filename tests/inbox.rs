@@ -261,6 +261,17 @@ fn ages_read_in_the_two_largest_units() {
     assert_eq!(render::humanise_age(100_000), "1d 3h");
 }
 
+#[test]
+fn the_operator_is_the_name_given_else_the_login_else_unknown() {
+    let name = |given: Option<&str>, login: Option<&str>| {
+        inbox::operator_name(given.map(String::from), login.map(String::from))
+    };
+    assert_eq!(name(Some("alice"), Some("root")), "alice");
+    assert_eq!(name(None, Some("root")), "root");
+    assert_eq!(name(None, Some("  ")), "unknown");
+    assert_eq!(name(None, None), "unknown");
+}
+
 // failures show -----------------------------------------------------------------------------
 
 #[sqlx::test]
@@ -417,11 +428,12 @@ async fn retry_moves_a_status_stamped_ahead_of_the_clock(pool: PgPool) -> anyhow
     add_status(&pool, "F", "acceptance_failed", future, 2, None).await?;
     let failure = add_failure(&pool, Some("F"), "OrderAcceptance", hours_ago(1)).await?;
     inbox::retry_failure(&pool, failure, "alice").await?;
-    let current: String =
-        sqlx::query_scalar("SELECT status FROM order_current_status WHERE order_id = 'F'")
-            .fetch_one(&pool)
-            .await?;
-    assert_eq!(current, "pending_acceptance");
+    let (current, due): (String, bool) = sqlx::query_as(
+        "SELECT status, claimable_at <= now() FROM order_current_status WHERE order_id = 'F'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((current.as_str(), due), ("pending_acceptance", true));
     Ok(())
 }
 

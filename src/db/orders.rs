@@ -137,7 +137,8 @@ pub struct CurrentStatus {
 ///
 /// The attempt count carries on from `current`: a retry is one more claim, not a fresh start.
 /// The row is stamped no earlier than the current status, because the projection only moves
-/// forward in (timestamp, history_id) and must show this row.
+/// forward in (timestamp, history_id) and must show this row; `next_attempt_at = now()` keeps
+/// it due now even when that stamp lies ahead of the database clock.
 pub async fn insert_pending_row(
     conn: &mut PgConnection,
     order_id: &str,
@@ -145,8 +146,9 @@ pub async fn insert_pending_row(
     note: &str,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        r#"INSERT INTO order_status_history (order_id, status, notes, "timestamp", attempt)
-           VALUES ($1, 'pending_acceptance', $2, greatest(now(), $3), $4)
+        r#"INSERT INTO order_status_history
+               (order_id, status, notes, "timestamp", attempt, next_attempt_at)
+           VALUES ($1, 'pending_acceptance', $2, greatest(now(), $3), $4, now())
            RETURNING history_id"#,
     )
     .bind(order_id)

@@ -107,6 +107,16 @@ pub fn time_before(
         })
 }
 
+/// Who is acting: the name given, else the login name (`$USER`), else "unknown".
+pub fn operator_name(given: Option<String>, login: Option<String>) -> String {
+    given
+        .into_iter()
+        .chain(login)
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Whole seconds from `then` to `now`.
 fn seconds_between(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
     (now - then).num_seconds()
