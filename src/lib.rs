@@ -1,11 +1,13 @@
 //! order-acceptance: accepts new Mirakl marketplace orders, with a full audit trail in PostgreSQL.
 //!
-//! Each stage of a run lives in its own module; `../shared/ARCHITECTURE.md` and
-//! `docs/ARCHITECTURE.md` describe how they fit together.
+//! Each stage of a run lives in its own module under `acceptance`; `docs/ARCHITECTURE.md`
+//! describes how they fit together.
 
 pub mod acceptance;
 pub mod config;
 pub mod db;
+pub mod healthcheck;
+pub mod inbox;
 pub mod marketplace;
 pub mod scheduler;
 pub mod sim;

@@ -1,28 +1,39 @@
 //! Command line: parses arguments and hands each command to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use sqlx::PgPool;
 
-use order_acceptance::acceptance::{self, Context};
+use order_acceptance::acceptance::{self, Context as Worker};
 use order_acceptance::config::{Needs, Settings};
+use order_acceptance::db::failures::FailureFilter;
+use order_acceptance::inbox::{self, render};
 use order_acceptance::marketplace::MarketplaceClient;
-use order_acceptance::{db, scheduler, telemetry};
+use order_acceptance::{db, healthcheck, scheduler, telemetry};
 
 /// Accepts new orders on a Mirakl marketplace (Best Buy Canada and others) and records every
 /// step in PostgreSQL. Without a command, runs on `schedule.cron` until SIGTERM or SIGINT.
 #[derive(Parser)]
-#[command(name = "order-acceptance", version, about)]
+#[command(
+    name = "order-acceptance",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Config file (TOML). Default: config/default.toml when it exists.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
 
     /// Do one full run (import, claim, accept, validate, record), print its summary and exit.
-    #[arg(long, conflicts_with = "command")]
+    #[arg(long)]
     once: bool,
 
     #[command(subcommand)]
@@ -33,6 +44,104 @@ struct Cli {
 enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
+    /// The failure inbox: what a person has to look at.
+    #[command(subcommand)]
+    Failures(FailuresCommand),
+    /// One order's status timeline, failures and API calls.
+    Order {
+        /// The marketplace's order id.
+        order_id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Orders per status, the oldest pending order, orders close to the deadline, open
+    /// failures and the last run.
+    Status {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Ask the worker's health endpoint; exit 0 when it answers 200 (container health checks).
+    /// Reads no configuration.
+    Health {
+        /// The health endpoint to ask.
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: url::Url,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailuresCommand {
+    /// Failures, newest first (open ones unless --all).
+    List {
+        /// Include resolved failures.
+        #[arg(long)]
+        all: bool,
+        /// Only failures of this process (e.g. OrderAcceptance).
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
+        /// Only failures recorded within this long (e.g. 2h, 3d).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Everything about one failure: details, payload, the order's current status.
+    Show {
+        /// The failure's id (first column of `failures list`).
+        #[arg(value_parser = failure_id())]
+        id: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Close a failure with a note.
+    Resolve {
+        /// The failure's id.
+        #[arg(value_parser = failure_id())]
+        id: i64,
+        /// What was done about it.
+        #[arg(long, value_parser = non_blank)]
+        note: String,
+        /// Who resolved it [default: $USER, else "unknown"].
+        #[arg(long, value_parser = non_blank)]
+        by: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Put the failure's order back in the queue and resolve the failure.
+    Retry {
+        /// The failure's id.
+        #[arg(value_parser = failure_id())]
+        id: i64,
+        /// Who asked for the retry [default: $USER, else "unknown"].
+        #[arg(long, value_parser = non_blank)]
+        by: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args, Clone, Copy)]
+struct Output {
+    /// Print JSON for machines instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn failure_id() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(1..)
+}
+
+fn non_blank(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Err("must not be blank".to_string()),
+        text => Ok(text.to_string()),
+    }
 }
 
 #[tokio::main]
@@ -49,43 +158,150 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let needs = match cli.command {
-        Some(Command::Migrate) => Needs::DatabaseOnly,
-        None => Needs::Everything,
-    };
-    let settings = Settings::load(cli.config.as_deref(), needs)?;
+    let config = cli.config.as_deref();
+    match cli.command {
+        Some(Command::Migrate) => migrate(config).await,
+        Some(Command::Failures(command)) => failures(config, command).await,
+        Some(Command::Order { order_id, output }) => {
+            let pool = operator_pool(config).await?;
+            emit(
+                output,
+                &inbox::order_report(&pool, &order_id).await?,
+                render::order,
+            )
+        }
+        Some(Command::Status { output }) => {
+            let settings = operator_settings(config)?;
+            let pool = db::connect(&settings.database).await?;
+            let report =
+                inbox::status_report(&pool, settings.alerts.pending_after, Utc::now()).await?;
+            emit(output, &report, render::status)
+        }
+        Some(Command::Health { url, timeout }) => {
+            healthcheck::probe(&url, timeout).await?;
+            println!("healthy: {url}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => work(config, cli.once).await,
+    }
+}
+
+/// The worker itself: one run with `--once`, else the cron schedule.
+async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(config, Needs::Everything)?;
     telemetry::init(settings.log.format);
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    match cli.command {
-        Some(Command::Migrate) => {
-            let pool = db::connect(&settings.database).await?;
-            db::migrate(&pool, &settings.database).await?;
-            tracing::info!(database = %settings.database.redacted_url(), "migrations applied");
-            Ok(ExitCode::SUCCESS)
-        }
-        None => {
-            let ctx = worker_context(settings).await?;
-            let shutdown = scheduler::shutdown_signal();
-            if cli.once {
-                let summary = acceptance::run(&ctx, &shutdown).await?;
-                println!("{}", acceptance::summary_table(&summary));
-            } else {
-                scheduler::run_on_schedule(ctx, shutdown).await?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Connects to the database (migrating first when configured) and the marketplace.
-async fn worker_context(settings: Settings) -> anyhow::Result<Context> {
     let pool = db::connect(&settings.database).await?;
     if settings.database.migrate_on_start {
         db::migrate(&pool, &settings.database).await?;
     }
     let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
         .context("setting up the marketplace client")?;
-    Ok(Context::new(pool, client, Arc::new(settings)))
+    let worker = Worker::new(pool, client, Arc::new(settings));
+    let shutdown = scheduler::shutdown_signal();
+    if once {
+        let summary = acceptance::run(&worker, &shutdown).await?;
+        println!("{}", acceptance::summary_table(&summary));
+    } else {
+        scheduler::run_on_schedule(worker, shutdown).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(config, Needs::DatabaseOnly)?;
+    telemetry::init(settings.log.format);
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let pool = db::connect(&settings.database).await?;
+    db::migrate(&pool, &settings.database)
+        .await
+        .context("migrate")?;
+    tracing::info!(database = %settings.database.redacted_url(), "migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Result<ExitCode> {
+    let pool = operator_pool(config).await?;
+    let now = Utc::now();
+    match command {
+        FailuresCommand::List {
+            all,
+            process,
+            since,
+            limit,
+            output,
+        } => {
+            let since = since
+                .map(|duration| inbox::time_before(now, duration, "--since"))
+                .transpose()?;
+            let filter = FailureFilter {
+                include_resolved: all,
+                process_name: process,
+                since,
+                limit,
+            };
+            let list = inbox::list_failures(&pool, &filter, now).await?;
+            emit(output, &list, render::failure_list)
+        }
+        FailuresCommand::Show { id, output } => emit(
+            output,
+            &inbox::show_failure(&pool, id, now).await?,
+            render::failure,
+        ),
+        FailuresCommand::Resolve {
+            id,
+            note,
+            by,
+            output,
+        } => emit(
+            output,
+            &inbox::resolve_failure(&pool, id, &note, &operator(by)).await?,
+            render::resolution,
+        ),
+        FailuresCommand::Retry { id, by, output } => emit(
+            output,
+            &inbox::retry_failure(&pool, id, &operator(by)).await?,
+            render::retry,
+        ),
+    }
+}
+
+/// Who is acting, for resolutions and retries.
+fn operator(by: Option<String>) -> String {
+    inbox::operator_name(by, std::env::var("USER").ok())
+}
+
+/// Settings for a command that only reads or writes the database. Its logs go to stderr so
+/// stdout holds nothing but the result (`--json` output stays parseable).
+fn operator_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    let settings = Settings::load(config, Needs::DatabaseOnly)?;
+    telemetry::init_with_writer(settings.log.format, std::io::stderr);
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(settings)
+}
+
+async fn operator_pool(config: Option<&Path>) -> anyhow::Result<PgPool> {
+    let settings = operator_settings(config)?;
+    Ok(db::connect(&settings.database).await?)
+}
+
+/// Prints a command's result as a table (or JSON with --json).
+fn emit<T: Serialize>(
+    output: Output,
+    value: &T,
+    as_text: fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    let text = if output.json {
+        render::json(value).context("writing JSON")?
+    } else {
+        as_text(value)
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
 }

@@ -37,7 +37,9 @@ pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyho
     // Held for the length of a run: a tick that finds it taken is skipped, not queued.
     let busy = Arc::new(Mutex::new(()));
 
-    let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+    let mut scheduler = JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
     let job = {
         let busy = busy.clone();
         let shutdown = shutdown.clone();
@@ -58,13 +60,19 @@ pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyho
         })
         .with_context(|| format!("schedule.cron {cron:?} cannot be scheduled"))?
     };
-    scheduler.add(job).await.context("adding the run to the schedule")?;
+    scheduler
+        .add(job)
+        .await
+        .context("adding the run to the schedule")?;
     scheduler.start().await.context("starting the scheduler")?;
     tracing::info!(cron = %cron, timezone = %settings.schedule.timezone, "waiting for the schedule");
 
     shutdown.cancelled().await;
     tracing::info!(grace = ?settings.shutdown.grace, "shutdown requested: no new runs; letting the current one finish");
-    scheduler.shutdown().await.context("stopping the scheduler")?;
+    scheduler
+        .shutdown()
+        .await
+        .context("stopping the scheduler")?;
     let _idle = busy.lock().await;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -49,11 +49,17 @@ async fn imported_orders_are_accepted_and_validated(pool: PgPool) {
     let summary = run_once(&app).await;
 
     assert_eq!(summary.result, RunResult::Completed);
-    assert_eq!((summary.imported, summary.claimed, summary.accepted), (25, 25, 25));
+    assert_eq!(
+        (summary.imported, summary.claimed, summary.accepted),
+        (25, 25, 25)
+    );
     assert_eq!((summary.cancelled, summary.failed), (0, 0));
     let stats = app.sim.stats();
     assert_eq!(stats.or21_accepted, 25);
-    assert!(stats.or21_calls_per_order.values().all(|&n| n == 1), "{stats:?}");
+    assert!(
+        stats.or21_calls_per_order.values().all(|&n| n == 1),
+        "{stats:?}"
+    );
     assert_eq!(stats.or21_not_waiting, 0);
 
     let ids: Vec<String> = sqlx::query_scalar("SELECT order_id FROM orders ORDER BY order_id")
@@ -66,7 +72,10 @@ async fn imported_orders_are_accepted_and_validated(pool: PgPool) {
         assert_eq!(status, "accepted");
         let note = note.unwrap_or_default();
         assert!(note.starts_with("Validated as '"), "{id}: {note}");
-        assert_eq!(app.statuses(id).await, ["pending_acceptance", "accepting", "accepted"]);
+        assert_eq!(
+            app.statuses(id).await,
+            ["pending_acceptance", "accepting", "accepted"]
+        );
     }
     // Every HTTP call has its api_calls row.
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM api_calls")
@@ -90,7 +99,8 @@ async fn a_second_run_finds_nothing_to_do(pool: PgPool) {
 async fn lag_after_the_204_is_read_again_until_it_clears(pool: PgPool) {
     // Each state change takes 100 ms while validation reads every 40 ms.
     let app = spawn_app(pool, |sim| sim.step = Duration::from_millis(100), &[]).await;
-    app.sim.add_orders(vec![waiting("LAG-1", Behaviour::default())]);
+    app.sim
+        .add_orders(vec![waiting("LAG-1", Behaviour::default())]);
     let summary = run_once(&app).await;
     assert_eq!(summary.accepted, 1);
     let (status, note) = app.current_status("LAG-1").await;
@@ -121,7 +131,12 @@ async fn an_order_cancelled_after_acceptance_is_recorded_cancelled(pool: PgPool)
 
 #[sqlx::test]
 async fn preflight_records_decided_orders_without_sending_or21(pool: PgPool) {
-    let app = spawn_app(pool, |_| {}, &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")]).await;
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
+    )
+    .await;
     app.sim.add_orders(vec![
         in_state("REF-1", "REFUSED", Some("OUT_OF_STOCK")),
         in_state("CAN-1", "CANCELED", None),
@@ -132,43 +147,68 @@ async fn preflight_records_decided_orders_without_sending_or21(pool: PgPool) {
         app.insert_pending(id, json!({"order_id": id})).await;
     }
     let summary = run_once(&app).await;
-    assert_eq!((summary.accepted, summary.cancelled, summary.failed), (2, 2, 0));
+    assert_eq!(
+        (summary.accepted, summary.cancelled, summary.failed),
+        (2, 2, 0)
+    );
     assert_eq!(app.sim.stats().requests.get("OR21"), None, "no OR21 at all");
 
     let (status, note) = app.current_status("REF-1").await;
     assert_eq!(status, "cancelled");
-    assert_eq!(note.as_deref(), Some("Order is REFUSED at the marketplace (reason: OUT_OF_STOCK)."));
+    assert_eq!(
+        note.as_deref(),
+        Some("Order is REFUSED at the marketplace (reason: OUT_OF_STOCK).")
+    );
     assert_eq!(app.current_status("CAN-1").await.0, "cancelled");
     let (status, note) = app.current_status("SHIP-1").await;
     assert_eq!(status, "accepted");
-    assert!(note.unwrap_or_default().starts_with("Already SHIPPING at the marketplace"));
+    assert!(
+        note.unwrap_or_default()
+            .starts_with("Already SHIPPING at the marketplace")
+    );
     // Preflight refreshed the stored JSON from OR11.
-    let state: String = sqlx::query_scalar("SELECT raw_order_data->>'order_state' FROM orders WHERE order_id = 'DEB-1'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("raw");
+    let state: String = sqlx::query_scalar(
+        "SELECT raw_order_data->>'order_state' FROM orders WHERE order_id = 'DEB-1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("raw");
     assert_eq!(state, "WAITING_DEBIT");
 }
 
 #[sqlx::test]
 async fn a_500_is_resolved_by_reading_before_sending_again(pool: PgPool) {
     let app = spawn_app(pool, |_| {}, &[]).await;
-    app.sim.add_orders(vec![waiting("E-1", or21_script(vec![Scripted::Status500]))]);
+    app.sim
+        .add_orders(vec![waiting("E-1", or21_script(vec![Scripted::Status500]))]);
     let summary = run_once(&app).await;
     assert_eq!(summary.accepted, 1);
     assert_eq!(app.current_status("E-1").await.0, "accepted");
-    assert_eq!(app.or21_calls("E-1"), 2, "the 500 did not apply; the re-read showed it waiting");
+    assert_eq!(
+        app.or21_calls("E-1"),
+        2,
+        "the 500 did not apply; the re-read showed it waiting"
+    );
     assert_eq!(app.sim.stats().or21_not_waiting, 0);
     assert!(app.open_failures("E-1").await.is_empty());
 }
 
 #[sqlx::test]
 async fn a_429_waits_for_retry_after_then_succeeds(pool: PgPool) {
-    let app = spawn_app(pool, |sim| sim.faults.retry_after = Duration::from_secs(1), &[]).await;
-    app.sim.add_orders(vec![waiting("T-1", or21_script(vec![Scripted::Throttle]))]);
+    let app = spawn_app(
+        pool,
+        |sim| sim.faults.retry_after = Duration::from_secs(1),
+        &[],
+    )
+    .await;
+    app.sim
+        .add_orders(vec![waiting("T-1", or21_script(vec![Scripted::Throttle]))]);
     let started = std::time::Instant::now();
     let summary = run_once(&app).await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
     assert_eq!(summary.accepted, 1);
     let attempts: Vec<(Option<i32>, Option<i32>)> = sqlx::query_as(
         "SELECT status_code, attempt FROM api_calls WHERE endpoint = 'OR21' ORDER BY call_id",
@@ -181,14 +221,25 @@ async fn a_429_waits_for_retry_after_then_succeeds(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_timeout_after_the_acceptance_applied_sends_no_second_or21(pool: PgPool) {
-    let app = spawn_app(pool, |sim| sim.faults.slow_delay = Duration::from_secs(5), &[]).await;
-    app.sim.add_orders(vec![waiting("SLOW-1", or21_script(vec![Scripted::SlowApplied]))]);
+    let app = spawn_app(
+        pool,
+        |sim| sim.faults.slow_delay = Duration::from_secs(5),
+        &[],
+    )
+    .await;
+    app.sim.add_orders(vec![waiting(
+        "SLOW-1",
+        or21_script(vec![Scripted::SlowApplied]),
+    )]);
     let summary = run_once(&app).await;
     assert_eq!(summary.accepted, 1);
     let (status, note) = app.current_status("SLOW-1").await;
     assert_eq!(status, "accepted");
     let note = note.unwrap_or_default();
-    assert!(note.starts_with("Confirmed as '"), "the re-read settled it: {note}");
+    assert!(
+        note.starts_with("Confirmed as '"),
+        "the re-read settled it: {note}"
+    );
     assert_eq!(app.or21_calls("SLOW-1"), 1);
     assert_eq!(app.sim.stats().or21_not_waiting, 0);
 }
@@ -196,41 +247,62 @@ async fn a_timeout_after_the_acceptance_applied_sends_no_second_or21(pool: PgPoo
 #[sqlx::test]
 async fn an_order_unknown_to_the_marketplace_is_a_failure_for_a_person(pool: PgPool) {
     let app = spawn_app(pool, |_| {}, &[]).await;
-    app.insert_pending("GHOST-1", json!({"order_id": "GHOST-1"})).await;
+    app.insert_pending("GHOST-1", json!({"order_id": "GHOST-1"}))
+        .await;
     let summary = run_once(&app).await;
     assert_eq!((summary.failed, summary.retry_scheduled), (1, 0));
     assert_eq!(app.current_status("GHOST-1").await.0, "acceptance_failed");
     let failures = app.open_failures("GHOST-1").await;
     assert_eq!(failures.len(), 1);
-    assert!(failures[0].0.contains("was not found at the marketplace"), "{failures:?}");
+    assert!(
+        failures[0].0.contains("was not found at the marketplace"),
+        "{failures:?}"
+    );
     assert!(!failures[0].1, "not retryable");
 }
 
 #[sqlx::test]
 async fn stored_orders_without_lines_take_their_lines_from_or11(pool: PgPool) {
-    let app = spawn_app(pool, |_| {}, &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")]).await;
-    app.sim.add_orders(vec![waiting("NOLINES-1", Behaviour::default())]);
-    app.insert_pending("NOLINES-1", json!({"order_id": "NOLINES-1"})).await;
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
+    )
+    .await;
+    app.sim
+        .add_orders(vec![waiting("NOLINES-1", Behaviour::default())]);
+    app.insert_pending("NOLINES-1", json!({"order_id": "NOLINES-1"}))
+        .await;
     let summary = run_once(&app).await;
     assert_eq!(summary.accepted, 1);
     assert_eq!(app.sim.stats().or21_accepted, 1);
-    let sent: serde_json::Value = sqlx::query_scalar("SELECT request_payload FROM api_calls WHERE endpoint = 'OR21'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("OR21 payload");
+    let sent: serde_json::Value =
+        sqlx::query_scalar("SELECT request_payload FROM api_calls WHERE endpoint = 'OR21'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("OR21 payload");
     assert_eq!(sent["order_lines"].as_array().map(Vec::len), Some(2));
 }
 
 #[sqlx::test]
 async fn an_unknown_state_is_retried_later_not_accepted(pool: PgPool) {
-    let app = spawn_app(pool, |_| {}, &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")]).await;
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
+    )
+    .await;
     app.sim.add_orders(vec![in_state("ODD-1", "PARTY", None)]);
-    app.insert_pending("ODD-1", json!({"order_id": "ODD-1"})).await;
+    app.insert_pending("ODD-1", json!({"order_id": "ODD-1"}))
+        .await;
     let summary = run_once(&app).await;
     assert_eq!((summary.failed, summary.retry_scheduled), (1, 1));
     assert_eq!(app.current_status("ODD-1").await.0, "acceptance_failed");
     let failures = app.open_failures("ODD-1").await;
-    assert!(failures[0].0.contains("is PARTY at the marketplace"), "{failures:?}");
+    assert!(
+        failures[0].0.contains("is PARTY at the marketplace"),
+        "{failures:?}"
+    );
     assert!(failures[0].1, "retryable");
     assert_eq!(app.or21_calls("ODD-1"), 0);
 }
@@ -252,7 +324,10 @@ async fn a_never_moving_order_fails_after_the_validation_attempts(pool: PgPool) 
     .fetch_one(&app.pool)
     .await
     .expect("open failure");
-    assert!(details.contains("still reads WAITING_ACCEPTANCE after 4 reads"), "{details}");
+    assert!(
+        details.contains("still reads WAITING_ACCEPTANCE after 4 reads"),
+        "{details}"
+    );
     assert_eq!(payload["last_state"], "WAITING_ACCEPTANCE");
     assert_eq!(payload["order"]["order_id"], "STUCK-1");
     assert_eq!(app.or21_calls("STUCK-1"), 1);
@@ -281,23 +356,32 @@ async fn two_runs_at_once_send_one_or21_per_order(pool: PgPool) {
     let app = spawn_app(pool, |sim| sim.orders = 60, &[]).await;
     let (first, second) = (app.worker(), app.worker());
     let stop = CancellationToken::new();
-    let (a, b) = tokio::join!(acceptance::run(&first, &stop), acceptance::run(&second, &stop));
+    let (a, b) = tokio::join!(
+        acceptance::run(&first, &stop),
+        acceptance::run(&second, &stop)
+    );
     let (a, b) = (a.expect("first run"), b.expect("second run"));
     assert_eq!(a.claimed + b.claimed, 60);
     assert_eq!(a.accepted + b.accepted, 60);
     let stats = app.sim.stats();
     assert_eq!(stats.or21_accepted, 60);
-    assert!(stats.or21_calls_per_order.values().all(|&n| n == 1), "{stats:?}");
+    assert!(
+        stats.or21_calls_per_order.values().all(|&n| n == 1),
+        "{stats:?}"
+    );
     assert_eq!(stats.or21_not_waiting, 0);
-    let accepting_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM order_status_history WHERE status = 'accepting'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let accepting_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_status_history WHERE status = 'accepting'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(accepting_rows, 60, "each order claimed once");
 }
 
 #[sqlx::test]
-async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second_or21(pool: PgPool) {
+async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second_or21(
+    pool: PgPool,
+) {
     // The first worker's validation waits a minute: it is killed long before.
     let app = spawn_app(pool, |sim| sim.orders = 8, &[]).await;
     let slow = app.settings_with(&[
@@ -305,15 +389,17 @@ async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second
         ("ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1h"),
     ]);
     let first = app.worker_with(&slow);
-    let killed = tokio::spawn(async move { acceptance::run(&first, &CancellationToken::new()).await });
+    let killed =
+        tokio::spawn(async move { acceptance::run(&first, &CancellationToken::new()).await });
     wait_until(|| app.sim.stats().or21_accepted == 8).await;
     killed.abort();
     let _ = killed.await;
 
-    let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'accepting'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let stuck: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'accepting'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(stuck, 8, "the dead worker's leases hold the orders");
     assert_eq!(run_once(&app).await.claimed, 0, "nobody takes a live lease");
 
@@ -321,7 +407,10 @@ async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second
     let summary = run_once(&app).await;
     assert_eq!((summary.claimed, summary.accepted), (8, 8));
     let stats = app.sim.stats();
-    assert!(stats.or21_calls_per_order.values().all(|&n| n == 1), "{stats:?}");
+    assert!(
+        stats.or21_calls_per_order.values().all(|&n| n == 1),
+        "{stats:?}"
+    );
     let notes: Vec<String> = sqlx::query_scalar(
         "SELECT h.notes FROM order_current_status c JOIN order_status_history h USING (history_id)",
     )
@@ -336,56 +425,93 @@ async fn a_retryable_failure_is_retried_by_a_later_run_and_resolved(pool: PgPool
     // Two 503s use up the client's two attempts; the next run's OR21 goes through.
     let app = spawn_app(pool, |_| {}, &[]).await;
     let script = vec![Scripted::Status503, Scripted::Status503];
-    app.sim.add_orders(vec![waiting("R-1", or21_script(script))]);
+    app.sim
+        .add_orders(vec![waiting("R-1", or21_script(script))]);
     let first = run_once(&app).await;
     assert_eq!((first.failed, first.retry_scheduled), (1, 1));
     let failures = app.open_failures("R-1").await;
     assert_eq!(failures.len(), 1);
     assert!(failures[0].1, "retryable");
-    assert!(failures[0].0.contains("Attempt 1 of 3; next attempt in 1m"), "{failures:?}");
+    assert!(
+        failures[0].0.contains("Attempt 1 of 3; next attempt in 1m"),
+        "{failures:?}"
+    );
 
-    assert_eq!(run_once(&app).await.claimed, 0, "not due before its retry time");
+    assert_eq!(
+        run_once(&app).await.claimed,
+        0,
+        "not due before its retry time"
+    );
     app.let_time_pass().await;
     let second = run_once(&app).await;
     assert_eq!(second.accepted, 1);
     assert_eq!(app.current_status("R-1").await.0, "accepted");
     assert!(app.open_failures("R-1").await.is_empty());
-    let note: String = sqlx::query_scalar("SELECT resolution_note FROM process_failures WHERE related_id = 'R-1'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("resolved");
-    assert_eq!(note, "Resolved automatically: attempt 2 recorded the order as accepted.");
+    let note: String =
+        sqlx::query_scalar("SELECT resolution_note FROM process_failures WHERE related_id = 'R-1'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("resolved");
+    assert_eq!(
+        note,
+        "Resolved automatically: attempt 2 recorded the order as accepted."
+    );
 }
 
 #[sqlx::test]
 async fn after_the_last_attempt_the_failure_stays_for_a_person(pool: PgPool) {
-    let app = spawn_app(pool, |_| {}, &[("ORDER_ACCEPTANCE__ACCEPTANCE__MAX_ATTEMPTS", "2")]).await;
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__ACCEPTANCE__MAX_ATTEMPTS", "2")],
+    )
+    .await;
     let script = vec![Scripted::Status503; 4];
-    app.sim.add_orders(vec![waiting("R-2", or21_script(script))]);
+    app.sim
+        .add_orders(vec![waiting("R-2", or21_script(script))]);
     run_once(&app).await;
     app.let_time_pass().await;
     let last = run_once(&app).await;
     assert_eq!((last.failed, last.retry_scheduled), (1, 0));
     let failures = app.open_failures("R-2").await;
-    assert_eq!(failures.len(), 1, "the first attempt's failure was superseded");
+    assert_eq!(
+        failures.len(),
+        1,
+        "the first attempt's failure was superseded"
+    );
     assert!(!failures[0].1);
-    assert!(failures[0].0.contains("That was the last of 2 attempts"), "{failures:?}");
+    assert!(
+        failures[0].0.contains("That was the last of 2 attempts"),
+        "{failures:?}"
+    );
     app.let_time_pass().await;
     assert_eq!(run_once(&app).await.claimed, 0, "no further attempts");
 }
 
 #[sqlx::test]
 async fn orders_in_other_statuses_are_never_touched(pool: PgPool) {
-    let app = spawn_app(pool, |_| {}, &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")]).await;
-    app.sim.add_orders(vec![waiting("SHIPPED-1", Behaviour::default())]);
-    app.insert_pending("SHIPPED-1", json!({"order_id": "SHIPPED-1"})).await;
-    sqlx::query("INSERT INTO order_status_history (order_id, status) VALUES ('SHIPPED-1', 'shipped')")
-        .execute(&app.pool)
-        .await
-        .expect("shipped");
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
+    )
+    .await;
+    app.sim
+        .add_orders(vec![waiting("SHIPPED-1", Behaviour::default())]);
+    app.insert_pending("SHIPPED-1", json!({"order_id": "SHIPPED-1"}))
+        .await;
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, status) VALUES ('SHIPPED-1', 'shipped')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("shipped");
     let summary = run_once(&app).await;
     assert_eq!(summary.claimed, 0);
-    assert_eq!(app.statuses("SHIPPED-1").await, ["pending_acceptance", "shipped"]);
+    assert_eq!(
+        app.statuses("SHIPPED-1").await,
+        ["pending_acceptance", "shipped"]
+    );
     assert!(app.sim.stats().requests.is_empty(), "no call about it");
 }
 
@@ -396,7 +522,12 @@ async fn a_stop_signal_ends_claiming_and_drains_what_was_claimed(pool: PgPool) {
         sim.orders = 30;
         sim.faults.latency = Some((Duration::from_millis(20), Duration::from_millis(20)));
     };
-    let app = spawn_app(pool, configure, &[("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "5")]).await;
+    let app = spawn_app(
+        pool,
+        configure,
+        &[("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "5")],
+    )
+    .await;
     let stop = CancellationToken::new();
     let ctx = app.worker();
     let run = acceptance::run(&ctx, &stop);
@@ -412,11 +543,15 @@ async fn a_stop_signal_ends_claiming_and_drains_what_was_claimed(pool: PgPool) {
     .expect("drained");
     assert_eq!(summary.result, RunResult::Completed);
     assert!(summary.claimed < 30, "claiming stopped: {summary:?}");
-    assert_eq!(summary.accepted, summary.claimed, "every claimed order recorded");
-    let accepting: i64 = sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'accepting'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    assert_eq!(
+        summary.accepted, summary.claimed,
+        "every claimed order recorded"
+    );
+    let accepting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'accepting'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(accepting, 0);
 }
 
@@ -458,7 +593,10 @@ async fn when_the_grace_period_ends_held_orders_keep_their_lease(pool: PgPool) {
 async fn wait_until(mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached in 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -1025,7 +1025,7 @@ async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
         .expect(1)
         .mount(&server)
         .await;
-    sqlx::query("DROP TABLE api_calls")
+    sqlx::query("DROP TABLE api_calls CASCADE")
         .execute(&pool)
         .await
         .unwrap();

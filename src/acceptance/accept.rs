@@ -62,8 +62,12 @@ async fn accept_one(ctx: &Context, order: ToAccept) -> Result<Step, RunError> {
     match ctx.client.accept_order(id, &order.line_ids).await {
         Ok(()) => Ok(confirm(order.claim)),
         Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
-        Err(err @ MarketplaceError::InvalidState { .. }) => settle_from_state(ctx, order, err, Resend::Never).await,
-        Err(err) if err.may_have_taken_effect() || matches!(err, MarketplaceError::Malformed { .. }) => {
+        Err(err @ MarketplaceError::InvalidState { .. }) => {
+            settle_from_state(ctx, order, err, Resend::Never).await
+        }
+        Err(err)
+            if err.may_have_taken_effect() || matches!(err, MarketplaceError::Malformed { .. }) =>
+        {
             settle_from_state(ctx, order, err, Resend::Once).await
         }
         Err(err) => Ok(Step::Decided(refused_or_failed(order, err))),
@@ -82,7 +86,9 @@ fn refused_or_failed(order: ToAccept, err: MarketplaceError) -> Outcome {
     let id = order.claim.order_id.clone();
     let payload = json!({"stage": "accept", "error": err.to_string(), "line_ids": order.line_ids});
     if err.is_transient() {
-        let details = format!("OR21 for order {id} failed: {err}. Nothing was accepted; a later run tries again.");
+        let details = format!(
+            "OR21 for order {id} failed: {err}. Nothing was accepted; a later run tries again."
+        );
         return Outcome::failed(order.claim, Retry::WhenDue, details, payload);
     }
     let details = format!(
@@ -109,43 +115,72 @@ async fn settle_from_state(
     tracing::warn!(order_id = %id, error = %err, "OR21 answer inconclusive; re-reading the order before anything else");
     let current = match ctx.client.orders_by_ids(std::slice::from_ref(&id)).await {
         Ok(orders) => orders.into_iter().next(),
-        Err(read_err @ MarketplaceError::Unauthorized { .. }) => return Err(RunError::Unauthorized(read_err)),
+        Err(read_err @ MarketplaceError::Unauthorized { .. }) => {
+            return Err(RunError::Unauthorized(read_err));
+        }
         Err(read_err) => {
             let details = format!(
                 "OR21 for order {id} may or may not have taken effect ({err}) and the order could not be re-read ({read_err}). Nothing more was sent; a later run re-reads it before any re-send."
             );
             let payload = json!({"stage": "accept", "error": err.to_string(), "reread_error": read_err.to_string()});
-            return Ok(Step::Decided(Outcome::failed(order.claim, Retry::WhenDue, details, payload)));
+            return Ok(Step::Decided(Outcome::failed(
+                order.claim,
+                Retry::WhenDue,
+                details,
+                payload,
+            )));
         }
     };
     let Some(current) = current else {
-        let details = format!("Order {id} disappeared from the marketplace after OR21 answered {err}. Check it in the seller portal.");
+        let details = format!(
+            "Order {id} disappeared from the marketplace after OR21 answered {err}. Check it in the seller portal."
+        );
         let payload = json!({"stage": "accept", "error": err.to_string()});
-        return Ok(Step::Decided(Outcome::failed(order.claim, Retry::Never, details, payload)));
+        return Ok(Step::Decided(Outcome::failed(
+            order.claim,
+            Retry::Never,
+            details,
+            payload,
+        )));
     };
     match read(&current) {
         Reading::Accepted => {
-            let note = format!("Confirmed as '{}' after OR21 answered: {err}.", current.order_state);
+            let note = format!(
+                "Confirmed as '{}' after OR21 answered: {err}.",
+                current.order_state
+            );
             Ok(Step::Decided(Outcome::accepted(order.claim, note)))
         }
         Reading::Cancelled { note } => Ok(Step::Decided(Outcome::cancelled(order.claim, note))),
         // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
         // acceptance is on its way through; validation confirms it or gives up.
-        Reading::Waiting if matches!(err, MarketplaceError::InvalidState { .. }) => Ok(confirm(order.claim)),
+        Reading::Waiting if matches!(err, MarketplaceError::InvalidState { .. }) => {
+            Ok(confirm(order.claim))
+        }
         Reading::Waiting if resend == Resend::Once => resend_once(ctx, order, err).await,
         Reading::Waiting | Reading::Undecidable => {
             let details = format!(
                 "OR21 for order {id} answered {err} and the order now reads {}. Nothing more was sent in this run; a later run re-reads it before any re-send.",
                 current.order_state
             );
-            let payload = json!({"stage": "accept", "error": err.to_string(), "order": current.raw});
-            Ok(Step::Decided(Outcome::failed(order.claim, Retry::WhenDue, details, payload)))
+            let payload =
+                json!({"stage": "accept", "error": err.to_string(), "order": current.raw});
+            Ok(Step::Decided(Outcome::failed(
+                order.claim,
+                Retry::WhenDue,
+                details,
+                payload,
+            )))
         }
     }
 }
 
 /// The order provably still waits after a lost answer: sending again cannot accept it twice.
-async fn resend_once(ctx: &Context, order: ToAccept, first: MarketplaceError) -> Result<Step, RunError> {
+async fn resend_once(
+    ctx: &Context,
+    order: ToAccept,
+    first: MarketplaceError,
+) -> Result<Step, RunError> {
     let id = order.claim.order_id.clone();
     tracing::info!(order_id = %id, "order still WAITING_ACCEPTANCE after a lost OR21 answer; sending OR21 again");
     match ctx.client.accept_order(&id, &order.line_ids).await {
@@ -158,7 +193,12 @@ async fn resend_once(ctx: &Context, order: ToAccept, first: MarketplaceError) ->
                 "OR21 for order {id} failed twice: first {first}, then {err}. A later run re-reads it before any re-send."
             );
             let payload = json!({"stage": "accept", "error": err.to_string(), "first_error": first.to_string()});
-            Ok(Step::Decided(Outcome::failed(order.claim, Retry::WhenDue, details, payload)))
+            Ok(Step::Decided(Outcome::failed(
+                order.claim,
+                Retry::WhenDue,
+                details,
+                payload,
+            )))
         }
     }
 }

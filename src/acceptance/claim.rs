@@ -29,10 +29,14 @@ pub async fn claim_until_drained(
             break;
         };
         let started = Instant::now();
-        let claims =
-            queue::claim_due_orders(&ctx.pool, &ctx.worker_id, settings.batch_size, settings.lease)
-                .await
-                .map_err(RunError::database("claiming due orders"))?;
+        let claims = queue::claim_due_orders(
+            &ctx.pool,
+            &ctx.worker_id,
+            settings.batch_size,
+            settings.lease,
+        )
+        .await
+        .map_err(RunError::database("claiming due orders"))?;
         metrics::histogram!("acceptance_claim_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if claims.is_empty() {

@@ -81,8 +81,11 @@ async fn store_page(
         .await
         .map_err(RunError::database("storing imported orders"))?;
     Tally::add(&tally.imported, new_ids.len());
-    let mut by_id: HashMap<&str, &Order> =
-        page.orders.iter().map(|o| (o.order_id.as_str(), o)).collect();
+    let mut by_id: HashMap<&str, &Order> = page
+        .orders
+        .iter()
+        .map(|o| (o.order_id.as_str(), o))
+        .collect();
     for id in new_ids {
         let lines = by_id.remove(id.as_str()).map(line_ids).unwrap_or_default();
         // An order listed without lines is read again by preflight.

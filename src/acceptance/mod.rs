@@ -60,7 +60,11 @@ fn worker_id() -> String {
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
-    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// The figures of one run, for people (the `--once` summary), logs and `acceptance_runs`.
@@ -248,9 +252,15 @@ pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
         ("accepted", summary.accepted.to_string()),
         ("cancelled", summary.cancelled.to_string()),
         ("failed", summary.failed.to_string()),
-        ("  of which retried later", summary.retry_scheduled.to_string()),
+        (
+            "  of which retried later",
+            summary.retry_scheduled.to_string(),
+        ),
         ("API calls", summary.api_calls.to_string()),
-        ("duration", format!("{:.2} s", summary.duration.as_secs_f64())),
+        (
+            "duration",
+            format!("{:.2} s", summary.duration.as_secs_f64()),
+        ),
     ];
     for (label, value) in rows {
         table.add_row([label.to_string(), value]);

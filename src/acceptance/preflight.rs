@@ -67,7 +67,9 @@ pub async fn check(
                 }
             }
         }
-        Err(err @ MarketplaceError::Unauthorized { .. }) => return Err(RunError::Unauthorized(err)),
+        Err(err @ MarketplaceError::Unauthorized { .. }) => {
+            return Err(RunError::Unauthorized(err));
+        }
         Err(err) => {
             checked.marketplace_unreachable = true;
             for claim in to_read {
@@ -76,7 +78,10 @@ pub async fn check(
                     claim.order_id
                 );
                 let payload = json!({"stage": "preflight", "error": err.to_string()});
-                report(outcomes, Outcome::failed(claim, Retry::WhenDue, details, payload));
+                report(
+                    outcomes,
+                    Outcome::failed(claim, Retry::WhenDue, details, payload),
+                );
             }
         }
     }

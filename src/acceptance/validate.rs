@@ -89,7 +89,13 @@ async fn read_due(
                         watch.reads += 1;
                         watch.last_seen = by_id.remove(id);
                         match verdict(ctx, &watch) {
-                            Some(verdict) => report(outcomes, Outcome { claim: watch.claim, verdict }),
+                            Some(verdict) => report(
+                                outcomes,
+                                Outcome {
+                                    claim: watch.claim,
+                                    verdict,
+                                },
+                            ),
                             None => {
                                 watch.next_read = tick + ctx.settings.validation.interval;
                                 watching.insert(id.clone(), watch);
@@ -98,7 +104,9 @@ async fn read_due(
                     }
                 }
             }
-            Err(err @ MarketplaceError::Unauthorized { .. }) => return Err(RunError::Unauthorized(err)),
+            Err(err @ MarketplaceError::Unauthorized { .. }) => {
+                return Err(RunError::Unauthorized(err));
+            }
             Err(err) => {
                 tracing::warn!(orders = chunk.len(), error = %err, "validation read failed; trying again next interval");
                 let deadline = ctx.settings.validation_deadline();
@@ -123,19 +131,17 @@ async fn read_due(
 fn verdict(ctx: &Context, watch: &Watch) -> Option<Verdict> {
     let max_reads = ctx.settings.validation.max_attempts;
     let state = match &watch.last_seen {
-        Some(order) => {
-            match read(order) {
-                Reading::Accepted => {
-                    let note = format!("Validated as '{}'.", order.order_state);
-                    return Some(Verdict::Accepted { note });
-                }
-                Reading::Cancelled { note } => {
-                    let note = format!("Cancelled after acceptance: {note}");
-                    return Some(Verdict::Cancelled { note });
-                }
-                Reading::Waiting | Reading::Undecidable => order.order_state.to_string(),
+        Some(order) => match read(order) {
+            Reading::Accepted => {
+                let note = format!("Validated as '{}'.", order.order_state);
+                return Some(Verdict::Accepted { note });
             }
-        }
+            Reading::Cancelled { note } => {
+                let note = format!("Cancelled after acceptance: {note}");
+                return Some(Verdict::Cancelled { note });
+            }
+            Reading::Waiting | Reading::Undecidable => order.order_state.to_string(),
+        },
         None => "not returned by OR11".to_string(),
     };
     if watch.reads < max_reads {

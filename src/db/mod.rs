@@ -1,6 +1,13 @@
 //! The database: connection pool, migrations, and the queries each part of the worker needs,
 //! grouped by table.
 
+pub mod api_calls;
+pub mod failures;
+pub mod orders;
+pub mod outcomes;
+pub mod queue;
+pub mod runs;
+
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -8,25 +15,23 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
-pub mod api_calls;
-
 /// Migrations are compiled into the binary so a container needs no files beside it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(
-        "cannot connect to PostgreSQL at {url}: {source}. Check database.url (DATABASE_URL) and that the server is running"
+        "cannot connect to PostgreSQL at {url}: {cause}. Check database.url (DATABASE_URL) and that the server is running"
     )]
-    Connect { url: String, source: sqlx::Error },
+    Connect { url: String, cause: sqlx::Error },
     #[error("database.url is not a usable PostgreSQL URL: {0}")]
     BadUrl(sqlx::Error),
     #[error(
-        "applying migrations to {url} failed: {source}. Fix the cause and run `order-acceptance migrate` again: every step is safe to repeat"
+        "applying migrations to {url} failed: {cause}. Fix the cause and run `order-acceptance migrate` again: every step is safe to repeat"
     )]
     Migrate {
         url: String,
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
 }
 
@@ -42,20 +47,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .acquire_timeout(settings.connect_timeout)
         .connect_with(options.application_name("order-acceptance"))
         .await
-        .map_err(|source| DbError::Connect {
+        .map_err(|cause| DbError::Connect {
             url: settings.redacted_url(),
-            source,
+            cause,
         })
 }
 
 /// Applies pending migrations; a database already up to date is left as it is.
 pub async fn migrate(pool: &PgPool, settings: &DatabaseSettings) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await.map_err(|source| DbError::Migrate {
+    MIGRATOR.run(pool).await.map_err(|cause| DbError::Migrate {
         url: settings.redacted_url(),
-        source,
+        cause,
     })
 }
-
-pub mod outcomes;
-pub mod queue;
-pub mod runs;

@@ -49,7 +49,10 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
         .iter()
         .map(|o| o.retry_in.map(|d| d.as_secs_f64()))
         .collect();
-    let resolutions: Vec<String> = outcomes.iter().map(resolution_of_earlier_failures).collect();
+    let resolutions: Vec<String> = outcomes
+        .iter()
+        .map(resolution_of_earlier_failures)
+        .collect();
 
     let mut tx = pool.begin().await?;
     sqlx::query(

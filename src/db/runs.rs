@@ -1,5 +1,8 @@
-//! One `acceptance_runs` row per run: what `status` and the metrics report as the last run.
+//! `acceptance_runs`: one row per run, written by the run itself and read by `status` and the
+//! metrics.
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::acceptance::{RunResult, RunSummary};
@@ -45,4 +48,36 @@ pub async fn finish_run(
 
 fn count(n: u64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// One run and what it did.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// running, completed, failed or interrupted.
+    pub result: String,
+    pub imported: i32,
+    pub claimed: i32,
+    pub accepted: i32,
+    pub cancelled: i32,
+    pub failed: i32,
+    pub retry_scheduled: i32,
+    pub api_calls: i32,
+    pub error: Option<String>,
+}
+
+/// The run that started last, whatever its result.
+pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
+                cancelled, failed, retry_scheduled, api_calls, error
+         FROM acceptance_runs
+         ORDER BY started_at DESC, run_id DESC
+         LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
 }

@@ -55,10 +55,18 @@ pub async fn spawn_app(
     let mut config = SimConfig::new(API_KEY);
     config.step = std::time::Duration::from_millis(10);
     configure(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let sim = Simulator::start(config, listener).await.expect("start simulator");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let sim = Simulator::start(config, listener)
+        .await
+        .expect("start simulator");
     let mut env = test_env(&sim.url(), API_KEY);
-    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let settings = Settings::load_from(None, Needs::Everything, env).expect("test settings");
     TestApp {
         pool,
@@ -74,15 +82,23 @@ impl TestApp {
     }
 
     pub fn worker_with(&self, settings: &Arc<Settings>) -> Context {
-        let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, self.pool.clone())
-            .expect("client");
+        let client = MarketplaceClient::new(
+            &settings.marketplace,
+            &settings.api_calls,
+            self.pool.clone(),
+        )
+        .expect("client");
         Context::new(self.pool.clone(), client, settings.clone())
     }
 
     /// Settings with some keys changed.
     pub fn settings_with(&self, overrides: &[(&str, &str)]) -> Arc<Settings> {
         let mut env = test_env(&self.sim.url(), API_KEY);
-        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Arc::new(Settings::load_from(None, Needs::Everything, env).expect("test settings"))
     }
 

@@ -1,0 +1,418 @@
+//! The operator commands: the failure inbox (`failures list|show|resolve|retry`), one order's
+//! story (`order`) and the state of the queue (`status`).
+//!
+//! Each command returns a plain struct; [`render`] turns it into tables for people or JSON for
+//! machines. Commands that depend on the time take `now`, so tests need no clock and no sleep.
+
+pub mod render;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::db::failures::{self, Failure, FailureFilter, FailureSummary, Resolution};
+use crate::db::orders::{self, ApiCallEntry, HistoryEntry, OrderHeader, PendingOrder, StatusCount};
+use crate::db::runs::{self, RunRecord};
+
+/// Current statuses from which a person may put an order back in the queue. `accepting` is
+/// not one: a run holds the order now and will record its outcome.
+pub const RETRYABLE_STATUSES: [&str; 2] = ["acceptance_failed", "pending_acceptance"];
+
+/// How many of the orders pending too long `status` names.
+const PENDING_TOO_LONG_SHOWN: i64 = 5;
+
+/// Why the acceptance deadline matters, printed next to the orders close to it.
+pub const DEADLINE_NOTE: &str =
+    "the marketplace refuses an order left undecided 24 h after its creation";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("failure #{0} does not exist. See the ids with `order-acceptance failures list --all`")]
+    FailureNotFound(i64),
+    #[error(
+        "failure #{failure_id} is already resolved (at {resolved_at}, by {}: {note}); nothing was changed",
+        resolved_by.as_deref().unwrap_or("unknown")
+    )]
+    AlreadyResolved {
+        failure_id: i64,
+        resolved_at: DateTime<Utc>,
+        resolved_by: Option<String>,
+        note: String,
+    },
+    #[error(
+        "failure #{0} names no order, so there is nothing to put back in the queue. Once it is handled, close it with `order-acceptance failures resolve {0} --note TEXT`"
+    )]
+    NoRelatedOrder(i64),
+    #[error(
+        "order {order_id} of failure #{failure_id} has no status history (or is not in the orders table), so the worker would not pick it up. Insert the order and a pending_acceptance row as an upstream system does, then resolve the failure"
+    )]
+    OrderHasNoStatus { failure_id: i64, order_id: String },
+    #[error("cannot retry failure #{failure_id}: order {order_id} is {status}. {}", retry_refusal_advice(status, *failure_id, order_id))]
+    NotRetryable {
+        failure_id: i64,
+        order_id: String,
+        status: String,
+    },
+    #[error(
+        "order {0} is not in the database. Check the id (it is the marketplace's order id, e.g. 123456789-A)"
+    )]
+    OrderNotFound(String),
+    #[error("{what} ({value}) is too long to subtract from the current time; use a shorter one")]
+    DurationOutOfRange { what: &'static str, value: String },
+    #[error(
+        "{action} failed: {error}. Check that the database is reachable and up to date (`order-acceptance migrate`)"
+    )]
+    // Not a `source`: the message already carries it, and anyhow would print it twice.
+    Database { action: String, error: sqlx::Error },
+}
+
+/// What to do instead of a retry, by the order's current status.
+fn retry_refusal_advice(status: &str, failure_id: i64, order_id: &str) -> String {
+    match status {
+        "accepting" => format!(
+            "A run holds it right now and will record the outcome; check `order-acceptance order {order_id}` after the run"
+        ),
+        "accepted" | "cancelled" => format!(
+            "Nothing is left to accept; close the failure with `order-acceptance failures resolve {failure_id} --note TEXT`"
+        ),
+        _ => format!(
+            "The worker only retries orders in {}; another system owns this status. Close the failure with `order-acceptance failures resolve {failure_id} --note TEXT` once handled",
+            RETRYABLE_STATUSES.join(" or ")
+        ),
+    }
+}
+
+/// Wraps a database error with the action that failed.
+fn db_error(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> InboxError {
+    move |error| InboxError::Database {
+        action: action.into(),
+        error,
+    }
+}
+
+/// `now` minus `duration`, for filters and thresholds given as durations.
+pub fn time_before(
+    now: DateTime<Utc>,
+    duration: Duration,
+    what: &'static str,
+) -> Result<DateTime<Utc>, InboxError> {
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| now.checked_sub_signed(delta))
+        .ok_or_else(|| InboxError::DurationOutOfRange {
+            what,
+            value: humantime::format_duration(duration).to_string(),
+        })
+}
+
+/// Who is acting: the name given, else the login name (`$USER`), else "unknown".
+pub fn operator_name(given: Option<String>, login: Option<String>) -> String {
+    given
+        .into_iter()
+        .chain(login)
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Whole seconds from `then` to `now`.
+fn seconds_between(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (now - then).num_seconds()
+}
+
+// `failures list` ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureList {
+    pub generated_at: DateTime<Utc>,
+    pub include_resolved: bool,
+    pub failures: Vec<ListedFailure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedFailure {
+    #[serde(flatten)]
+    pub failure: FailureSummary,
+    pub age_seconds: i64,
+}
+
+/// Failures matching `filter`, newest first, each with its age at `now`.
+pub async fn list_failures(
+    pool: &PgPool,
+    filter: &FailureFilter,
+    now: DateTime<Utc>,
+) -> Result<FailureList, InboxError> {
+    let rows = failures::list_failures(pool, filter)
+        .await
+        .map_err(db_error("listing failures"))?;
+    Ok(FailureList {
+        generated_at: now,
+        include_resolved: filter.include_resolved,
+        failures: rows
+            .into_iter()
+            .map(|failure| ListedFailure {
+                age_seconds: seconds_between(failure.recorded_at, now),
+                failure,
+            })
+            .collect(),
+    })
+}
+
+// `failures show` ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureReport {
+    pub generated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub failure: Failure,
+    pub age_seconds: i64,
+}
+
+/// Everything about one failure.
+pub async fn show_failure(
+    pool: &PgPool,
+    failure_id: i64,
+    now: DateTime<Utc>,
+) -> Result<FailureReport, InboxError> {
+    let failure = failures::find_failure(pool, failure_id)
+        .await
+        .map_err(db_error(format!("reading failure #{failure_id}")))?
+        .ok_or(InboxError::FailureNotFound(failure_id))?;
+    Ok(FailureReport {
+        generated_at: now,
+        age_seconds: seconds_between(failure.recorded_at, now),
+        failure,
+    })
+}
+
+// `failures resolve` ------------------------------------------------------------------------
+
+/// Closes an open failure with a note; a resolved one is left as it is and reported.
+pub async fn resolve_failure(
+    pool: &PgPool,
+    failure_id: i64,
+    note: &str,
+    resolved_by: &str,
+) -> Result<Resolution, InboxError> {
+    let action = || format!("resolving failure #{failure_id}");
+    let mut tx = pool.begin().await.map_err(db_error(action()))?;
+    lock_open_failure(&mut tx, failure_id).await?;
+    let resolution = failures::mark_resolved(&mut tx, failure_id, note.trim(), resolved_by)
+        .await
+        .map_err(db_error(action()))?;
+    tx.commit().await.map_err(db_error(action()))?;
+    Ok(resolution)
+}
+
+/// Locks the failure for the rest of the transaction and checks that it is still open.
+async fn lock_open_failure(
+    conn: &mut sqlx::PgConnection,
+    failure_id: i64,
+) -> Result<failures::LockedFailure, InboxError> {
+    let failure = failures::lock_failure(conn, failure_id)
+        .await
+        .map_err(db_error(format!("reading failure #{failure_id}")))?
+        .ok_or(InboxError::FailureNotFound(failure_id))?;
+    match failure.resolved_at {
+        Some(resolved_at) => Err(InboxError::AlreadyResolved {
+            failure_id,
+            resolved_at,
+            resolved_by: failure.resolved_by,
+            note: failure.resolution_note.unwrap_or_default(),
+        }),
+        None => Ok(failure),
+    }
+}
+
+// `failures retry` --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryOutcome {
+    pub failure_id: i64,
+    pub order_id: String,
+    /// The order's status before the retry.
+    pub previous_status: String,
+    /// The `pending_acceptance` history row that puts the order back in the queue.
+    pub history_id: i64,
+    pub resolution: Resolution,
+}
+
+/// Puts the failure's order back in the queue and resolves the failure, in one transaction.
+pub async fn retry_failure(
+    pool: &PgPool,
+    failure_id: i64,
+    requested_by: &str,
+) -> Result<RetryOutcome, InboxError> {
+    let action = || format!("retrying failure #{failure_id}");
+    let mut tx = pool.begin().await.map_err(db_error(action()))?;
+    let failure = lock_open_failure(&mut tx, failure_id).await?;
+    let order_id = failure
+        .related_id
+        .filter(|id| !id.trim().is_empty())
+        .ok_or(InboxError::NoRelatedOrder(failure_id))?;
+    let current = orders::lock_current_status(&mut tx, &order_id)
+        .await
+        .map_err(db_error(action()))?
+        .ok_or_else(|| InboxError::OrderHasNoStatus {
+            failure_id,
+            order_id: order_id.clone(),
+        })?;
+    if !RETRYABLE_STATUSES.contains(&current.status.as_str()) {
+        return Err(InboxError::NotRetryable {
+            failure_id,
+            order_id,
+            status: current.status,
+        });
+    }
+    let history_note = format!("Retry requested from failure #{failure_id} by {requested_by}.");
+    let history_id = orders::insert_pending_row(&mut tx, &order_id, &current, &history_note)
+        .await
+        .map_err(db_error(action()))?;
+    let resolution_note = format!(
+        "Retried by {requested_by}: order {order_id} put back in the queue (history #{history_id})."
+    );
+    let resolution = failures::mark_resolved(&mut tx, failure_id, &resolution_note, requested_by)
+        .await
+        .map_err(db_error(action()))?;
+    tx.commit().await.map_err(db_error(action()))?;
+    Ok(RetryOutcome {
+        failure_id,
+        order_id,
+        previous_status: current.status,
+        history_id,
+        resolution,
+    })
+}
+
+// `order` -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderReport {
+    pub order: OrderHeader,
+    /// From `order_current_status`, what the claim reads; `None` for an order with no history.
+    pub current_status: Option<String>,
+    pub history: Vec<HistoryEntry>,
+    pub failures: Vec<FailureSummary>,
+    pub api_calls: Vec<ApiCallEntry>,
+}
+
+/// One order's timeline, failures and API calls.
+pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, InboxError> {
+    let action = || format!("reading order {order_id}");
+    let order = orders::find_order(pool, order_id)
+        .await
+        .map_err(db_error(action()))?
+        .ok_or_else(|| InboxError::OrderNotFound(order_id.to_string()))?;
+    let history = orders::order_history(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    let failures = failures::failures_for_order(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    let api_calls = orders::order_api_calls(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    let current_status = orders::current_status(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    Ok(OrderReport {
+        current_status,
+        order,
+        history,
+        failures,
+        api_calls,
+    })
+}
+
+// `status` ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub generated_at: DateTime<Utc>,
+    /// Orders per current status.
+    pub statuses: Vec<StatusCount>,
+    pub pending: PendingSummary,
+    pub open_failures: i64,
+    pub last_run: Option<RunRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingSummary {
+    /// Orders the worker still has to decide: pending_acceptance, accepting, or
+    /// acceptance_failed due for an automatic retry.
+    pub total: i64,
+    pub oldest: Option<AgedOrder>,
+    /// `alerts.pending_after`, in seconds.
+    pub alert_after_seconds: u64,
+    pub too_long_count: i64,
+    /// The oldest few of them.
+    pub too_long: Vec<AgedOrder>,
+    pub deadline_note: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgedOrder {
+    pub order_id: String,
+    pub status: String,
+    pub order_created_at: DateTime<Utc>,
+    pub age_seconds: i64,
+}
+
+impl AgedOrder {
+    fn at(order: PendingOrder, now: DateTime<Utc>) -> Self {
+        Self {
+            age_seconds: seconds_between(order.order_created_at, now),
+            order_id: order.order_id,
+            status: order.status,
+            order_created_at: order.order_created_at,
+        }
+    }
+}
+
+/// The state of the queue at `now`; orders pending longer than `pending_after` are named.
+pub async fn status_report(
+    pool: &PgPool,
+    pending_after: Duration,
+    now: DateTime<Utc>,
+) -> Result<StatusReport, InboxError> {
+    let action = || "reading the queue status".to_string();
+    let cutoff = time_before(now, pending_after, "alerts.pending_after")?;
+    let statuses = orders::count_by_status(pool)
+        .await
+        .map_err(db_error(action()))?;
+    let total = orders::count_pending_orders(pool)
+        .await
+        .map_err(db_error(action()))?;
+    let oldest = orders::oldest_pending_order(pool)
+        .await
+        .map_err(db_error(action()))?;
+    let too_long_count = orders::count_pending_created_before(pool, cutoff)
+        .await
+        .map_err(db_error(action()))?;
+    let too_long = orders::pending_created_before(pool, cutoff, PENDING_TOO_LONG_SHOWN)
+        .await
+        .map_err(db_error(action()))?;
+    let open_failures = failures::count_open_failures(pool)
+        .await
+        .map_err(db_error(action()))?;
+    let last_run = runs::last_run(pool).await.map_err(db_error(action()))?;
+    Ok(StatusReport {
+        generated_at: now,
+        statuses,
+        pending: PendingSummary {
+            total,
+            oldest: oldest.map(|order| AgedOrder::at(order, now)),
+            alert_after_seconds: pending_after.as_secs(),
+            too_long_count,
+            too_long: too_long
+                .into_iter()
+                .map(|order| AgedOrder::at(order, now))
+                .collect(),
+            deadline_note: DEADLINE_NOTE,
+        },
+        open_failures,
+        last_run,
+    })
+}

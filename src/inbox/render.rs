@@ -1,0 +1,348 @@
+//! Turns command results into text: tables for people, JSON for machines.
+
+use chrono::{DateTime, Utc};
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+
+use super::{AgedOrder, FailureList, FailureReport, OrderReport, RetryOutcome, StatusReport};
+use crate::db::failures::{FailureSummary, Resolution};
+use crate::db::runs::RunRecord;
+
+/// Longest details text shown on one line of a list.
+const DETAILS_WIDTH: usize = 80;
+
+/// Pretty JSON of any command result.
+pub fn json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(value)
+}
+
+/// An age for people: the two largest units, e.g. `45s`, `3m 20s`, `2h 5m`, `1d 4h`.
+/// A negative age (clocks apart) reads as `0s`.
+pub fn humanise_age(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let Some(first) = units.iter().position(|(size, _)| seconds >= *size) else {
+        return "0s".to_string();
+    };
+    let mut parts = Vec::with_capacity(2);
+    let mut rest = seconds;
+    for (size, unit) in &units[first..(first + 2).min(units.len())] {
+        let count = rest / size;
+        rest %= size;
+        if count > 0 {
+            parts.push(format!("{count}{unit}"));
+        }
+    }
+    parts.join(" ")
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The first line of `text`, cut to `width` characters.
+fn one_line(text: Option<&str>, width: usize) -> String {
+    let line = text.unwrap_or("").lines().next().unwrap_or("").trim();
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_string()
+}
+
+fn optional_number(value: Option<i32>) -> String {
+    value.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+/// A two-column table of labels and values.
+fn fields(rows: Vec<(&str, String)>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    for (label, value) in rows {
+        table.add_row(vec![label.to_string(), value]);
+    }
+    table
+}
+
+/// `failures list`.
+pub fn failure_list(list: &FailureList) -> String {
+    if list.failures.is_empty() {
+        let which = if list.include_resolved { "" } else { "open " };
+        return format!("No {which}failures match.");
+    }
+    let mut header = vec!["ID", "ORDER", "PROCESS", "AGE", "ORDER STATUS"];
+    if list.include_resolved {
+        header.push("STATE");
+    }
+    header.push("DETAILS");
+    let mut rows = table(&header);
+    for listed in &list.failures {
+        rows.add_row(failure_row(
+            &listed.failure,
+            listed.age_seconds,
+            list.include_resolved,
+        ));
+    }
+    let count = list.failures.len();
+    format!("{rows}\n{count} failure(s), newest first.")
+}
+
+fn failure_row(failure: &FailureSummary, age_seconds: i64, with_state: bool) -> Vec<String> {
+    let mut row = vec![
+        failure.failure_id.to_string(),
+        or_dash(failure.related_id.as_deref()),
+        failure.process_name.clone(),
+        humanise_age(age_seconds),
+        or_dash(failure.order_status.as_deref()),
+    ];
+    if with_state {
+        let state = if failure.resolved_at.is_some() {
+            "resolved"
+        } else {
+            "open"
+        };
+        row.push(state.to_string());
+    }
+    row.push(one_line(failure.details.as_deref(), DETAILS_WIDTH));
+    row
+}
+
+/// `failures show`: the fields as a table, then the details and the payload in full.
+pub fn failure(report: &FailureReport) -> String {
+    let failure = &report.failure;
+    let order_status = match (&failure.order_status, failure.order_status_at) {
+        (Some(status), Some(at)) => format!("{status} (since {})", timestamp(at)),
+        _ => "- (no status history)".to_string(),
+    };
+    let resolution = match failure.resolved_at {
+        Some(at) => format!(
+            "resolved {} by {}: {}",
+            timestamp(at),
+            or_dash(failure.resolved_by.as_deref()),
+            or_dash(failure.resolution_note.as_deref())
+        ),
+        None => "open".to_string(),
+    };
+    let summary = fields(vec![
+        ("Failure", format!("#{}", failure.failure_id)),
+        ("Process", failure.process_name.clone()),
+        ("Order", or_dash(failure.related_id.as_deref())),
+        (
+            "Recorded",
+            format!(
+                "{} ({} ago)",
+                timestamp(failure.recorded_at),
+                humanise_age(report.age_seconds)
+            ),
+        ),
+        ("Order status", order_status),
+        (
+            "Retryable",
+            if failure.retryable {
+                "yes: a later run retries the order by itself".to_string()
+            } else {
+                "no: left to a person".to_string()
+            },
+        ),
+        ("Resolution", resolution),
+    ]);
+    let payload = match &failure.payload {
+        Some(value) => serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()),
+        None => "(none)".to_string(),
+    };
+    format!(
+        "{summary}\n\nDetails:\n{}\n\nPayload:\n{payload}",
+        failure.details.as_deref().unwrap_or("(none)")
+    )
+}
+
+/// `failures resolve`.
+pub fn resolution(resolution: &Resolution) -> String {
+    format!(
+        "Failure #{} resolved at {} by {}: {}",
+        resolution.failure_id,
+        timestamp(resolution.resolved_at),
+        or_dash(resolution.resolved_by.as_deref()),
+        resolution.resolution_note
+    )
+}
+
+/// `failures retry`.
+pub fn retry(outcome: &RetryOutcome) -> String {
+    format!(
+        "Order {} is back in the queue: history row #{} (pending_acceptance, was {}). The next run picks it up.\n{}",
+        outcome.order_id,
+        outcome.history_id,
+        outcome.previous_status,
+        resolution(&outcome.resolution)
+    )
+}
+
+/// `order`: current status, then the timeline, the failures and the API calls.
+pub fn order(report: &OrderReport) -> String {
+    let order = &report.order;
+    let mut out = format!(
+        "Order {}: {}\nStored {}; placed {}\n",
+        order.order_id,
+        report
+            .current_status
+            .as_deref()
+            .unwrap_or("no status history"),
+        timestamp(order.created_at),
+        order
+            .placed_at
+            .map_or_else(|| "unknown".to_string(), timestamp),
+    );
+
+    out.push_str("\nTimeline:\n");
+    let mut timeline = table(&["TIME", "STATUS", "ATTEMPT", "NOTE"]);
+    for entry in &report.history {
+        timeline.add_row(vec![
+            timestamp(entry.at),
+            entry.status.clone(),
+            optional_number(entry.attempt),
+            or_dash(entry.notes.as_deref()),
+        ]);
+    }
+    out.push_str(&section(
+        timeline,
+        report.history.is_empty(),
+        "no history rows",
+    ));
+
+    out.push_str("\nFailures:\n");
+    let mut failures = table(&["ID", "TIME", "STATE", "DETAILS"]);
+    for failure in &report.failures {
+        failures.add_row(vec![
+            failure.failure_id.to_string(),
+            timestamp(failure.recorded_at),
+            if failure.resolved_at.is_some() {
+                "resolved".to_string()
+            } else {
+                "open".to_string()
+            },
+            one_line(failure.details.as_deref(), DETAILS_WIDTH),
+        ]);
+    }
+    out.push_str(&section(failures, report.failures.is_empty(), "none"));
+
+    out.push_str("\nAPI calls:\n");
+    let mut calls = table(&["TIME", "ENDPOINT", "STATUS", "DURATION", "ATTEMPT", "ERROR"]);
+    for call in &report.api_calls {
+        calls.add_row(vec![
+            timestamp(call.at),
+            call.endpoint.clone(),
+            call.status_code
+                .map_or_else(|| "no response".to_string(), |code| code.to_string()),
+            call.duration_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
+            optional_number(call.attempt),
+            one_line(call.error.as_deref(), DETAILS_WIDTH),
+        ]);
+    }
+    out.push_str(&section(calls, report.api_calls.is_empty(), "none"));
+    out
+}
+
+fn section(table: Table, empty: bool, empty_text: &str) -> String {
+    if empty {
+        format!("  ({empty_text})\n")
+    } else {
+        format!("{table}\n")
+    }
+}
+
+/// `status`.
+pub fn status(report: &StatusReport) -> String {
+    let mut counts = table(&["STATUS", "ORDERS"]);
+    for count in &report.statuses {
+        counts.add_row(vec![count.status.clone(), count.orders.to_string()]);
+    }
+    let pending = &report.pending;
+    let mut out = format!(
+        "Status at {}\n\nOrders by current status:\n{}",
+        timestamp(report.generated_at),
+        section(counts, report.statuses.is_empty(), "no orders")
+    );
+    out.push_str(&format!(
+        "\nPending (to be decided by the worker): {}\n",
+        pending.total
+    ));
+    if let Some(oldest) = &pending.oldest {
+        out.push_str(&format!("Oldest pending: {}\n", aged(oldest)));
+    }
+    out.push_str(&format!(
+        "Pending longer than {}: {} ({})\n",
+        humanise_age(i64::try_from(pending.alert_after_seconds).unwrap_or(i64::MAX)),
+        pending.too_long_count,
+        pending.deadline_note
+    ));
+    for order in &pending.too_long {
+        out.push_str(&format!("  - {}\n", aged(order)));
+    }
+    if pending.too_long_count > pending.too_long.len() as i64 {
+        out.push_str("  (the rest: SELECT * FROM orders_pending_too_long)\n");
+    }
+    out.push_str(&format!(
+        "\nOpen failures: {} (see `order-acceptance failures list`)\n",
+        report.open_failures
+    ));
+    out.push_str(&format!(
+        "\nLast run: {}\n",
+        last_run(report.last_run.as_ref())
+    ));
+    out
+}
+
+fn aged(order: &AgedOrder) -> String {
+    format!(
+        "{} ({}, created {}, {} ago)",
+        order.order_id,
+        order.status,
+        timestamp(order.order_created_at),
+        humanise_age(order.age_seconds)
+    )
+}
+
+fn last_run(run: Option<&RunRecord>) -> String {
+    let Some(run) = run else {
+        return "none yet".to_string();
+    };
+    let end = run
+        .finished_at
+        .map_or_else(|| "still running".to_string(), timestamp);
+    let mut text = format!(
+        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, cancelled {}, failed {}, retry scheduled {}, API calls {}",
+        run.run_id,
+        run.worker_id,
+        run.result,
+        timestamp(run.started_at),
+        end,
+        run.imported,
+        run.claimed,
+        run.accepted,
+        run.cancelled,
+        run.failed,
+        run.retry_scheduled,
+        run.api_calls
+    );
+    if let Some(error) = &run.error {
+        text.push_str(&format!("\n  error: {error}"));
+    }
+    text
+}
