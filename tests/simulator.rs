@@ -1,0 +1,1225 @@
+//! marketplace-sim over real HTTP: Mirakl's behaviour, the state machine, faults, scripts,
+//! statistics and determinism.
+
+use std::time::{Duration, Instant};
+
+use order_acceptance::sim::{Behaviour, Faults, OrderSpec, Scripted, SimConfig, Simulator};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const KEY: &str = "test-shop-key";
+
+/// A simulator and one HTTP client for it: building a client loads the TLS roots, which takes
+/// tens of milliseconds, too slow to repeat per request.
+struct Sim {
+    simulator: Simulator,
+    http: reqwest::Client,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = Simulator;
+
+    fn deref(&self) -> &Simulator {
+        &self.simulator
+    }
+}
+
+impl Sim {
+    async fn shutdown(self) {
+        self.simulator.shutdown().await;
+    }
+}
+
+async fn start(config: SimConfig) -> Sim {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sim {
+        simulator: Simulator::start(config, listener).await.unwrap(),
+        http: reqwest::Client::new(),
+    }
+}
+
+fn config() -> SimConfig {
+    SimConfig::new(KEY)
+}
+
+fn with_faults(faults: Faults) -> SimConfig {
+    SimConfig { faults, ..config() }
+}
+
+async fn get(sim: &Sim, path_and_query: &str) -> reqwest::Response {
+    sim.http
+        .get(format!("{}{path_and_query}", sim.url()))
+        .header("Authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn or11(sim: &Sim, query: &str) -> Value {
+    let response = get(sim, &format!("/api/orders?{query}")).await;
+    assert_eq!(response.status(), StatusCode::OK, "OR11 {query}");
+    response.json().await.unwrap()
+}
+
+async fn or11_status(sim: &Sim, query: &str) -> (StatusCode, Value) {
+    let response = get(sim, &format!("/api/orders?{query}")).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn or21(sim: &Sim, order_id: &str, body: &str) -> reqwest::Response {
+    sim.http
+        .put(format!("{}/api/orders/{order_id}/accept", sim.url()))
+        .header("Authorization", KEY)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The control endpoint's view of an order, as OR11 shows it.
+async fn order(sim: &Sim, order_id: &str) -> Value {
+    let response = sim
+        .http
+        .get(format!("{}/sim/orders/{order_id}", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn decisions(order: &Value, accepted: bool) -> String {
+    let lines: Vec<Value> = order["order_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| json!({"id": line["order_line_id"], "accepted": accepted}))
+        .collect();
+    json!({ "order_lines": lines }).to_string()
+}
+
+/// OR21 accepting (or refusing) every line; asserts the answer.
+async fn decide(sim: &Sim, order_id: &str, accepted: bool, expected: StatusCode) {
+    let body = decisions(&order(sim, order_id).await, accepted);
+    let response = or21(sim, order_id, &body).await;
+    assert_eq!(response.status(), expected, "OR21 {order_id}");
+}
+
+async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    (status, body["code"].as_str().unwrap().to_owned())
+}
+
+fn spec(order_id: &str) -> OrderSpec {
+    OrderSpec {
+        order_id: Some(order_id.to_owned()),
+        ..OrderSpec::default()
+    }
+}
+
+fn scripted(order_id: &str, behaviour: Behaviour) -> OrderSpec {
+    OrderSpec {
+        behaviour,
+        ..spec(order_id)
+    }
+}
+
+/// Polls until the order reads `state`, recording every state seen on the way.
+async fn wait_for_state(sim: &Sim, order_id: &str, state: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let now = sim.order_state(order_id).unwrap();
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        if now == state {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{order_id} never reached {state}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|order| order["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// State machine
+
+#[tokio::test]
+async fn accepted_order_moves_through_debit_to_shipping_one_step_apart() {
+    let sim = start(SimConfig {
+        step: Duration::from_millis(150),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![spec("A-1")]);
+    let before = order(&sim, "A-1").await;
+    assert_eq!(before["acceptance_decision_date"], Value::Null);
+    assert_eq!(before["customer"]["shipping_address"], Value::Null);
+
+    decide(&sim, "A-1", true, StatusCode::NO_CONTENT).await;
+    let seen = wait_for_state(&sim, "A-1", "SHIPPING").await;
+    assert_eq!(
+        seen,
+        [
+            "WAITING_ACCEPTANCE",
+            "WAITING_DEBIT",
+            "WAITING_DEBIT_PAYMENT",
+            "SHIPPING"
+        ]
+    );
+
+    let after = order(&sim, "A-1").await;
+    assert_eq!(after["order_state"], "SHIPPING");
+    assert!(after["acceptance_decision_date"].is_string());
+    assert!(after["customer_debited_date"].is_string());
+    assert!(after["customer"]["shipping_address"]["city"].is_string());
+    assert_eq!(after["can_shop_ship"], true);
+    for line in after["order_lines"].as_array().unwrap() {
+        assert_eq!(line["order_line_state"], "SHIPPING");
+    }
+    assert_eq!(sim.stats().or21_accepted, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_accepted_order_lags_in_waiting_acceptance_and_refuses_a_second_accept() {
+    let sim = start(SimConfig {
+        step: Duration::from_secs(60),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![spec("LAG-1")]);
+    decide(&sim, "LAG-1", true, StatusCode::NO_CONTENT).await;
+    assert_eq!(sim.order_state("LAG-1").unwrap(), "WAITING_ACCEPTANCE");
+
+    let body = decisions(&order(&sim, "LAG-1").await, true);
+    let (status, code) = error_code(or21(&sim, "LAG-1", &body).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ORDER_INVALID_STATE")
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.or21_accepted, 1);
+    assert_eq!(stats.or21_not_waiting, 1);
+    assert_eq!(stats.or21_calls_per_order["LAG-1"], 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_zero_step_makes_acceptance_immediate() {
+    let sim = start(SimConfig {
+        step: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![spec("Z-1")]);
+    decide(&sim, "Z-1", true, StatusCode::NO_CONTENT).await;
+    assert_eq!(sim.order_state("Z-1").unwrap(), "SHIPPING");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusing_every_line_refuses_the_order_and_mixed_decisions_are_rejected() {
+    let sim = start(config()).await;
+    sim.add_orders(vec![
+        spec("R-1"),
+        OrderSpec {
+            lines: Some(2),
+            ..spec("R-2")
+        },
+    ]);
+    decide(&sim, "R-1", false, StatusCode::NO_CONTENT).await;
+    assert_eq!(sim.order_state("R-1").unwrap(), "REFUSED");
+    let refused = order(&sim, "R-1").await;
+    assert!(refused["acceptance_decision_date"].is_string());
+    assert_eq!(refused["order_lines"][0]["order_line_state"], "REFUSED");
+
+    let body =
+        r#"{"order_lines":[{"id":"R-2-1","accepted":true},{"id":"R-2-2","accepted":false}]}"#;
+    let (status, code) = error_code(or21(&sim, "R-2", body).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ORDER_PARTIAL_ACCEPTANCE_DISABLED")
+    );
+    assert_eq!(sim.order_state("R-2").unwrap(), "WAITING_ACCEPTANCE");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_after_accept_and_never_moves_behaviours() {
+    let sim = start(SimConfig {
+        step: Duration::from_millis(20),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![
+        scripted(
+            "C-1",
+            Behaviour {
+                cancel_after_accept: true,
+                ..Behaviour::default()
+            },
+        ),
+        scripted(
+            "S-1",
+            Behaviour {
+                never_moves: true,
+                ..Behaviour::default()
+            },
+        ),
+    ]);
+    decide(&sim, "C-1", true, StatusCode::NO_CONTENT).await;
+    decide(&sim, "S-1", true, StatusCode::NO_CONTENT).await;
+    let seen = wait_for_state(&sim, "C-1", "CANCELED").await;
+    assert_eq!(seen.last().unwrap(), "CANCELED");
+    assert!(seen.len() <= 2, "{seen:?}");
+    let cancelled = order(&sim, "C-1").await;
+    assert_eq!(cancelled["order_state_reason_code"], "CUSTOMER_CANCELED");
+    assert_eq!(cancelled["order_lines"][0]["order_line_state"], "CANCELED");
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sim.order_state("S-1").unwrap(), "WAITING_ACCEPTANCE");
+    let faults = sim.stats().faults_injected;
+    assert_eq!(faults["cancel"], 1);
+    assert_eq!(faults["stuck"], 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn orders_can_start_in_any_state_even_unknown_ones() {
+    let sim = start(config()).await;
+    sim.add_orders(vec![
+        OrderSpec {
+            state: Some("SHIPPING".into()),
+            ..spec("X-SHIP")
+        },
+        OrderSpec {
+            state: Some("PARTY".into()),
+            reason_code: Some("BALLOONS".into()),
+            ..spec("X-PARTY")
+        },
+    ]);
+    let party = order(&sim, "X-PARTY").await;
+    assert_eq!(party["order_state"], "PARTY");
+    assert_eq!(party["order_state_reason_code"], "BALLOONS");
+    assert_eq!(party["order_lines"][0]["order_line_state"], "PARTY");
+    let shipping = order(&sim, "X-SHIP").await;
+    assert!(shipping["customer"]["billing_address"]["street_1"].is_string());
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+#[tokio::test]
+async fn the_raw_key_is_required_and_bearer_is_refused() {
+    let sim = start(SimConfig {
+        orders: 1,
+        ..config()
+    })
+    .await;
+    let url = format!("{}/api/orders", sim.url());
+    let attempts = [None, Some("wrong"), Some("Bearer test-shop-key")];
+    for key in attempts {
+        let mut request = sim.http.get(&url);
+        if let Some(key) = key {
+            request = request.header("Authorization", key);
+        }
+        let (status, code) = error_code(request.send().await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
+    }
+    let response = sim
+        .http
+        .put(format!("{}/api/orders/SIM-000001-A/accept", sim.url()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sim.order_state("SIM-000001-A").unwrap(),
+        "WAITING_ACCEPTANCE"
+    );
+
+    // shop_id is accepted and ignored.
+    assert_eq!(or11(&sim, "shop_id=2000").await["total_count"], 1);
+    let stats = sim.stats();
+    assert_eq!(stats.requests["unauthorized"], 4);
+    assert_eq!(stats.requests["OR11"], 1);
+    assert!(!stats.requests.contains_key("OR21"));
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// OR21 errors
+
+#[tokio::test]
+async fn or21_reports_each_mirakl_error_code() {
+    let sim = start(config()).await;
+    sim.add_orders(vec![
+        OrderSpec {
+            lines: Some(2),
+            ..spec("E-1")
+        },
+        OrderSpec {
+            state: Some("SHIPPING".into()),
+            lines: Some(1),
+            ..spec("E-SHIPPING")
+        },
+    ]);
+    let cases = [
+        (
+            "NOPE",
+            r#"{"order_lines":[{"id":"NOPE-1","accepted":true}]}"#,
+            404,
+            "ORDER_NOT_FOUND",
+        ),
+        (
+            "E-SHIPPING",
+            r#"{"order_lines":[{"id":"E-SHIPPING-1","accepted":true}]}"#,
+            400,
+            "ORDER_INVALID_STATE",
+        ),
+        (
+            "E-1",
+            r#"{"order_lines":[{"id":"E-1-1","accepted":true},{"id":"E-1-9","accepted":true}]}"#,
+            400,
+            "ORDER_LINE_NOT_FOUND",
+        ),
+        (
+            "E-1",
+            r#"{"order_lines":[{"id":"E-1-1","accepted":true}]}"#,
+            400,
+            "ORDER_LINE_ACCEPTANCE_DECISION_MISSING",
+        ),
+        (
+            "E-1",
+            r#"{"order_lines":[{"id":"E-1-1","accepted":true},{"id":"E-1-1","accepted":true}]}"#,
+            400,
+            "ORDER_LINE_DUPLICATE_ID",
+        ),
+        (
+            "E-1",
+            r#"{"order_lines":[null]}"#,
+            400,
+            "ORDER_LINE_NULL_ELEMENT",
+        ),
+        ("E-1", r#"{"order_lines": "#, 400, "VALIDATION_ERROR"),
+        (
+            "E-1",
+            r#"{"order_lines":[{"id":"E-1-1"}]}"#,
+            400,
+            "VALIDATION_ERROR",
+        ),
+    ];
+    for (order_id, body, status, expected) in cases {
+        let (got_status, code) = error_code(or21(&sim, order_id, body).await).await;
+        assert_eq!(
+            (got_status.as_u16(), code.as_str()),
+            (status, expected),
+            "{body}"
+        );
+    }
+    assert_eq!(sim.order_state("E-1").unwrap(), "WAITING_ACCEPTANCE");
+    let stats = sim.stats();
+    assert_eq!(stats.or21_not_waiting, 1);
+    assert_eq!(stats.or21_accepted, 0);
+    assert_eq!(stats.or21_calls_per_order["E-1"], 6);
+    assert_eq!(stats.requests["OR21"], 8);
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// OR11
+
+#[tokio::test]
+async fn or11_filters_by_ids_and_states() {
+    let sim = start(SimConfig {
+        orders: 5,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![
+        OrderSpec {
+            state: Some("SHIPPING".into()),
+            ..spec("F-SHIP")
+        },
+        OrderSpec {
+            state: Some("PARTY".into()),
+            ..spec("F-PARTY")
+        },
+    ]);
+    let body = or11(&sim, "order_ids=SIM-000002-A,F-PARTY,UNKNOWN,SIM-000002-A").await;
+    assert_eq!(ids(&body), ["SIM-000002-A", "F-PARTY"]);
+    assert_eq!(body["total_count"], 2);
+
+    // Created in the same instant: sorted by id after the creation date.
+    let body = or11(&sim, "order_state_codes=SHIPPING,PARTY").await;
+    assert_eq!(ids(&body), ["F-PARTY", "F-SHIP"]);
+    let body = or11(
+        &sim,
+        "order_state_codes=WAITING_ACCEPTANCE&order_ids=F-SHIP,SIM-000001-A",
+    )
+    .await;
+    assert_eq!(ids(&body), ["SIM-000001-A"]);
+
+    let too_many: Vec<String> = (0..101).map(|i| format!("ID-{i}")).collect();
+    let (status, error) = or11_status(&sim, &format!("order_ids={}", too_many.join(","))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["code"], "VALIDATION_ERROR");
+    let hundred = &too_many[..100];
+    let (status, _) = or11_status(&sim, &format!("order_ids={}", hundred.join(","))).await;
+    assert_eq!(status, StatusCode::OK);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn or11_pages_ten_by_default_and_counts_every_match() {
+    let sim = start(SimConfig {
+        orders: 25,
+        ..config()
+    })
+    .await;
+    let all: Vec<String> = (1..=25).map(|i| format!("SIM-{i:06}-A")).collect();
+
+    let body = or11(&sim, "").await;
+    assert_eq!(ids(&body), all[..10]);
+    assert_eq!(body["total_count"], 25);
+
+    let body = or11(&sim, "max=7&offset=20&sort=dateCreated&order=asc").await;
+    assert_eq!(ids(&body), all[20..]);
+    assert_eq!(body["total_count"], 25);
+
+    let body = or11(&sim, "max=3&order=desc").await;
+    assert_eq!(ids(&body), ["SIM-000025-A", "SIM-000024-A", "SIM-000023-A"]);
+
+    let body = or11(&sim, "paginate=false&max=500").await;
+    assert_eq!(ids(&body), all);
+
+    let body = or11(&sim, "max=100").await;
+    assert_eq!(body["orders"].as_array().unwrap().len(), 25);
+
+    for query in [
+        "max=101",
+        "max=0",
+        "max=ten",
+        "offset=-1",
+        "paginate=maybe",
+        "order=up",
+        "sort=dateUpdated",
+    ] {
+        let (status, error) = or11_status(&sim, query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(error["code"], "VALIDATION_ERROR", "{query}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn or11_filters_by_update_date() {
+    let sim = start(SimConfig {
+        orders: 3,
+        step: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    decide(&sim, "SIM-000002-A", true, StatusCode::NO_CONTENT).await;
+    let since = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
+    let query = format!("start_update_date={}", urlencode(&since));
+    assert_eq!(ids(&or11(&sim, &query).await), ["SIM-000002-A"]);
+    let (status, _) = or11_status(&sim, "start_update_date=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    sim.shutdown().await;
+}
+
+fn urlencode(value: &str) -> String {
+    value.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// Checks `value` against a schema of the OpenAPI document: required keys present, types right,
+/// recursively. Null is accepted anywhere: the spec's own example has nulls in required fields.
+fn validate(spec: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    let schema = match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            &spec["components"]["schemas"][name]
+        }
+        None => schema,
+    };
+    if value.is_null() {
+        return;
+    }
+    let kind = schema["type"]
+        .as_str()
+        .or_else(|| schema.get("properties").map(|_| "object"));
+    let ok = match kind {
+        Some("object") => {
+            let Some(object) = value.as_object() else {
+                errors.push(format!("{path}: not an object"));
+                return;
+            };
+            for key in schema["required"].as_array().into_iter().flatten() {
+                let key = key.as_str().unwrap();
+                if !object.contains_key(key) {
+                    errors.push(format!("{path}.{key}: required, missing"));
+                }
+            }
+            for (key, child) in object {
+                if let Some(property) = schema["properties"].get(key) {
+                    validate(spec, property, child, &format!("{path}.{key}"), errors);
+                }
+            }
+            true
+        }
+        Some("array") => {
+            let Some(items) = value.as_array() else {
+                errors.push(format!("{path}: not an array"));
+                return;
+            };
+            for (index, item) in items.iter().enumerate() {
+                validate(
+                    spec,
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{index}]"),
+                    errors,
+                );
+            }
+            true
+        }
+        Some("string") => value.is_string(),
+        Some("number") => value.is_number(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        errors.push(format!("{path}: {value} is not {kind:?}"));
+    }
+}
+
+fn openapi() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/mirakl/openapi-orders-subset.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn assert_valid(spec: &Value, schema: &str, value: &Value) {
+    let mut errors = Vec::new();
+    let schema = json!({ "$ref": format!("#/components/schemas/{schema}") });
+    validate(spec, &schema, value, "$", &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[tokio::test]
+async fn or11_and_a01_answers_match_the_published_shapes() {
+    let openapi = openapi();
+    let sim = start(SimConfig {
+        orders: 6,
+        step: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        state: Some("PARTY".into()),
+        ..spec("V-PARTY")
+    }]);
+    // Orders in every state the simulator produces: waiting, shipping, refused, cancelled.
+    decide(&sim, "SIM-000001-A", true, StatusCode::NO_CONTENT).await;
+    decide(&sim, "SIM-000002-A", false, StatusCode::NO_CONTENT).await;
+    sim.add_orders(vec![scripted(
+        "V-CANCEL",
+        Behaviour {
+            cancel_after_accept: true,
+            ..Behaviour::default()
+        },
+    )]);
+    decide(&sim, "V-CANCEL", true, StatusCode::NO_CONTENT).await;
+
+    let body = or11(&sim, "paginate=false").await;
+    assert_eq!(body["total_count"], 8);
+    assert_valid(&openapi, "OR11_Response_200", &body);
+    let states: Vec<&str> = body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|order| order["order_state"].as_str().unwrap())
+        .collect();
+    for state in [
+        "WAITING_ACCEPTANCE",
+        "SHIPPING",
+        "REFUSED",
+        "CANCELED",
+        "PARTY",
+    ] {
+        assert!(states.contains(&state), "{states:?}");
+    }
+    // Line ids, totals and money add up.
+    let first = &body["orders"][0];
+    let lines = first["order_lines"].as_array().unwrap();
+    assert!((1..=3).contains(&lines.len()));
+    let sum: f64 = lines
+        .iter()
+        .map(|l| l["total_price"].as_f64().unwrap())
+        .sum();
+    assert!((sum - first["total_price"].as_f64().unwrap()).abs() < 0.005);
+    assert_eq!(lines[0]["order_line_id"], "SIM-000001-A-1");
+    assert_eq!(first["currency_iso_code"], "CAD");
+
+    let account = get(&sim, "/api/account").await;
+    assert_eq!(account.status(), StatusCode::OK);
+    let account: Value = account.json().await.unwrap();
+    assert_valid(&openapi, "A01_Response_200", &account);
+    assert_eq!(sim.stats().requests["A01"], 1);
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults (rate 1.0, so deterministic)
+
+#[tokio::test]
+async fn latency_fixed_and_ranged_delays_every_api_request() {
+    for (low, high) in [(150, 150), (100, 200)] {
+        let sim = start(with_faults(Faults {
+            latency: Some((Duration::from_millis(low), Duration::from_millis(high))),
+            ..Faults::default()
+        }))
+        .await;
+        let started = Instant::now();
+        get(&sim, "/api/account").await;
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(low), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(high + 1000), "{elapsed:?}");
+        // Control endpoints are not delayed.
+        let started = Instant::now();
+        sim.http
+            .get(format!("{}/sim/stats", sim.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(low));
+        assert_eq!(sim.stats().faults_injected["latency"], 1);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn error_rate_answers_5xx_without_applying_the_acceptance() {
+    let sim = start(with_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    }))
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(1),
+        ..spec("ERR-1")
+    }]);
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let response = or21(
+            &sim,
+            "ERR-1",
+            r#"{"order_lines":[{"id":"ERR-1-1","accepted":true}]}"#,
+        )
+        .await;
+        statuses.insert(response.status().as_u16());
+    }
+    assert_eq!(statuses.into_iter().collect::<Vec<_>>(), [500, 502, 503]);
+    assert_eq!(sim.order_state("ERR-1").unwrap(), "WAITING_ACCEPTANCE");
+    let (status, _) = or11_status(&sim, "").await;
+    assert!(status.is_server_error());
+    assert!(get(&sim, "/api/account").await.status().is_server_error());
+    let stats = sim.stats();
+    assert_eq!(stats.or21_accepted, 0);
+    let injected: u64 = ["status_500", "status_502", "status_503"]
+        .iter()
+        .map(|key| stats.faults_injected.get(*key).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(injected, 32);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttle_rate_answers_429_with_retry_after() {
+    let sim = start(with_faults(Faults {
+        throttle_rate: 1.0,
+        retry_after: Duration::from_millis(1500),
+        ..Faults::default()
+    }))
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(1),
+        ..spec("T-1")
+    }]);
+    let response = or21(
+        &sim,
+        "T-1",
+        r#"{"order_lines":[{"id":"T-1-1","accepted":true}]}"#,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(sim.order_state("T-1").unwrap(), "WAITING_ACCEPTANCE");
+    let (status, _) = or11_status(&sim, "").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sim.stats().faults_injected["throttle"], 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_default_retry_after_is_one_second() {
+    let sim = start(with_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    }))
+    .await;
+    let response = get(&sim, "/api/account").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_throttles_requests_over_the_budget() {
+    let sim = start(with_faults(Faults {
+        rate_limit: Some(3),
+        ..Faults::default()
+    }))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&sim, "/api/account").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(sim.stats().faults_injected["rate_limit"], 2);
+    // The bucket refills at 3 per second.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&sim, "/api/account").await.status(), StatusCode::OK);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_rate_applies_the_acceptance_then_answers_after_the_client_gave_up() {
+    let sim = start(SimConfig {
+        step: Duration::from_secs(60),
+        faults: Faults {
+            slow_rate: 1.0,
+            slow_delay: Duration::from_secs(30),
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(1),
+        ..spec("SLOW-1")
+    }]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let result = impatient
+        .put(format!("{}/api/orders/SLOW-1/accept", sim.url()))
+        .header("Authorization", KEY)
+        .body(r#"{"order_lines":[{"id":"SLOW-1-1","accepted":true}]}"#)
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+    let stats = sim.stats();
+    assert_eq!(stats.or21_accepted, 1);
+    assert_eq!(stats.faults_injected["slow"], 1);
+    // Shutdown cuts the held-back answer short instead of waiting 30 s.
+    let started = Instant::now();
+    sim.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn cancel_and_stuck_rates_decide_fates_at_creation() {
+    let step = Duration::from_millis(20);
+    let cancelling = start(SimConfig {
+        orders: 2,
+        step,
+        faults: Faults {
+            cancel_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    let stuck = start(SimConfig {
+        orders: 2,
+        step,
+        faults: Faults {
+            stuck_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    for sim in [&cancelling, &stuck] {
+        decide(sim, "SIM-000001-A", true, StatusCode::NO_CONTENT).await;
+    }
+    wait_for_state(&cancelling, "SIM-000001-A", "CANCELED").await;
+    tokio::time::sleep(step * 5).await;
+    assert_eq!(
+        stuck.order_state("SIM-000001-A").unwrap(),
+        "WAITING_ACCEPTANCE"
+    );
+    assert_eq!(stuck.stats().faults_injected["stuck"], 1);
+    assert_eq!(cancelling.stats().faults_injected["cancel"], 1);
+    cancelling.shutdown().await;
+    stuck.shutdown().await;
+}
+
+#[tokio::test]
+async fn html_rate_answers_or11_with_an_html_page() {
+    let sim = start(SimConfig {
+        orders: 1,
+        faults: Faults {
+            html_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    let response = get(&sim, "/api/orders").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
+    // OR21 is not affected by html_rate.
+    decide(&sim, "SIM-000001-A", true, StatusCode::NO_CONTENT).await;
+    assert_eq!(sim.stats().faults_injected["html"], 1);
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted behaviour
+
+#[tokio::test]
+async fn or21_scripts_are_consumed_one_per_call_and_beat_random_faults() {
+    let sim = start(SimConfig {
+        step: Duration::from_secs(60),
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(1),
+        ..scripted(
+            "SC-1",
+            Behaviour {
+                or21: vec![
+                    Scripted::Status500,
+                    Scripted::Status502,
+                    Scripted::Status503,
+                    Scripted::Throttle,
+                    Scripted::Html,
+                    Scripted::Ok,
+                ],
+                ..Behaviour::default()
+            },
+        )
+    }]);
+    let body = r#"{"order_lines":[{"id":"SC-1-1","accepted":true}]}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = or21(&sim, "SC-1", body).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [500, 502, 503, 429, 200, 204]);
+    // Script exhausted: the random faults are back.
+    assert!(or21(&sim, "SC-1", body).await.status().is_server_error());
+    let stats = sim.stats();
+    assert_eq!(stats.or21_accepted, 1);
+    assert_eq!(stats.or21_calls_per_order["SC-1"], 7);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn scripted_slow_applied_accepts_and_holds_the_answer_back() {
+    let sim = start(SimConfig {
+        step: Duration::from_secs(60),
+        faults: Faults {
+            slow_delay: Duration::from_millis(300),
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(1),
+        ..scripted(
+            "SL-1",
+            Behaviour {
+                or21: vec![Scripted::SlowApplied],
+                ..Behaviour::default()
+            },
+        )
+    }]);
+    let started = Instant::now();
+    let response = or21(
+        &sim,
+        "SL-1",
+        r#"{"order_lines":[{"id":"SL-1-1","accepted":true}]}"#,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(sim.stats().or21_accepted, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn or11_scripts_apply_to_calls_that_include_the_order() {
+    let sim = start(SimConfig {
+        orders: 2,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![scripted(
+        "O-1",
+        Behaviour {
+            or11: vec![Scripted::Html, Scripted::Status503, Scripted::Ok],
+            ..Behaviour::default()
+        },
+    )]);
+    // A call that does not include O-1 leaves its script alone.
+    or11(&sim, "order_ids=SIM-000001-A").await;
+    let html = get(&sim, "/api/orders?order_ids=O-1").await;
+    assert_eq!(html.status(), StatusCode::OK);
+    assert!(html.text().await.unwrap().starts_with("<!DOCTYPE html>"));
+    let unavailable = get(&sim, "/api/orders?order_ids=O-1").await;
+    assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ids(&or11(&sim, "order_ids=O-1,SIM-000002-A").await),
+        ["SIM-000002-A", "O-1"]
+    );
+    assert_eq!(ids(&or11(&sim, "").await).len(), 3);
+    let faults = sim.stats().faults_injected;
+    assert_eq!(faults["html"], 1);
+    assert_eq!(faults["status_503"], 1);
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control endpoints, statistics, determinism
+
+#[tokio::test]
+async fn control_endpoints_add_orders_and_report() {
+    let sim = start(config()).await;
+    let post = |body: Value| {
+        sim.http
+            .post(format!("{}/sim/orders", sim.url()))
+            .json(&body)
+            .send()
+    };
+    let response = post(json!({"count": 3})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(
+        added["order_ids"],
+        json!(["SIM-000001-A", "SIM-000002-A", "SIM-000003-A"])
+    );
+
+    let response = post(json!({"orders": [
+        {"order_id": "CTL-1", "lines": 2, "behaviour": {"or21": ["throttle", "slow_applied"]}},
+        {"state": "REFUSED", "reason_code": "NO_STOCK"},
+    ]}))
+    .await
+    .unwrap();
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(added["order_ids"], json!(["CTL-1", "SIM-000004-A"]));
+    assert_eq!(
+        order(&sim, "CTL-1").await["order_lines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(sim.order_state("SIM-000004-A").unwrap(), "REFUSED");
+
+    for bad in [
+        json!({}),
+        json!({"count": 1, "orders": []}),
+        json!({"orders": [{"lines": 0}]}),
+        json!({"orders": [{"behaviour": {"or21": ["explode"]}}]}),
+        json!({"orders": [{"colour": "red"}]}),
+    ] {
+        let response = post(bad.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let missing = sim
+        .http
+        .get(format!("{}/sim/orders/NOPE", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let stats: Value = sim
+        .http
+        .get(format!("{}/sim/stats", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["orders_by_state"],
+        json!({"REFUSED": 1, "WAITING_ACCEPTANCE": 4})
+    );
+    assert_eq!(stats["requests"], json!({}));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_count_requests_per_endpoint() {
+    let sim = start(SimConfig {
+        orders: 2,
+        step: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    or11(&sim, "").await;
+    or11(&sim, "max=1").await;
+    get(&sim, "/api/account").await;
+    assert_eq!(
+        get(&sim, "/api/orders/SIM-000001-A").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    decide(&sim, "SIM-000001-A", true, StatusCode::NO_CONTENT).await;
+    decide(&sim, "SIM-000001-A", true, StatusCode::BAD_REQUEST).await;
+    decide(&sim, "SIM-000002-A", true, StatusCode::NO_CONTENT).await;
+
+    let stats = sim.stats();
+    assert_eq!(stats.requests["OR11"], 2);
+    assert_eq!(stats.requests["A01"], 1);
+    assert_eq!(stats.requests["OR21"], 3);
+    assert_eq!(stats.requests["other"], 1);
+    assert_eq!(stats.or21_calls_per_order["SIM-000001-A"], 2);
+    assert_eq!(stats.or21_calls_per_order["SIM-000002-A"], 1);
+    assert_eq!(stats.or21_accepted, 2);
+    assert_eq!(stats.or21_not_waiting, 1);
+    assert_eq!(stats.orders_by_state["SHIPPING"], 2);
+    sim.shutdown().await;
+}
+
+/// The OR11 answer without the fields that depend on when the simulator started.
+fn without_dates(mut body: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|key, _| !key.ends_with("_date") && key != "shipping_deadline");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut body);
+    body
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_orders() {
+    let make = |seed| {
+        start(SimConfig {
+            orders: 20,
+            seed,
+            ..config()
+        })
+    };
+    let (a, b, c) = (make(7).await, make(7).await, make(8).await);
+    let query = "paginate=false";
+    let (body_a, body_b, body_c) = (
+        or11(&a, query).await,
+        or11(&b, query).await,
+        or11(&c, query).await,
+    );
+    assert_eq!(without_dates(body_a.clone()), without_dates(body_b));
+    assert_ne!(without_dates(body_a.clone()), without_dates(body_c));
+    assert_eq!(ids(&body_a).len(), 20);
+
+    // Created dates are spread over the last hours, oldest first.
+    let dates: Vec<&str> = body_a["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|order| order["created_date"].as_str().unwrap())
+        .collect();
+    assert!(dates.windows(2).all(|pair| pair[0] <= pair[1]));
+    let oldest = chrono::DateTime::parse_from_rfc3339(dates[0]).unwrap();
+    let age = chrono::Utc::now().signed_duration_since(oldest);
+    assert!(
+        age > chrono::TimeDelta::hours(5) && age < chrono::TimeDelta::minutes(361),
+        "{age}"
+    );
+    for sim in [a, b, c] {
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn random_faults_are_reproducible_from_the_seed() {
+    let run = || async {
+        let sim = start(SimConfig {
+            orders: 1,
+            seed: 42,
+            faults: Faults {
+                error_rate: 0.3,
+                throttle_rate: 0.3,
+                ..Faults::default()
+            },
+            ..config()
+        })
+        .await;
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            statuses.push(get(&sim, "/api/orders").await.status().as_u16());
+        }
+        sim.shutdown().await;
+        statuses
+    };
+    let first = run().await;
+    assert_eq!(first, run().await);
+    assert!(first.contains(&200) && first.contains(&429) && first.iter().any(|s| *s >= 500));
+}
