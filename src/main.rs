@@ -213,9 +213,6 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
 async fn migrate(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config, Needs::DatabaseOnly)?;
     telemetry::init(settings.log.format);
-    for warning in settings.warnings() {
-        tracing::warn!("{warning}");
-    }
     let pool = db::connect(&settings.database).await?;
     db::migrate(&pool, &settings.database)
         .await
@@ -280,9 +277,6 @@ fn operator(by: Option<String>) -> String {
 fn operator_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     let settings = Settings::load(config, Needs::DatabaseOnly)?;
     telemetry::init_with_writer(settings.log.format, std::io::stderr);
-    for warning in settings.warnings() {
-        tracing::warn!("{warning}");
-    }
     Ok(settings)
 }
 

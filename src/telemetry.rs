@@ -27,6 +27,7 @@ where
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
         .with_writer(writer);
     // A second initialisation (several tests in one process) keeps the first subscriber.
     let _ = if json {
