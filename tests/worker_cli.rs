@@ -135,7 +135,7 @@ async fn bad_configuration_is_a_message_and_a_non_zero_exit(pool: PgPool) {
 #[sqlx::test]
 async fn sigterm_lets_the_scheduled_worker_finish_and_exit_0(pool: PgPool) {
     let app = spawn_app(pool, |sim| sim.orders = 4, &[]).await;
-    let mut child = worker(
+    let child = worker(
         &app,
         API_KEY,
         &[("ORDER_ACCEPTANCE__SCHEDULE__CRON", "* * * * * *")],
