@@ -19,6 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 /// Where the shipped configuration lives, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
+/// The shipped file is also the bottom layer, compiled in: every key has its default in one
+/// place, and a binary without the file beside it still has them all.
+const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
+
 const ENV_PREFIX: &str = "ORDER_ACCEPTANCE__";
 
 /// Well-known variables and the key each one overrides. Listed here once so the loader, the
@@ -199,7 +203,7 @@ impl Settings {
         needs: Needs,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+        let mut figment = Figment::from(Toml::string(BUILT_IN_DEFAULTS));
         if let Some(file) = config_file(path)? {
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -649,12 +653,13 @@ impl Checker {
     }
 }
 
-/// The merged layers before checking: plain strings and numbers, defaults filled in by serde.
+/// The merged layers before checking: plain strings and numbers. Every key is required here;
+/// the embedded `config/default.toml` supplies each one.
 mod raw {
     use serde::{Deserialize, Deserializer};
 
-    #[derive(Deserialize, Default)]
-    #[serde(default, deny_unknown_fields)]
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct Settings {
         pub database: Database,
         pub marketplace: Marketplace,
@@ -670,7 +675,7 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Database {
         #[serde(deserialize_with = "lenient_string")]
         pub url: String,
@@ -680,19 +685,8 @@ mod raw {
         pub migrate_on_start: bool,
     }
 
-    impl Default for Database {
-        fn default() -> Self {
-            Self {
-                url: String::new(),
-                max_connections: 10,
-                connect_timeout: "5s".into(),
-                migrate_on_start: false,
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Marketplace {
         #[serde(deserialize_with = "lenient_string")]
         pub url: String,
@@ -716,26 +710,8 @@ mod raw {
         pub max_response_bytes: usize,
     }
 
-    impl Default for Marketplace {
-        fn default() -> Self {
-            Self {
-                url: String::new(),
-                api_key: String::new(),
-                shop_id: String::new(),
-                name: "BestBuy".into(),
-                timeout: "30s".into(),
-                connect_timeout: "5s".into(),
-                retry_attempts: 4,
-                retry_initial_delay: "500ms".into(),
-                retry_max_delay: "30s".into(),
-                retry_budget: "60s".into(),
-                max_response_bytes: 10 * 1024 * 1024,
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Schedule {
         #[serde(deserialize_with = "lenient_string")]
         pub cron: String,
@@ -743,17 +719,8 @@ mod raw {
         pub timezone: String,
     }
 
-    impl Default for Schedule {
-        fn default() -> Self {
-            Self {
-                cron: "0 */5 * * * *".into(),
-                timezone: "UTC".into(),
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Acceptance {
         pub batch_size: u32,
         pub concurrency: u32,
@@ -764,114 +731,54 @@ mod raw {
         pub retry_delay: String,
     }
 
-    impl Default for Acceptance {
-        fn default() -> Self {
-            Self {
-                batch_size: 100,
-                concurrency: 16,
-                lease: "45m".into(),
-                max_attempts: 5,
-                retry_delay: "5m".into(),
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Validation {
         #[serde(deserialize_with = "lenient_string")]
         pub interval: String,
         pub max_attempts: u32,
     }
 
-    impl Default for Validation {
-        fn default() -> Self {
-            Self {
-                interval: "60s".into(),
-                max_attempts: 10,
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Import {
         pub enabled: bool,
     }
 
-    impl Default for Import {
-        fn default() -> Self {
-            Self { enabled: true }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct ApiCalls {
         #[serde(deserialize_with = "lenient_string")]
         pub retention: String,
         pub max_body_bytes: usize,
     }
 
-    impl Default for ApiCalls {
-        fn default() -> Self {
-            Self {
-                retention: "30d".into(),
-                max_body_bytes: 64 * 1024,
-            }
-        }
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(default, deny_unknown_fields)]
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct Server {
         #[serde(deserialize_with = "lenient_string")]
         pub listen: String,
     }
 
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Shutdown {
         #[serde(deserialize_with = "lenient_string")]
         pub grace: String,
     }
 
-    impl Default for Shutdown {
-        fn default() -> Self {
-            Self {
-                grace: "60s".into(),
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Log {
         #[serde(deserialize_with = "lenient_string")]
         pub format: String,
     }
 
-    impl Default for Log {
-        fn default() -> Self {
-            Self {
-                format: "auto".into(),
-            }
-        }
-    }
-
     #[derive(Deserialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(deny_unknown_fields)]
     pub struct Alerts {
         #[serde(deserialize_with = "lenient_string")]
         pub pending_after: String,
-    }
-
-    impl Default for Alerts {
-        fn default() -> Self {
-            Self {
-                pending_after: "20h".into(),
-            }
-        }
     }
 
     /// Accepts any scalar as text: environment values are parsed like TOML, so an API key of
