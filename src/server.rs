@@ -30,7 +30,7 @@ use crate::db::{failures, orders};
 
 /// How long `/healthz` and the gauges of `/metrics` wait for the database. Short, so a probe
 /// answers before the container's health-check timeout even when the pool is saturated.
-pub const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Histogram buckets (seconds) for the `*_duration_seconds` histograms: a claim takes
 /// milliseconds, a marketplace call up to `marketplace.timeout` (30 s by default).
@@ -135,7 +135,7 @@ struct AppState {
 }
 
 /// The endpoint's routes over `pool`.
-pub fn router(pool: PgPool, metrics: PrometheusHandle) -> Router {
+fn router(pool: PgPool, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))

@@ -13,9 +13,9 @@ use super::Context;
 use crate::db::api_calls;
 
 /// Rows per DELETE: small enough that each statement is short.
-pub const BATCH_SIZE: i64 = 10_000;
+const BATCH_SIZE: i64 = 10_000;
 /// Batches per run: bounds the time a run spends pruning.
-pub const MAX_BATCHES: u32 = 10;
+const MAX_BATCHES: u32 = 10;
 
 /// What one pruning pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
