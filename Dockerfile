@@ -39,7 +39,11 @@ USER app:app
 ENV ORDER_ACCEPTANCE__SERVER__LISTEN=0.0.0.0:9090 \
     ORDER_ACCEPTANCE__LOG__FORMAT=json
 EXPOSE 9090
-# `order-acceptance health` asks http://127.0.0.1:9090/healthz itself: no curl in the image.
+# `order-acceptance health` asks the worker's own /healthz: no curl in the image. The URL is
+# spelled out so it visibly matches ORDER_ACCEPTANCE__SERVER__LISTEN above.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["order-acceptance", "health", "--timeout", "5s"]
+    CMD ["order-acceptance", "health", "--url", "http://127.0.0.1:9090/healthz", "--timeout", "5s"]
+# On SIGTERM a run gets shutdown.grace (60s by default) to record what it holds: give the
+# container longer than that to stop (`docker stop -t 75`, compose `stop_grace_period`,
+# Kubernetes `terminationGracePeriodSeconds`), or it is killed mid-run.
 ENTRYPOINT ["order-acceptance"]

@@ -4,11 +4,13 @@
 //! describes how they fit together.
 
 pub mod acceptance;
+pub mod check;
 pub mod config;
 pub mod db;
 pub mod healthcheck;
 pub mod inbox;
 pub mod marketplace;
 pub mod scheduler;
+pub mod server;
 pub mod sim;
 pub mod telemetry;

@@ -16,7 +16,7 @@ use order_acceptance::config::{Needs, Settings};
 use order_acceptance::db::failures::FailureFilter;
 use order_acceptance::inbox::{self, render};
 use order_acceptance::marketplace::MarketplaceClient;
-use order_acceptance::{db, healthcheck, scheduler, telemetry};
+use order_acceptance::{check, db, healthcheck, scheduler, server, telemetry};
 
 /// Accepts new orders on a Mirakl marketplace (Best Buy Canada and others) and records every
 /// step in PostgreSQL. Without a command, runs on `schedule.cron` until SIGTERM or SIGINT.
@@ -44,6 +44,12 @@ struct Cli {
 enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check the configuration, the database, its migrations and the marketplace key (A01);
+    /// one line each. Exits non-zero if any check fails.
+    Check {
+        #[command(flatten)]
+        output: Output,
+    },
     /// The failure inbox: what a person has to look at.
     #[command(subcommand)]
     Failures(FailuresCommand),
@@ -161,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.config.as_deref();
     match cli.command {
         Some(Command::Migrate) => migrate(config).await,
+        Some(Command::Check { output }) => check(config, output).await,
         Some(Command::Failures(command)) => failures(config, command).await,
         Some(Command::Order { order_id, output }) => {
             let pool = operator_pool(config).await?;
@@ -199,15 +206,51 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     }
     let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
         .context("setting up the marketplace client")?;
+    let server = match settings.server.listen {
+        Some(addr) => Some(server::start(addr, pool.clone()).await?),
+        None => None,
+    };
     let worker = Worker::new(pool, client, Arc::new(settings));
     let shutdown = scheduler::shutdown_signal();
-    if once {
-        let summary = acceptance::run(&worker, &shutdown).await?;
-        println!("{}", acceptance::summary_table(&summary));
+    let worked = if once {
+        acceptance::run(&worker, &shutdown)
+            .await
+            .map(|summary| println!("{}", acceptance::summary_table(&summary)))
+            .map_err(anyhow::Error::from)
     } else {
-        scheduler::run_on_schedule(worker, shutdown).await?;
+        scheduler::run_on_schedule(worker, shutdown).await
+    };
+    // Stopped after the work, error or not: /healthz answers while a run finishes its grace.
+    if let Some(server) = server {
+        server.stop().await;
     }
+    worked?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check`: every check on its own line; exit 1 when any fails. The report is the output, so
+/// a failure is not also printed as an error.
+async fn check(config: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
+    let report = match Settings::load(config, Needs::Everything) {
+        Ok(settings) => {
+            // Logs (e.g. a failed api_calls write with the database down) go to stderr, so
+            // stdout holds only the report.
+            telemetry::init_with_writer(settings.log.format, std::io::stderr);
+            check::run_checks(&settings).await
+        }
+        Err(err) => check::CheckReport::invalid_configuration(&err),
+    };
+    let text = if output.json {
+        render::json(&report).context("writing JSON")?
+    } else {
+        report.render()
+    };
+    println!("{}", text.trim_end());
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn migrate(config: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,7 @@ mod import;
 pub mod outcome;
 mod preflight;
 mod record;
+pub mod retention;
 mod validate;
 
 use std::sync::Arc;
@@ -214,6 +215,7 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
         duration_ms = summary.duration.as_millis() as u64,
         "run finished"
     );
+    retention::prune_after_run(ctx, stop).await;
     match error {
         Some(err) => Err(err),
         None => Ok(summary),

@@ -1,5 +1,6 @@
 //! `api_calls`: one row per HTTP attempt to the marketplace, the audit trail of every exchange.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -53,6 +54,31 @@ pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::E
     .bind(call.error)
     .fetch_one(pool)
     .await
+}
+
+/// Deletes at most `limit` rows recorded before `cutoff`, oldest first, and returns how many.
+/// One short statement per call, so a large backlog never holds locks for long; rows another
+/// replica is deleting at the same moment are skipped rather than waited for.
+pub async fn delete_older_than(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        r#"DELETE FROM api_calls
+           WHERE call_id IN (
+               SELECT call_id FROM api_calls
+               WHERE "timestamp" < $1
+               ORDER BY "timestamp"
+               LIMIT $2
+               FOR UPDATE SKIP LOCKED
+           )"#,
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Cuts `body` to at most `max_bytes` on a character boundary; true when something was cut.

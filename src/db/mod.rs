@@ -60,3 +60,62 @@ pub async fn migrate(pool: &PgPool, settings: &DatabaseSettings) -> Result<(), D
         cause,
     })
 }
+
+/// How the migrations applied to a database compare with the ones compiled into this binary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationState {
+    /// Versions this binary has that the database has not applied.
+    pub pending: Vec<i64>,
+    /// Versions whose last attempt failed partway (`success = false`).
+    pub failed: Vec<i64>,
+    /// Versions applied from a different file than the one compiled in (checksum differs).
+    pub changed: Vec<i64>,
+    /// Versions the database has that this binary does not know: a newer release migrated it.
+    pub unknown: Vec<i64>,
+}
+
+impl MigrationState {
+    pub fn is_current(&self) -> bool {
+        *self == MigrationState::default()
+    }
+}
+
+/// Compares `_sqlx_migrations` with [`MIGRATOR`]; a database never migrated has everything
+/// pending. Reads only: nothing is created.
+pub async fn migration_state(pool: &PgPool) -> Result<MigrationState, sqlx::Error> {
+    let table_exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    let applied: Vec<(i64, bool, Vec<u8>)> = if table_exists {
+        sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let known: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .collect();
+    let mut state = MigrationState::default();
+    for migration in &known {
+        match applied
+            .iter()
+            .find(|(version, ..)| *version == migration.version)
+        {
+            None => state.pending.push(migration.version),
+            Some((_, false, _)) => state.failed.push(migration.version),
+            Some((_, true, checksum)) if checksum.as_slice() != &*migration.checksum => {
+                state.changed.push(migration.version)
+            }
+            Some(_) => {}
+        }
+    }
+    state.unknown = applied
+        .iter()
+        .map(|(version, ..)| *version)
+        .filter(|version| !known.iter().any(|migration| migration.version == *version))
+        .collect();
+    Ok(state)
+}
