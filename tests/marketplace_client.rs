@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use order_acceptance::config::{ApiCallsSettings, MarketplaceSettings, RetrySettings};
@@ -11,7 +11,6 @@ use order_acceptance::marketplace::{Endpoint, MarketplaceClient, MarketplaceErro
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tracing::instrument::WithSubscriber;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -1040,6 +1039,25 @@ async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
+/// Every log line of this test binary, at every level. A global subscriber, because one scoped
+/// to a single test can miss events while other tests log on other threads (tracing caches
+/// each call site's interest process-wide). Every test here uses the same key, so no line
+/// from any of them may show it.
+fn all_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        logs
+    })
+}
+
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(bytes);
@@ -1073,32 +1091,22 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
     settings.shop_id = Some("9".into());
     let client = client(&settings, &pool);
 
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let logs = all_logs();
     let mut errors = Vec::new();
-    async {
-        client.accept_order("K-1", &["K-1-1".into()]).await.unwrap();
-        errors.push(
-            client
-                .accept_order("K-2", &["K-2-1".into()])
-                .await
-                .unwrap_err(),
-        );
-        errors.push(client.orders_by_ids(&["K-3".into()]).await.unwrap_err());
-        errors.push(client.account().await.unwrap_err());
-    }
-    .with_subscriber(subscriber)
-    .await;
+    client.accept_order("K-1", &["K-1-1".into()]).await.unwrap();
+    errors.push(
+        client
+            .accept_order("K-2", &["K-2-1".into()])
+            .await
+            .unwrap_err(),
+    );
+    errors.push(client.orders_by_ids(&["K-3".into()]).await.unwrap_err());
+    errors.push(client.account().await.unwrap_err());
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
-        logs.contains("marketplace request"),
-        "logs were captured: {logs}"
+        logs.contains("marketplace request") && logs.contains("K-2"),
+        "this test's requests were logged: {logs}"
     );
     assert!(logs.contains("retrying"), "retries were logged: {logs}");
     assert!(!logs.contains(KEY), "the key is in the logs:\n{logs}");
