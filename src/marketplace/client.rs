@@ -73,6 +73,20 @@ struct Call<'a> {
     body: Option<Vec<u8>>,
 }
 
+impl Call<'_> {
+    /// A GET about no single order; its query parameters are what `api_calls` keeps.
+    fn get(endpoint: Endpoint, url: Url) -> Self {
+        Call {
+            endpoint,
+            method: Method::GET,
+            payload: query_payload(&url),
+            url,
+            order_id: None,
+            body: None,
+        }
+    }
+}
+
 /// What one attempt got back before anything is decided.
 enum Exchange {
     /// No response at all: connect error, timeout before the headers, broken connection.
@@ -213,15 +227,7 @@ impl MarketplaceClient {
 
     /// A01: GET /api/account.
     pub async fn account(&self) -> Result<Account, MarketplaceError> {
-        let url = self.url(&["api", "account"], &[]);
-        let call = Call {
-            endpoint: Endpoint::A01,
-            method: Method::GET,
-            payload: query_payload(&url),
-            url,
-            order_id: None,
-            body: None,
-        };
+        let call = Call::get(Endpoint::A01, self.url(&["api", "account"], &[]));
         self.send(&call, |_status, body| Account::from_json(parse_json(body)?))
             .await
     }
@@ -232,15 +238,7 @@ impl MarketplaceClient {
     }
 
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
-        let url = self.url(&["api", "orders"], query);
-        let call = Call {
-            endpoint: Endpoint::OR11,
-            method: Method::GET,
-            payload: query_payload(&url),
-            url,
-            order_id: None,
-            body: None,
-        };
+        let call = Call::get(Endpoint::OR11, self.url(&["api", "orders"], query));
         self.send(&call, |_status, body| parse_orders_page(body))
             .await
     }
