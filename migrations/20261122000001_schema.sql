@@ -127,17 +127,21 @@ $$;
 
 -- Latest means greatest ("timestamp", history_id): a late insert of an older row never rewinds
 -- the projection, and rows of one transaction (equal now()) resolve to the later history_id.
+-- A statement-level trigger over the inserted rows: one set-based upsert per statement, so the
+-- claim's 100 `accepting` rows cost one upsert, not 100 function calls.
 CREATE OR REPLACE FUNCTION project_order_status() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO order_current_status AS current
         (order_id, history_id, status, "timestamp", attempt, claimable_at, order_created_at)
-    SELECT NEW.order_id, NEW.history_id, NEW.status, coalesce(NEW."timestamp", '-infinity'),
-           coalesce(NEW.attempt, 0),
-           order_claimable_at(NEW.status, NEW."timestamp", NEW.next_attempt_at),
+    SELECT DISTINCT ON (n.order_id)
+           n.order_id, n.history_id, n.status, coalesce(n."timestamp", '-infinity'),
+           coalesce(n.attempt, 0),
+           order_claimable_at(n.status, n."timestamp", n.next_attempt_at),
            coalesce(o.placed_at, o.created_at)
-    FROM orders o
-    WHERE o.order_id = NEW.order_id
+    FROM inserted n
+    JOIN orders o ON o.order_id = n.order_id
+    ORDER BY n.order_id, coalesce(n."timestamp", '-infinity') DESC, n.history_id DESC
     ON CONFLICT (order_id) DO UPDATE SET
         history_id   = EXCLUDED.history_id,
         status       = EXCLUDED.status,
@@ -152,7 +156,8 @@ $$;
 DROP TRIGGER IF EXISTS order_status_history_project ON order_status_history;
 CREATE TRIGGER order_status_history_project
     AFTER INSERT ON order_status_history
-    FOR EACH ROW EXECUTE FUNCTION project_order_status();
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION project_order_status();
 
 -- Backfill from the history an adopted database already has.
 INSERT INTO order_current_status

@@ -89,6 +89,34 @@ async fn rows_of_one_transaction_resolve_to_the_later_history_id(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn rows_of_one_statement_resolve_per_order_to_the_latest(pool: PgPool) {
+    insert_order(&pool, "A").await;
+    insert_order(&pool, "B").await;
+    sqlx::query(
+        r#"INSERT INTO order_status_history (order_id, status, "timestamp") VALUES
+           ('A', 'pending_acceptance', '2026-01-01T10:00:00Z'),
+           ('B', 'accepted', '2026-01-01T10:05:00Z'),
+           ('A', 'accepting', '2026-01-01T10:01:00Z'),
+           ('B', 'pending_acceptance', '2026-01-01T10:00:00Z'),
+           ('A', 'accepted', '2026-01-01T10:01:00Z')"#,
+    )
+    .execute(&pool)
+    .await
+    .expect("one statement");
+    assert_eq!(
+        current_status(&pool, "A").await,
+        "accepted",
+        "tie broken by history_id"
+    );
+    assert_eq!(
+        current_status(&pool, "B").await,
+        "accepted",
+        "the older row came later"
+    );
+    assert!(projection_mismatches(&pool).await.is_empty());
+}
+
+#[sqlx::test]
 async fn projection_matches_history_for_many_orders_in_random_order(pool: PgPool) {
     // 200 orders, 5 rows each, inserted with shuffled timestamps: some late, some tied.
     let statuses = [
