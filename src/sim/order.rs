@@ -55,6 +55,7 @@ enum Phase {
 /// Why OR21 refused a decision; the routes turn these into Mirakl error codes.
 #[derive(Debug)]
 pub(crate) enum AcceptError {
+    OrderNotFound,
     InvalidState(String),
     DuplicateLine(String),
     LineNotFound(String),

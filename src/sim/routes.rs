@@ -305,15 +305,13 @@ fn parse_decisions(body: &[u8]) -> Result<Vec<(String, bool)>, ApiError> {
         .collect()
 }
 
-fn accept_error(order_id: &str, error: Option<AcceptError>) -> ApiError {
-    let Some(error) = error else {
-        return ApiError::new(
+fn accept_error(order_id: &str, error: AcceptError) -> ApiError {
+    match error {
+        AcceptError::OrderNotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             "ORDER_NOT_FOUND",
             format!("Order {order_id} not found"),
-        );
-    };
-    match error {
+        ),
         AcceptError::InvalidState(state) => ApiError::bad_request(
             "ORDER_INVALID_STATE",
             format!("Order {order_id} is in state {state}, not WAITING_ACCEPTANCE"),
