@@ -10,11 +10,13 @@ use order_acceptance::config::LogFormat;
 use order_acceptance::sim::{Faults, SimConfig, Simulator};
 use order_acceptance::telemetry;
 
-/// A Mirakl-compatible marketplace simulator: serves OR11, OR21 and A01 under /api, moves
-/// accepted orders through WAITING_DEBIT, WAITING_DEBIT_PAYMENT and SHIPPING one --step apart,
-/// and injects faults on request. Control endpoints (no key): POST /sim/orders,
-/// GET /sim/stats, GET /sim/orders/{id}. Rates are probabilities from 0 to 1; random draws
-/// come from --seed, so runs are reproducible.
+/// A Mirakl-compatible marketplace simulator for demos, tests and benchmarks.
+///
+/// Serves OR11, OR21 and A01 under /api, moves accepted orders through WAITING_DEBIT,
+/// WAITING_DEBIT_PAYMENT and SHIPPING one --step apart, and injects faults on request.
+/// Control endpoints (no key): POST /sim/orders, GET /sim/stats, GET /sim/orders/{id}.
+/// Rates are probabilities from 0 to 1; random draws come from --seed, so runs are
+/// reproducible. Stops cleanly on SIGINT or SIGTERM.
 #[derive(Parser, Debug)]
 #[command(name = "marketplace-sim", version)]
 struct Cli {

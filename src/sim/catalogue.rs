@@ -1,9 +1,13 @@
 //! What simulated orders contain: a small Best Buy Canada-like catalogue and customers, drawn
 //! from a seeded generator so the same seed always produces the same orders.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rand::RngExt;
 use rand::rngs::StdRng;
+
+use super::order::{date, later};
 
 /// A product a simulated shop sells. Prices are in cents so totals add up exactly.
 #[derive(Debug)]
@@ -160,6 +164,10 @@ pub(crate) struct Content {
     pub id: String,
     pub commercial_id: String,
     pub created: DateTime<Utc>,
+    /// `created` as OR11 writes it, and the shipping deadline three days later: formatted
+    /// once, since every OR11 answer shows them.
+    pub created_date: String,
+    pub shipping_deadline: String,
     pub customer: Customer,
     pub lines: Vec<Line>,
 }
@@ -203,6 +211,8 @@ pub(crate) fn generate(
         id,
         commercial_id,
         created,
+        created_date: date(created),
+        shipping_deadline: date(later(created, Duration::from_secs(3 * 24 * 3600))),
         customer,
         lines,
     }

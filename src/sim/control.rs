@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::catalogue::MAX_LINES;
+use super::order::render;
 use super::routes::ApiError;
 use super::{OrderSpec, Shared};
 
@@ -63,8 +64,11 @@ async fn add_orders(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn show_order(State(sim): State<Arc<Shared>>, Path(order_id): Path<String>) -> Response {
-    match sim.order_json(&order_id) {
-        Some(order) => Json(order).into_response(),
+    match sim.snapshot(&order_id) {
+        Some((content, status)) => {
+            let dates = status.dates();
+            Json(render(&content, &status, &dates)).into_response()
+        }
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             "ORDER_NOT_FOUND",

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -95,16 +94,14 @@ impl Shared {
         self.lock().stats(Utc::now(), self.config.step)
     }
 
-    fn order_json(&self, order_id: &str) -> Option<Value> {
-        let (content, status) = {
-            let state = self.lock();
-            let order = state.order(order_id)?;
-            (
-                Arc::clone(&order.content),
-                order.status(Utc::now(), self.config.step),
-            )
-        };
-        Some(order::render(&content, &status))
+    /// One order and its state now, detached from the lock for rendering.
+    fn snapshot(&self, order_id: &str) -> Option<(Arc<catalogue::Content>, order::Status)> {
+        let state = self.lock();
+        let order = state.order(order_id)?;
+        Some((
+            Arc::clone(&order.content),
+            order.status(Utc::now(), self.config.step),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::Scripted;
 use super::catalogue::Content;
@@ -55,6 +55,7 @@ enum Phase {
 /// Why OR21 refused a decision; the routes turn these into Mirakl error codes.
 #[derive(Debug)]
 pub(crate) enum AcceptError {
+    OrderNotFound,
     InvalidState(String),
     DuplicateLine(String),
     LineNotFound(String),
@@ -253,14 +254,14 @@ impl Order {
 }
 
 /// `at + by`, saturating instead of panicking on absurd steps.
-fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+pub(crate) fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(by)
         .ok()
         .and_then(|by| at.checked_add_signed(by))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-fn date(at: DateTime<Utc>) -> String {
+pub(crate) fn date(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -269,127 +270,290 @@ fn money(cents: u64) -> f64 {
     cents as f64 / 100.0
 }
 
-/// The order as OR11 shows it (the fields of `OR11_Response_200_Orders`, with Best Buy Canada's
-/// usual values).
-pub(crate) fn render(content: &Content, status: &Status) -> Value {
+/// A customer address, shown once the customer has been debited.
+#[derive(Clone, Copy, Serialize)]
+struct Address<'a> {
+    civility: Option<&'a str>,
+    firstname: &'a str,
+    lastname: &'a str,
+    street_1: &'a str,
+    street_2: Option<&'a str>,
+    city: &'a str,
+    state: &'a str,
+    zip_code: &'a str,
+    country: &'a str,
+    country_iso_code: &'a str,
+}
+
+#[derive(Serialize)]
+struct CustomerView<'a> {
+    billing_address: Option<Address<'a>>,
+    civility: Option<&'a str>,
+    customer_id: &'a str,
+    firstname: &'a str,
+    lastname: &'a str,
+    locale: &'a str,
+    shipping_address: Option<Address<'a>>,
+}
+
+#[derive(Serialize)]
+struct Code<'a> {
+    code: &'a str,
+}
+
+#[derive(Serialize)]
+struct Fulfillment<'a> {
+    center: Code<'a>,
+}
+
+#[derive(Serialize)]
+struct Promotions {
+    applied_promotions: Empty,
+    total_deduced_amount: u8,
+}
+
+#[derive(Serialize)]
+struct References<'a> {
+    order_reference_for_customer: &'a str,
+}
+
+/// An always-empty JSON array (cancelations, refunds, taxes... the simulator has none).
+type Empty = [u8; 0];
+
+#[derive(Serialize)]
+struct LineView<'a> {
+    can_refund: bool,
+    cancelations: Empty,
+    category_code: &'a str,
+    category_label: &'a str,
+    commission_fee: f64,
+    commission_rate_vat: u8,
+    commission_taxes: Empty,
+    commission_vat: u8,
+    created_date: &'a str,
+    debited_date: Option<&'a str>,
+    description: Option<&'a str>,
+    fees: Empty,
+    last_updated_date: &'a str,
+    offer_id: u64,
+    offer_sku: &'a str,
+    offer_state_code: &'a str,
+    order_line_additional_fields: Empty,
+    order_line_id: &'a str,
+    order_line_index: usize,
+    order_line_state: &'a str,
+    order_line_state_reason_code: Option<&'a str>,
+    order_line_state_reason_label: Option<&'a str>,
+    origin_unit_price: f64,
+    price: f64,
+    price_additional_info: Option<&'a str>,
+    price_unit: f64,
+    product_medias: Empty,
+    product_shop_sku: &'a str,
+    product_sku: &'a str,
+    product_title: &'a str,
+    promotions: Empty,
+    quantity: u32,
+    refunds: Empty,
+    shipping_price: f64,
+    shipping_taxes: Empty,
+    taxes: Empty,
+    total_commission: f64,
+    total_price: f64,
+}
+
+/// The order as OR11 shows it: the fields of `OR11_Response_200_Orders` with Best Buy Canada's
+/// usual values. Typed and borrowed rather than a `serde_json::Value`, so a page of 100 orders
+/// serialises straight to bytes without building a tree first.
+#[derive(Serialize)]
+pub(crate) struct OrderView<'a> {
+    acceptance_decision_date: Option<String>,
+    can_cancel: bool,
+    can_shop_ship: bool,
+    commercial_id: &'a str,
+    created_date: &'a str,
+    currency_iso_code: &'a str,
+    customer: CustomerView<'a>,
+    customer_debited_date: Option<&'a str>,
+    customer_directly_pays_seller: bool,
+    fulfillment: Fulfillment<'a>,
+    fully_refunded: bool,
+    has_customer_message: bool,
+    has_incident: bool,
+    has_invoice: bool,
+    last_updated_date: &'a str,
+    leadtime_to_ship: u32,
+    order_additional_fields: Empty,
+    order_id: &'a str,
+    order_lines: Vec<LineView<'a>>,
+    order_state: &'a str,
+    order_state_reason_code: Option<&'a str>,
+    order_state_reason_label: Option<&'a str>,
+    order_tax_mode: &'a str,
+    order_taxes: Empty,
+    // The spec requires the camel-case `paymentType`; real responses carry `payment_type`.
+    #[serde(rename = "paymentType")]
+    payment_type_camel: &'a str,
+    payment_type: &'a str,
+    payment_workflow: &'a str,
+    price: f64,
+    promotions: Promotions,
+    quote_id: Option<&'a str>,
+    references: References<'a>,
+    shipping_deadline: &'a str,
+    shipping_price: f64,
+    shipping_type_code: &'a str,
+    shipping_type_label: &'a str,
+    shipping_zone_code: &'a str,
+    shipping_zone_label: &'a str,
+    total_commission: f64,
+    total_price: f64,
+}
+
+/// Dates as Mirakl writes them, computed once per rendered order.
+pub(crate) struct Dates {
+    updated: String,
+    debited: Option<String>,
+}
+
+impl Status {
+    pub fn dates(&self) -> Dates {
+        Dates {
+            updated: date(self.updated),
+            debited: self.debited.map(date),
+        }
+    }
+}
+
+pub(crate) fn render<'a>(
+    content: &'a Content,
+    status: &'a Status,
+    dates: &'a Dates,
+) -> OrderView<'a> {
     let customer = &content.customer;
     let shown = past_debit(&status.state);
     // Mirakl hides addresses until the customer has been debited and the shop may ship.
-    let address = shown.then(|| {
-        json!({
-            "civility": null,
-            "firstname": customer.firstname,
-            "lastname": customer.lastname,
-            "street_1": customer.street,
-            "street_2": null,
-            "city": customer.city,
-            "state": customer.province,
-            "zip_code": customer.postal_code,
-            "country": "Canada",
-            "country_iso_code": "CAN",
-        })
+    let address = shown.then_some(Address {
+        civility: None,
+        firstname: customer.firstname,
+        lastname: customer.lastname,
+        street_1: &customer.street,
+        street_2: None,
+        city: customer.city,
+        state: customer.province,
+        zip_code: customer.postal_code,
+        country: "Canada",
+        country_iso_code: "CAN",
     });
-    let updated = date(status.updated);
-    let lines: Vec<Value> = content
+    let updated = dates.updated.as_str();
+    let debited = dates.debited.as_deref();
+    let reason = status.reason.as_deref();
+    let order_lines = content
         .lines
         .iter()
         .enumerate()
         .map(|(index, line)| {
             let price = line.price_cents();
             let shipping = line.shipping_cents();
-            json!({
-                "can_refund": false,
-                "cancelations": [],
-                "category_code": line.product.category_code,
-                "category_label": line.product.category_label,
-                "commission_fee": money(line.commission_cents()),
-                "commission_rate_vat": 0,
-                "commission_taxes": [],
-                "commission_vat": 0,
-                "created_date": date(content.created),
-                "debited_date": status.debited.map(date),
-                "description": null,
-                "fees": [],
-                "last_updated_date": updated,
-                "offer_id": line.offer_id,
-                "offer_sku": line.product.offer_sku,
-                "offer_state_code": "11",
-                "order_line_additional_fields": [],
-                "order_line_id": line.id,
-                "order_line_index": index + 1,
-                "order_line_state": status.state,
-                "order_line_state_reason_code": status.reason,
-                "order_line_state_reason_label": null,
-                "origin_unit_price": money(line.product.unit_cents),
-                "price": money(price),
-                "price_additional_info": null,
-                "price_unit": money(line.product.unit_cents),
-                "product_medias": [],
-                "product_shop_sku": line.product.offer_sku,
-                "product_sku": line.product.product_sku,
-                "product_title": line.product.title,
-                "promotions": [],
-                "quantity": line.quantity,
-                "refunds": [],
-                "shipping_price": money(shipping),
-                "shipping_taxes": [],
-                "taxes": [],
-                "total_commission": money(line.commission_cents()),
-                "total_price": money(price + shipping),
-            })
+            LineView {
+                can_refund: false,
+                cancelations: [],
+                category_code: line.product.category_code,
+                category_label: line.product.category_label,
+                commission_fee: money(line.commission_cents()),
+                commission_rate_vat: 0,
+                commission_taxes: [],
+                commission_vat: 0,
+                created_date: &content.created_date,
+                debited_date: debited,
+                description: None,
+                fees: [],
+                last_updated_date: updated,
+                offer_id: line.offer_id,
+                offer_sku: line.product.offer_sku,
+                offer_state_code: "11",
+                order_line_additional_fields: [],
+                order_line_id: &line.id,
+                order_line_index: index + 1,
+                order_line_state: &status.state,
+                order_line_state_reason_code: reason,
+                order_line_state_reason_label: None,
+                origin_unit_price: money(line.product.unit_cents),
+                price: money(price),
+                price_additional_info: None,
+                price_unit: money(line.product.unit_cents),
+                product_medias: [],
+                product_shop_sku: line.product.offer_sku,
+                product_sku: line.product.product_sku,
+                product_title: line.product.title,
+                promotions: [],
+                quantity: line.quantity,
+                refunds: [],
+                shipping_price: money(shipping),
+                shipping_taxes: [],
+                taxes: [],
+                total_commission: money(line.commission_cents()),
+                total_price: money(price + shipping),
+            }
         })
         .collect();
     let price: u64 = content.lines.iter().map(|l| l.price_cents()).sum();
     let shipping: u64 = content.lines.iter().map(|l| l.shipping_cents()).sum();
     let commission: u64 = content.lines.iter().map(|l| l.commission_cents()).sum();
-    json!({
-        "acceptance_decision_date": status.decided.map(date),
-        "can_cancel": false,
-        "can_shop_ship": shown,
-        "commercial_id": content.commercial_id,
-        "created_date": date(content.created),
-        "currency_iso_code": "CAD",
-        "customer": {
-            "billing_address": address,
-            "civility": null,
-            "customer_id": customer.id,
-            "firstname": customer.firstname,
-            "lastname": customer.lastname,
-            "locale": "en_CA",
-            "shipping_address": address,
+    OrderView {
+        acceptance_decision_date: status.decided.map(date),
+        can_cancel: false,
+        can_shop_ship: shown,
+        commercial_id: &content.commercial_id,
+        created_date: &content.created_date,
+        currency_iso_code: "CAD",
+        customer: CustomerView {
+            billing_address: address,
+            civility: None,
+            customer_id: &customer.id,
+            firstname: customer.firstname,
+            lastname: customer.lastname,
+            locale: "en_CA",
+            shipping_address: address,
         },
-        "customer_debited_date": status.debited.map(date),
-        "customer_directly_pays_seller": false,
-        "fulfillment": { "center": { "code": "DEFAULT" } },
-        "fully_refunded": false,
-        "has_customer_message": false,
-        "has_incident": false,
-        "has_invoice": false,
-        "last_updated_date": updated,
-        "leadtime_to_ship": 2,
-        "order_additional_fields": [],
-        "order_id": content.id,
-        "order_lines": lines,
-        "order_state": status.state,
-        "order_state_reason_code": status.reason,
-        "order_state_reason_label": null,
-        "order_tax_mode": "TAX_EXCLUDED",
-        "order_taxes": [],
-        // The spec requires the camel-case `paymentType`; real responses carry `payment_type`.
-        "paymentType": "VISA",
-        "payment_type": "VISA",
-        "payment_workflow": "PAY_ON_ACCEPTANCE",
-        "price": money(price),
-        "promotions": { "applied_promotions": [], "total_deduced_amount": 0 },
-        "quote_id": null,
-        "references": { "order_reference_for_customer": content.commercial_id },
-        "shipping_deadline": date(later(content.created, Duration::from_secs(3 * 24 * 3600))),
-        "shipping_price": money(shipping),
-        "shipping_type_code": "STD",
-        "shipping_type_label": "Standard Shipping",
-        "shipping_zone_code": "CA",
-        "shipping_zone_label": "Canada",
-        "total_commission": money(commission),
-        "total_price": money(price + shipping),
-    })
+        customer_debited_date: debited,
+        customer_directly_pays_seller: false,
+        fulfillment: Fulfillment {
+            center: Code { code: "DEFAULT" },
+        },
+        fully_refunded: false,
+        has_customer_message: false,
+        has_incident: false,
+        has_invoice: false,
+        last_updated_date: updated,
+        leadtime_to_ship: 2,
+        order_additional_fields: [],
+        order_id: &content.id,
+        order_lines,
+        order_state: &status.state,
+        order_state_reason_code: reason,
+        order_state_reason_label: None,
+        order_tax_mode: "TAX_EXCLUDED",
+        order_taxes: [],
+        payment_type_camel: "VISA",
+        payment_type: "VISA",
+        payment_workflow: "PAY_ON_ACCEPTANCE",
+        price: money(price),
+        promotions: Promotions {
+            applied_promotions: [],
+            total_deduced_amount: 0,
+        },
+        quote_id: None,
+        references: References {
+            order_reference_for_customer: &content.commercial_id,
+        },
+        shipping_deadline: &content.shipping_deadline,
+        shipping_price: money(shipping),
+        shipping_type_code: "STD",
+        shipping_type_label: "Standard Shipping",
+        shipping_zone_code: "CA",
+        shipping_zone_label: "Canada",
+        total_commission: money(commission),
+        total_price: money(price + shipping),
+    }
 }

@@ -13,13 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, put};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::Shared;
 use super::control;
 use super::faults::{self, Endpoint, Injected};
-use super::order::{AcceptError, render};
+use super::order::{AcceptError, Dates, OrderView, render};
 use super::state::Listing;
 
 /// Mirakl's limit on `order_ids` and on `max`.
@@ -250,16 +250,32 @@ async fn or11(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Resp
             injected => (page, injected == Some(Injected::Slow)),
         }
     };
-    // Rendering is the expensive part: done without the lock.
-    let orders: Vec<Value> = page
-        .orders
-        .iter()
-        .map(|(content, status)| render(content, status))
-        .collect();
     if slow {
         sim.pause(config.faults.slow_delay).await;
     }
-    Json(json!({ "orders": orders, "total_count": page.total_count })).into_response()
+    // Rendering is the expensive part: done without the lock.
+    let dates: Vec<Dates> = page
+        .orders
+        .iter()
+        .map(|(_, status)| status.dates())
+        .collect();
+    let orders = page
+        .orders
+        .iter()
+        .zip(&dates)
+        .map(|((content, status), dates)| render(content, status, dates))
+        .collect();
+    Json(Or11Answer {
+        orders,
+        total_count: page.total_count,
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct Or11Answer<'a> {
+    orders: Vec<OrderView<'a>>,
+    total_count: usize,
 }
 
 #[derive(Deserialize)]
@@ -289,15 +305,13 @@ fn parse_decisions(body: &[u8]) -> Result<Vec<(String, bool)>, ApiError> {
         .collect()
 }
 
-fn accept_error(order_id: &str, error: Option<AcceptError>) -> ApiError {
-    let Some(error) = error else {
-        return ApiError::new(
+fn accept_error(order_id: &str, error: AcceptError) -> ApiError {
+    match error {
+        AcceptError::OrderNotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             "ORDER_NOT_FOUND",
             format!("Order {order_id} not found"),
-        );
-    };
-    match error {
+        ),
         AcceptError::InvalidState(state) => ApiError::bad_request(
             "ORDER_INVALID_STATE",
             format!("Order {order_id} is in state {state}, not WAITING_ACCEPTANCE"),

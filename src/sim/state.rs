@@ -242,15 +242,15 @@ impl State {
         injected
     }
 
-    /// OR21's decision, counted. `Err(None)` means the order does not exist.
+    /// OR21's decision, counted.
     pub fn decide(
         &mut self,
         config: &SimConfig,
         id: &str,
         decisions: &[(String, bool)],
         now: DateTime<Utc>,
-    ) -> Result<(), Option<AcceptError>> {
-        let at = *self.index.get(id).ok_or(None)?;
+    ) -> Result<(), AcceptError> {
+        let at = *self.index.get(id).ok_or(AcceptError::OrderNotFound)?;
         match self.orders[at].decide(decisions, now, config.step) {
             Ok(outcome) => {
                 self.counters.or21_accepted += 1;
@@ -265,7 +265,7 @@ impl State {
                 if matches!(error, AcceptError::InvalidState(_)) {
                     self.counters.or21_not_waiting += 1;
                 }
-                Err(Some(error))
+                Err(error)
             }
         }
     }
