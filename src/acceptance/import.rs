@@ -14,8 +14,9 @@ use crate::marketplace::{MarketplaceError, Order, OrderState, OrdersPage};
 const PAGE_SIZE: u64 = 100;
 
 /// Orders this run stored, with the line ids the import just read. The marketplace state of
-/// these orders is seconds old, so preflight does not read them again: an order decided in
-/// between is caught by OR21's ORDER_INVALID_STATE and re-read then.
+/// these orders is seconds old, so preflight does not read them again when this run is the
+/// first to claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE
+/// and re-read then.
 #[derive(Default)]
 pub struct Imported {
     pub fresh_lines: HashMap<String, Vec<String>>,

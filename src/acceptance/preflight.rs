@@ -37,7 +37,10 @@ pub async fn check(
     };
     let mut to_read = Vec::new();
     for claim in claims {
-        match imported.fresh_lines.remove(&claim.order_id) {
+        // Only a first claim may trust the import's read: a later attempt means another run
+        // held the order since, and may have accepted it before it died.
+        let fresh = imported.fresh_lines.remove(&claim.order_id);
+        match fresh.filter(|_| claim.attempt == 1) {
             Some(line_ids) => checked.to_accept.push(ToAccept { claim, line_ids }),
             None => to_read.push(claim),
         }
@@ -128,4 +131,67 @@ fn not_found(claim: Claim) -> Outcome {
     );
     let payload = json!({"stage": "preflight", "order_id": claim.order_id});
     Outcome::failed(claim, Retry::Never, details, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sqlx::PgPool;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::acceptance::outcome::Verdict;
+    use crate::config::{Needs, Settings};
+    use crate::marketplace::MarketplaceClient;
+    use crate::sim::{OrderSpec, SimConfig, Simulator};
+
+    /// The race window: this run imported the order, another run claimed it first, sent OR21 and
+    /// died; its lease ran out and this run claims it now, as attempt 2. The import's read is
+    /// stale, so preflight must read the order again and must not send it to OR21.
+    #[sqlx::test]
+    async fn a_later_claim_does_not_trust_this_runs_import(pool: PgPool) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sim = Simulator::start(SimConfig::new("key"), listener)
+            .await
+            .expect("sim");
+        sim.add_orders(vec![OrderSpec {
+            order_id: Some("X-1".into()),
+            state: Some("SHIPPING".into()),
+            ..OrderSpec::default()
+        }]);
+        let env = [
+            ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
+            ("MARKETPLACE_URL", sim.url().as_str()),
+            ("MARKETPLACE_API_KEY", "key"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = Settings::load_from(None, Needs::Everything, env).expect("settings");
+        let client =
+            MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
+                .expect("client");
+        let ctx = Context::new(pool, client, Arc::new(settings));
+
+        let mut imported = Imported::default();
+        imported
+            .fresh_lines
+            .insert("X-1".into(), vec!["X-1-1".into()]);
+        let claim = Claim {
+            order_id: "X-1".into(),
+            attempt: 2,
+        };
+        let (outcomes, mut recorded) = mpsc::unbounded_channel();
+        let checked = check(&ctx, vec![claim], &mut imported, &outcomes)
+            .await
+            .expect("preflight");
+
+        assert!(checked.to_accept.is_empty(), "{:?}", checked.to_accept);
+        let outcome = recorded.try_recv().expect("an outcome");
+        assert!(
+            matches!(&outcome.verdict, Verdict::Accepted { note } if note.starts_with("Already SHIPPING")),
+            "{outcome:?}"
+        );
+        assert_eq!(sim.stats().requests.get("OR11"), Some(&1));
+    }
 }
