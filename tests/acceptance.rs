@@ -87,6 +87,28 @@ async fn imported_orders_are_accepted_and_validated(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_multi_page_import_is_claimed_while_it_goes_on(pool: PgPool) {
+    let app = spawn_app(pool, |sim| sim.orders = 250, &[]).await;
+    let summary = run_once(&app).await;
+    assert_eq!(
+        (summary.imported, summary.claimed, summary.accepted),
+        (250, 250, 250)
+    );
+    let stats = app.sim.stats();
+    assert!(
+        stats.or21_calls_per_order.values().all(|&n| n == 1),
+        "{stats:?}"
+    );
+    let import_pages: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_calls WHERE endpoint = 'OR11' AND request_payload ? 'order_state_codes'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(import_pages, 3);
+}
+
+#[sqlx::test]
 async fn a_second_run_finds_nothing_to_do(pool: PgPool) {
     let app = spawn_app(pool, |sim| sim.orders = 3, &[]).await;
     run_once(&app).await;

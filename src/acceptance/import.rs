@@ -1,9 +1,12 @@
 //! Import: pages through the orders waiting for acceptance at the marketplace and stores the
-//! ones not seen before, each with a `pending_acceptance` row.
+//! ones not seen before, each with a `pending_acceptance` row. It runs beside the claim loop,
+//! which takes each page's orders as soon as they are stored.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::watch;
 
 use super::outcome::line_ids;
 use super::{Context, RunError, Tally};
@@ -13,41 +16,64 @@ use crate::marketplace::{MarketplaceError, Order, OrderState, OrdersPage};
 /// OR11's largest page.
 const PAGE_SIZE: u64 = 100;
 
-/// Orders this run stored, with the line ids the import just read. The marketplace state of
-/// these orders is seconds old, so preflight does not read them again when this run is the
-/// first to claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE
-/// and re-read then.
-#[derive(Default)]
-pub struct Imported {
-    pub fresh_lines: HashMap<String, Vec<String>>,
+/// Pages read and stored at once: enough to stay ahead of the accept stage, few enough that the
+/// parsed pages in memory at once stay small.
+const PAGES_AT_ONCE: usize = 4;
+
+/// The line ids the import read for the orders this run stored, for preflight. That read is
+/// seconds old, so preflight does not read these orders again when this run is the first to
+/// claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE and re-read
+/// then.
+#[derive(Clone, Default)]
+pub struct FreshLines(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+impl FreshLines {
+    pub(super) fn insert(&self, order_id: String, lines: Vec<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(order_id, lines);
+    }
+
+    pub fn take(&self, order_id: &str) -> Option<Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(order_id)
+    }
 }
 
-pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<Imported, RunError> {
-    let mut imported = Imported::default();
-    let first = match read_page(ctx, 0).await? {
-        Some(page) => page,
-        None => return Ok(imported),
+/// Counts stored pages for the claim loop, which waits on it while nothing is due; dropping it
+/// tells the loop the import is over.
+pub type Progress = watch::Sender<u64>;
+
+pub async fn import_waiting_orders(
+    ctx: &Context,
+    tally: &Tally,
+    fresh: &FreshLines,
+    progress: Progress,
+) -> Result<(), RunError> {
+    let Some(first) = read_page(ctx, 0).await? else {
+        return Ok(());
     };
     let total = first.total_count;
-    store_page(ctx, first, &mut imported, tally).await?;
+    store_page(ctx, first, fresh, tally, &progress).await?;
 
-    // The first page tells how many there are; the rest are read side by side.
+    // The first page tells how many there are; the rest are read and stored side by side.
     let offsets = (1..total.div_ceil(PAGE_SIZE)).map(|page| page * PAGE_SIZE);
-    let mut pages = stream::iter(offsets)
-        .map(|offset| read_page(ctx, offset))
-        .buffered(ctx.settings.acceptance.concurrency as usize);
-    while let Some(page) = pages.try_next().await? {
-        match page {
-            Some(page) => store_page(ctx, page, &mut imported, tally).await?,
-            None => break,
-        }
-    }
-    tracing::info!(
-        waiting_at_marketplace = total,
-        imported = imported.fresh_lines.len(),
-        "import finished"
-    );
-    Ok(imported)
+    let progress = &progress;
+    stream::iter(offsets)
+        .map(|offset| async move {
+            match read_page(ctx, offset).await? {
+                Some(page) => store_page(ctx, page, fresh, tally, progress).await,
+                None => Ok(()),
+            }
+        })
+        .buffer_unordered(PAGES_AT_ONCE)
+        .try_collect::<()>()
+        .await?;
+    tracing::info!(waiting_at_marketplace = total, "import finished");
+    Ok(())
 }
 
 /// One page, or `None` when the marketplace cannot be read: the run goes on with the orders the
@@ -74,8 +100,9 @@ async fn read_page(ctx: &Context, offset: u64) -> Result<Option<OrdersPage>, Run
 async fn store_page(
     ctx: &Context,
     page: OrdersPage,
-    imported: &mut Imported,
+    fresh: &FreshLines,
     tally: &Tally,
+    progress: &Progress,
 ) -> Result<(), RunError> {
     let stored: Vec<StoredOrder> = page.orders.iter().map(stored_order).collect();
     let new_ids = queue::insert_new_orders(&ctx.pool, &stored)
@@ -91,9 +118,10 @@ async fn store_page(
         let lines = by_id.remove(id.as_str()).map(line_ids).unwrap_or_default();
         // An order listed without lines is read again by preflight.
         if !lines.is_empty() {
-            imported.fresh_lines.insert(id, lines);
+            fresh.insert(id, lines);
         }
     }
+    progress.send_modify(|pages| *pages += 1);
     Ok(())
 }
 

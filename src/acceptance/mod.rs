@@ -3,9 +3,9 @@
 //! and accepted orders are confirmed while later ones are still being accepted.
 //!
 //! ```text
-//!  claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
-//!          │                          │                 │
-//!          └──────── outcomes ────────┴─────────────────┴──▶ record
+//!  import ──pages stored──▶ claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
+//!                                  │                          │                 │
+//!                                  └──────── outcomes ────────┴─────────────────┴──▶ record
 //! ```
 //!
 //! No stage holds a database transaction across an HTTP call. A run ends when every claimed
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -223,10 +223,13 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
 }
 
 async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Result<(), RunError> {
-    let imported = if ctx.settings.import.enabled {
-        import::import_waiting_orders(ctx, tally).await?
-    } else {
-        import::Imported::default()
+    let fresh = import::FreshLines::default();
+    let (progress, import_progress) = watch::channel(0);
+    let import = async {
+        match ctx.settings.import.enabled {
+            true => import::import_waiting_orders(ctx, tally, &fresh, progress).await,
+            false => Ok(()), // dropping `progress` tells the claim loop there is nothing to wait for
+        }
     };
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
@@ -235,7 +238,16 @@ async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Resul
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
     tokio::try_join!(
-        claim::claim_until_drained(ctx, stop, imported, batches, outcomes.clone(), tally),
+        import,
+        claim::claim_until_drained(
+            ctx,
+            stop,
+            &fresh,
+            import_progress,
+            batches,
+            outcomes.clone(),
+            tally
+        ),
         accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
         validate::validate_all(ctx, to_validate, outcomes),
         record::record_all(ctx, to_record, tally),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::import::{Imported, stored_order};
+use super::import::{FreshLines, stored_order};
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, line_ids, read, report};
 use super::{Context, RunError};
 use crate::db::queue::{self, Claim};
@@ -28,7 +28,7 @@ pub struct Checked {
 pub async fn check(
     ctx: &Context,
     claims: Vec<Claim>,
-    imported: &mut Imported,
+    fresh: &FreshLines,
     outcomes: &OutcomeSender,
 ) -> Result<Checked, RunError> {
     let mut checked = Checked {
@@ -39,8 +39,7 @@ pub async fn check(
     for claim in claims {
         // Only a first claim may trust the import's read: a later attempt means another run
         // held the order since, and may have accepted it before it died.
-        let fresh = imported.fresh_lines.remove(&claim.order_id);
-        match fresh.filter(|_| claim.attempt == 1) {
+        match fresh.take(&claim.order_id).filter(|_| claim.attempt == 1) {
             Some(line_ids) => checked.to_accept.push(ToAccept { claim, line_ids }),
             None => to_read.push(claim),
         }
@@ -173,16 +172,14 @@ mod tests {
                 .expect("client");
         let ctx = Context::new(pool, client, Arc::new(settings));
 
-        let mut imported = Imported::default();
-        imported
-            .fresh_lines
-            .insert("X-1".into(), vec!["X-1-1".into()]);
+        let fresh = FreshLines::default();
+        fresh.insert("X-1".into(), vec!["X-1-1".into()]);
         let claim = Claim {
             order_id: "X-1".into(),
             attempt: 2,
         };
         let (outcomes, mut recorded) = mpsc::unbounded_channel();
-        let checked = check(&ctx, vec![claim], &mut imported, &outcomes)
+        let checked = check(&ctx, vec![claim], &fresh, &outcomes)
             .await
             .expect("preflight");
 
