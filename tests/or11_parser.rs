@@ -186,12 +186,12 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
 /// Pointers of the fields `Order::from_json` decides on: changing these may make it refuse.
 fn decisive(pointer: &str) -> bool {
     let parts: Vec<&str> = pointer.split('/').skip(1).collect();
-    match parts.as_slice() {
-        ["order_id" | "order_state" | "order_lines" | "created_date"] => true,
-        ["order_lines", _] => true,
-        ["order_lines", _, "order_line_id"] => true,
-        _ => false,
-    }
+    matches!(
+        parts.as_slice(),
+        ["order_id" | "order_state" | "order_lines" | "created_date"]
+            | ["order_lines", _]
+            | ["order_lines", _, "order_line_id"]
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -226,10 +226,10 @@ fn mutate(root: &mut Value, pointer: &str, mutation: &Mutation) {
         match parent {
             Value::Object(map) => drop(map.remove(&last)),
             Value::Array(items) => {
-                if let Ok(index) = last.parse::<usize>() {
-                    if index < items.len() {
-                        items.remove(index);
-                    }
+                if let Ok(index) = last.parse::<usize>()
+                    && index < items.len()
+                {
+                    items.remove(index);
                 }
             }
             _ => {}
@@ -298,11 +298,11 @@ proptest! {
         if !decisive(&pointer) {
             prop_assert!(parsed, "a mutation of {pointer} ({mutation:?}) made the order unreadable");
         }
-        if let Mutation::UnknownState(state) = &mutation {
-            if pointer == "/order_state" {
-                let order = Order::from_json(order).unwrap();
-                prop_assert_eq!(order.order_state, OrderState::parse(state));
-            }
+        if let Mutation::UnknownState(state) = &mutation
+            && pointer == "/order_state"
+        {
+            let order = Order::from_json(order).unwrap();
+            prop_assert_eq!(order.order_state, OrderState::parse(state));
         }
     }
 
