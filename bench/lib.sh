@@ -10,7 +10,7 @@ start_sim() {
     for try in 1 2 3 4 5 6 7 8 9 10; do
         port=$((20000 + RANDOM % 30000))
         : >"$log"
-        target/release/marketplace-sim --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
+        "${BIN_DIR:-target/release}/marketplace-sim" --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
         SIM_PID=$!
         local waited=0
         while [ $waited -lt 300 ]; do
@@ -45,7 +45,7 @@ stop_sim() {
 fresh_database() {
     local name=$1 base=${DATABASE_URL%/*}
     psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >&2
-    DATABASE_URL="$base/$name" target/release/order-acceptance migrate >/dev/null
+    DATABASE_URL="$base/$name" "${BIN_DIR:-target/release}/order-acceptance" migrate >/dev/null
     echo "$base/$name"
 }
 
