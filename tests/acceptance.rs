@@ -443,6 +443,44 @@ async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second
 }
 
 #[sqlx::test]
+async fn after_a_crash_a_204_on_record_is_confirmed_not_sent_again(pool: PgPool) {
+    // The order never leaves WAITING_ACCEPTANCE after its 204, so the next claim cannot tell
+    // from the marketplace that it was accepted; our own api_calls can.
+    let app = spawn_app(pool, |_| {}, &[]).await;
+    let behaviour = Behaviour {
+        never_moves: true,
+        ..Behaviour::default()
+    };
+    app.sim.add_orders(vec![waiting("STUCK-2", behaviour)]);
+    let slow = app.settings_with(&[
+        ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "60s"),
+        ("ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1h"),
+    ]);
+    let first = app.worker_with(&slow);
+    let killed =
+        tokio::spawn(async move { acceptance::run(&first, &CancellationToken::new()).await });
+    // Killed once the 204 is on record (a kill before that is the one case this cannot cover).
+    wait_for_rows(
+        &app.pool,
+        "SELECT count(*) FROM api_calls WHERE endpoint = 'OR21' AND status_code = 204",
+    )
+    .await;
+    killed.abort();
+    let _ = killed.await;
+
+    app.let_time_pass().await;
+    let summary = run_once(&app).await;
+    assert_eq!((summary.claimed, summary.failed), (1, 1));
+    assert_eq!(app.or21_calls("STUCK-2"), 1, "no second OR21");
+    assert_eq!(app.sim.stats().or21_not_waiting, 0);
+    let failures = app.open_failures("STUCK-2").await;
+    assert!(
+        failures[0].0.contains("still reads WAITING_ACCEPTANCE"),
+        "{failures:?}"
+    );
+}
+
+#[sqlx::test]
 async fn a_retryable_failure_is_retried_by_a_later_run_and_resolved(pool: PgPool) {
     // Two 503s use up the client's two attempts; the next run's OR21 goes through.
     let app = spawn_app(pool, |_| {}, &[]).await;
@@ -608,6 +646,25 @@ async fn when_the_grace_period_ends_held_orders_keep_their_lease(pool: PgPool) {
         .await
         .expect("run");
     assert_eq!(result, "interrupted");
+}
+
+/// Waits, bounded, until a count query returns more than zero.
+async fn wait_for_rows(pool: &PgPool, count_query: &'static str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows: i64 = sqlx::query_scalar(count_query)
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        if rows > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rows in 10 s: {count_query}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits for a condition the simulator reports, checking every few milliseconds, for at most

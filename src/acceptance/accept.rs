@@ -59,6 +59,10 @@ pub async fn accept_all(
 
 async fn accept_one(ctx: &Context, order: ToAccept) -> Result<Step, RunError> {
     let id = &order.claim.order_id;
+    if order.accepted_before {
+        tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
+        return Ok(confirm(order.claim));
+    }
     match ctx.client.accept_order(id, &order.line_ids).await {
         Ok(()) => Ok(confirm(order.claim)),
         Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),

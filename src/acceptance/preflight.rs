@@ -2,13 +2,14 @@
 //! (accepted in the seller portal, refused, cancelled, or accepted by a run that died before
 //! recording it) are recorded from their real state and never accepted twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
 use super::import::{FreshLines, stored_order};
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, line_ids, read, report};
 use super::{Context, RunError};
+use crate::db::api_calls;
 use crate::db::queue::{self, Claim};
 use crate::marketplace::{MarketplaceError, Order};
 
@@ -17,6 +18,9 @@ use crate::marketplace::{MarketplaceError, Order};
 pub struct ToAccept {
     pub claim: Claim,
     pub line_ids: Vec<String>,
+    /// An earlier attempt's OR21 was answered 204 (its run died before recording the outcome):
+    /// the order only needs confirming, and OR21 is not sent again.
+    pub accepted_before: bool,
 }
 
 pub struct Checked {
@@ -40,7 +44,11 @@ pub async fn check(
         // Only a first claim may trust the import's read: a later attempt means another run
         // held the order since, and may have accepted it before it died.
         match fresh.take(&claim.order_id).filter(|_| claim.attempt == 1) {
-            Some(line_ids) => checked.to_accept.push(ToAccept { claim, line_ids }),
+            Some(line_ids) => checked.to_accept.push(ToAccept {
+                claim,
+                line_ids,
+                accepted_before: false,
+            }),
             None => to_read.push(claim),
         }
     }
@@ -59,9 +67,11 @@ pub async fn check(
                 .into_iter()
                 .map(|o| (o.order_id.clone(), o))
                 .collect();
+            let accepted_before = accepted_by_earlier_attempts(ctx, &to_read).await?;
             for claim in to_read {
+                let accepted_before = accepted_before.contains(&claim.order_id);
                 match by_id.remove(&claim.order_id) {
-                    Some(order) => match decide(claim, order) {
+                    Some(order) => match decide(claim, order, accepted_before) {
                         Ok(ready) => checked.to_accept.push(ready),
                         Err(outcome) => report(outcomes, outcome),
                     },
@@ -90,8 +100,28 @@ pub async fn check(
     Ok(checked)
 }
 
+/// Orders whose earlier attempt got a 204, by our own `api_calls`. Only retries can have one,
+/// so first claims cost no query.
+async fn accepted_by_earlier_attempts(
+    ctx: &Context,
+    claims: &[Claim],
+) -> Result<HashSet<String>, RunError> {
+    let retried: Vec<&str> = claims
+        .iter()
+        .filter(|c| c.attempt > 1)
+        .map(|c| c.order_id.as_str())
+        .collect();
+    if retried.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let accepted = api_calls::orders_accepted_before(&ctx.pool, &retried)
+        .await
+        .map_err(RunError::database("looking up earlier acceptances"))?;
+    Ok(accepted.into_iter().collect())
+}
+
 /// Accept it, or record what the marketplace already decided.
-fn decide(claim: Claim, order: Order) -> Result<ToAccept, Outcome> {
+fn decide(claim: Claim, order: Order, accepted_before: bool) -> Result<ToAccept, Outcome> {
     let payload = || json!({"stage": "preflight", "order": order.raw});
     match read(&order) {
         Reading::Waiting => {
@@ -103,7 +133,11 @@ fn decide(claim: Claim, order: Order) -> Result<ToAccept, Outcome> {
                 );
                 return Err(Outcome::failed(claim, Retry::Never, details, payload()));
             }
-            Ok(ToAccept { claim, line_ids })
+            Ok(ToAccept {
+                claim,
+                line_ids,
+                accepted_before,
+            })
         }
         Reading::Accepted => {
             let note = format!(

@@ -59,6 +59,21 @@ pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::E
 /// Deletes at most `limit` rows recorded before `cutoff`, oldest first, and returns how many.
 /// One short statement per call, so a large backlog never holds locks for long; rows another
 /// replica is deleting at the same moment are skipped rather than waited for.
+/// Of these orders, those an OR21 of ours was answered 204 for: accepted, whatever the order
+/// reads now.
+pub async fn orders_accepted_before(
+    pool: &PgPool,
+    order_ids: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"SELECT DISTINCT related_id FROM api_calls
+           WHERE endpoint = 'OR21' AND status_code = 204 AND related_id = ANY($1)"#,
+    )
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn delete_older_than(
     pool: &PgPool,
     cutoff: DateTime<Utc>,
