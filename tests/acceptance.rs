@@ -87,7 +87,7 @@ async fn imported_orders_are_accepted_and_validated(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_multi_page_import_is_claimed_while_it_goes_on(pool: PgPool) {
+async fn a_multi_page_import_stores_every_page_before_claiming(pool: PgPool) {
     let app = spawn_app(pool, |sim| sim.orders = 250, &[]).await;
     let summary = run_once(&app).await;
     assert_eq!(
@@ -100,7 +100,7 @@ async fn a_multi_page_import_is_claimed_while_it_goes_on(pool: PgPool) {
         "{stats:?}"
     );
     let import_pages: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM api_calls WHERE endpoint = 'OR11' AND request_payload ? 'order_state_codes'",
+        "SELECT count(DISTINCT request_payload->>'offset') FROM api_calls WHERE endpoint = 'OR11' AND request_payload ? 'order_state_codes'",
     )
     .fetch_one(&app.pool)
     .await

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::import::FreshLines;
@@ -16,13 +16,11 @@ pub async fn claim_until_drained(
     ctx: &Context,
     stop: &CancellationToken,
     fresh: &FreshLines,
-    mut import: watch::Receiver<u64>,
     batches: mpsc::Sender<Vec<ToAccept>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     tally: &Tally,
 ) -> Result<(), RunError> {
     let settings = &ctx.settings.acceptance;
-    let mut importing = true;
     while !stop.is_cancelled() {
         // Claim only when the accept stage has room, so claimed orders do not wait long
         // under their lease. A closed channel means the accept stage stopped on an error,
@@ -30,8 +28,6 @@ pub async fn claim_until_drained(
         let Ok(slot) = batches.reserve().await else {
             break;
         };
-        // Marks the pages stored so far as seen: one stored after this wakes the wait below.
-        import.borrow_and_update();
         let started = Instant::now();
         let claims = queue::claim_due_orders(
             &ctx.pool,
@@ -44,15 +40,7 @@ pub async fn claim_until_drained(
         metrics::histogram!("acceptance_claim_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if claims.is_empty() {
-            if !importing {
-                break;
-            }
-            // Nothing due now, but the import is still storing orders.
-            tokio::select! {
-                more = import.changed() => importing = more.is_ok(),
-                () = stop.cancelled() => break,
-            }
-            continue;
+            break;
         }
         Tally::add(&tally.claimed, claims.len());
         tracing::info!(claimed = claims.len(), "claimed a batch");

@@ -1,12 +1,13 @@
 //! Import: pages through the orders waiting for acceptance at the marketplace and stores the
-//! ones not seen before, each with a `pending_acceptance` row. It runs beside the claim loop,
-//! which takes each page's orders as soon as they are stored.
+//! ones not seen before, each with a `pending_acceptance` row.
+//!
+//! It finishes before this run claims anything: OR11 pages by offset, and orders this run
+//! accepted would leave the listing and shift the pages still to read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use tokio::sync::watch;
 
 use super::outcome::line_ids;
 use super::{Context, RunError, Tally};
@@ -16,16 +17,16 @@ use crate::marketplace::{MarketplaceError, Order, OrderState, OrdersPage};
 /// OR11's largest page.
 const PAGE_SIZE: u64 = 100;
 
-/// Pages read and stored at once: enough to stay ahead of the accept stage, few enough that the
-/// parsed pages in memory at once stay small.
+/// Pages read and stored at once: storing one by one would hold up the run, and each page in
+/// flight is a hundred parsed orders in memory.
 const PAGES_AT_ONCE: usize = 4;
 
 /// The line ids the import read for the orders this run stored, for preflight. That read is
 /// seconds old, so preflight does not read these orders again when this run is the first to
 /// claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE and re-read
 /// then.
-#[derive(Clone, Default)]
-pub struct FreshLines(Arc<Mutex<HashMap<String, Vec<String>>>>);
+#[derive(Default)]
+pub struct FreshLines(Mutex<HashMap<String, Vec<String>>>);
 
 impl FreshLines {
     pub(super) fn insert(&self, order_id: String, lines: Vec<String>) {
@@ -43,29 +44,21 @@ impl FreshLines {
     }
 }
 
-/// Counts stored pages for the claim loop, which waits on it while nothing is due; dropping it
-/// tells the loop the import is over.
-pub type Progress = watch::Sender<u64>;
-
-pub async fn import_waiting_orders(
-    ctx: &Context,
-    tally: &Tally,
-    fresh: &FreshLines,
-    progress: Progress,
-) -> Result<(), RunError> {
+pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<FreshLines, RunError> {
+    let fresh = FreshLines::default();
     let Some(first) = read_page(ctx, 0).await? else {
-        return Ok(());
+        return Ok(fresh);
     };
     let total = first.total_count;
-    store_page(ctx, first, fresh, tally, &progress).await?;
+    store_page(ctx, first, &fresh, tally).await?;
 
     // The first page tells how many there are; the rest are read and stored side by side.
     let offsets = (1..total.div_ceil(PAGE_SIZE)).map(|page| page * PAGE_SIZE);
-    let progress = &progress;
+    let fresh_ref = &fresh;
     stream::iter(offsets)
         .map(|offset| async move {
             match read_page(ctx, offset).await? {
-                Some(page) => store_page(ctx, page, fresh, tally, progress).await,
+                Some(page) => store_page(ctx, page, fresh_ref, tally).await,
                 None => Ok(()),
             }
         })
@@ -73,7 +66,7 @@ pub async fn import_waiting_orders(
         .try_collect::<()>()
         .await?;
     tracing::info!(waiting_at_marketplace = total, "import finished");
-    Ok(())
+    Ok(fresh)
 }
 
 /// One page, or `None` when the marketplace cannot be read: the run goes on with the orders the
@@ -102,7 +95,6 @@ async fn store_page(
     page: OrdersPage,
     fresh: &FreshLines,
     tally: &Tally,
-    progress: &Progress,
 ) -> Result<(), RunError> {
     let stored: Vec<StoredOrder> = page.orders.iter().map(stored_order).collect();
     let new_ids = queue::insert_new_orders(&ctx.pool, &stored)
@@ -121,7 +113,6 @@ async fn store_page(
             fresh.insert(id, lines);
         }
     }
-    progress.send_modify(|pages| *pages += 1);
     Ok(())
 }
 

@@ -3,9 +3,9 @@
 //! and accepted orders are confirmed while later ones are still being accepted.
 //!
 //! ```text
-//!  import ──pages stored──▶ claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
-//!                                  │                          │                 │
-//!                                  └──────── outcomes ────────┴─────────────────┴──▶ record
+//!  claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
+//!          │                          │                 │
+//!          └──────── outcomes ────────┴─────────────────┴──▶ record
 //! ```
 //!
 //! No stage holds a database transaction across an HTTP call. A run ends when every claimed
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -223,13 +223,9 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
 }
 
 async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Result<(), RunError> {
-    let fresh = import::FreshLines::default();
-    let (progress, import_progress) = watch::channel(0);
-    let import = async {
-        match ctx.settings.import.enabled {
-            true => import::import_waiting_orders(ctx, tally, &fresh, progress).await,
-            false => Ok(()), // dropping `progress` tells the claim loop there is nothing to wait for
-        }
+    let fresh = match ctx.settings.import.enabled {
+        true => import::import_waiting_orders(ctx, tally).await?,
+        false => import::FreshLines::default(),
     };
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
@@ -238,16 +234,7 @@ async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Resul
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
     tokio::try_join!(
-        import,
-        claim::claim_until_drained(
-            ctx,
-            stop,
-            &fresh,
-            import_progress,
-            batches,
-            outcomes.clone(),
-            tally
-        ),
+        claim::claim_until_drained(ctx, stop, &fresh, batches, outcomes.clone(), tally),
         accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
         validate::validate_all(ctx, to_validate, outcomes),
         record::record_all(ctx, to_record, tally),
