@@ -150,7 +150,8 @@ impl Order {
     ///
     /// Lenient where Mirakl may evolve (unknown fields, unknown states) and strict where the
     /// worker would otherwise act on a guess: an order or line without an id, or an order
-    /// without lines, is an error, since OR21 must name every line.
+    /// without an `order_lines` array, is an error, since OR21 must name every line. An empty
+    /// array parses; preflight records such an order as a failure instead of accepting it.
     pub fn from_json(raw: Value) -> Result<Self, String> {
         let object = raw
             .as_object()
