@@ -17,7 +17,7 @@ use figment::value::Value;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Where the shipped configuration lives, relative to the working directory.
-pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
 /// The shipped file is also the bottom layer, compiled in: every key has its default in one
 /// place, and a binary without the file beside it still has them all.
@@ -467,7 +467,7 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// Replaces the password of a URL with `***`; anything unparseable is hidden whole.
-pub fn redact_url(raw: &str) -> String {
+fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {

@@ -129,17 +129,6 @@ impl MarketplaceError {
     pub fn is_transient(&self) -> bool {
         matches!(self, MarketplaceError::Transient { .. })
     }
-
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            MarketplaceError::Transient { endpoint, .. }
-            | MarketplaceError::Unauthorized { endpoint, .. }
-            | MarketplaceError::NotFound { endpoint, .. }
-            | MarketplaceError::Rejected { endpoint, .. }
-            | MarketplaceError::Malformed { endpoint, .. } => *endpoint,
-            MarketplaceError::InvalidState { .. } => Endpoint::OR21,
-        }
-    }
 }
 
 fn for_order(order_id: &Option<String>) -> String {
