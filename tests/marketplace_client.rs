@@ -1129,12 +1129,7 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
 // Requests match Mirakl's published spec -----------------------------------------------------
 
 fn spec() -> Value {
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/mirakl/openapi-orders-subset.json"
-    );
-    let text = std::fs::read_to_string(file).unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(include_str!("fixtures/mirakl/openapi-orders-subset.json")).unwrap()
 }
 
 /// Checks `value` against the parts of an OpenAPI schema these requests use: `$ref`, `type`,

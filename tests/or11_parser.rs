@@ -17,7 +17,7 @@ use order_acceptance::marketplace::{Order, OrderState};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-const EXAMPLE: &str = include_str!("../../shared/mirakl/or11-response-example.json");
+const EXAMPLE: &str = include_str!("fixtures/mirakl/or11-response-example.json");
 
 /// The envelope as the client reads it, then `Order::from_json` on each order.
 fn parse_page(body: &[u8]) -> Result<(Vec<Order>, u64), String> {
