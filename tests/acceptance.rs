@@ -153,12 +153,7 @@ async fn an_order_cancelled_after_acceptance_is_recorded_cancelled(pool: PgPool)
 
 #[sqlx::test]
 async fn preflight_records_decided_orders_without_sending_or21(pool: PgPool) {
-    let app = spawn_app(
-        pool,
-        |_| {},
-        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
-    )
-    .await;
+    let app = spawn_without_import(pool).await;
     app.sim.add_orders(vec![
         in_state("REF-1", "REFUSED", Some("OUT_OF_STOCK")),
         in_state("CAN-1", "CANCELED", None),
@@ -285,12 +280,7 @@ async fn an_order_unknown_to_the_marketplace_is_a_failure_for_a_person(pool: PgP
 
 #[sqlx::test]
 async fn stored_orders_without_lines_take_their_lines_from_or11(pool: PgPool) {
-    let app = spawn_app(
-        pool,
-        |_| {},
-        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
-    )
-    .await;
+    let app = spawn_without_import(pool).await;
     app.sim
         .add_orders(vec![waiting("NOLINES-1", Behaviour::default())]);
     app.insert_pending("NOLINES-1", json!({"order_id": "NOLINES-1"}))
@@ -308,12 +298,7 @@ async fn stored_orders_without_lines_take_their_lines_from_or11(pool: PgPool) {
 
 #[sqlx::test]
 async fn an_unknown_state_is_retried_later_not_accepted(pool: PgPool) {
-    let app = spawn_app(
-        pool,
-        |_| {},
-        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
-    )
-    .await;
+    let app = spawn_without_import(pool).await;
     app.sim.add_orders(vec![in_state("ODD-1", "PARTY", None)]);
     app.insert_pending("ODD-1", json!({"order_id": "ODD-1"}))
         .await;
@@ -404,18 +389,8 @@ async fn two_runs_at_once_send_one_or21_per_order(pool: PgPool) {
 async fn a_run_killed_during_validation_is_finished_by_the_next_without_a_second_or21(
     pool: PgPool,
 ) {
-    // The first worker's validation waits a minute: it is killed long before.
     let app = spawn_app(pool, |sim| sim.orders = 8, &[]).await;
-    let slow = app.settings_with(&[
-        ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "60s"),
-        ("ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1h"),
-    ]);
-    let first = app.worker_with(&slow);
-    let killed =
-        tokio::spawn(async move { acceptance::run(&first, &CancellationToken::new()).await });
-    wait_until(|| app.sim.stats().or21_accepted == 8).await;
-    killed.abort();
-    let _ = killed.await;
+    crash_after_accepting(&app, 8).await;
 
     let stuck: i64 =
         sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'accepting'")
@@ -452,21 +427,7 @@ async fn after_a_crash_a_204_on_record_is_confirmed_not_sent_again(pool: PgPool)
         ..Behaviour::default()
     };
     app.sim.add_orders(vec![waiting("STUCK-2", behaviour)]);
-    let slow = app.settings_with(&[
-        ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "60s"),
-        ("ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1h"),
-    ]);
-    let first = app.worker_with(&slow);
-    let killed =
-        tokio::spawn(async move { acceptance::run(&first, &CancellationToken::new()).await });
-    // Killed once the 204 is on record (a kill before that is the one case this cannot cover).
-    wait_for_rows(
-        &app.pool,
-        "SELECT count(*) FROM api_calls WHERE endpoint = 'OR21' AND status_code = 204",
-    )
-    .await;
-    killed.abort();
-    let _ = killed.await;
+    crash_after_accepting(&app, 1).await;
 
     app.let_time_pass().await;
     let summary = run_once(&app).await;
@@ -550,12 +511,7 @@ async fn after_the_last_attempt_the_failure_stays_for_a_person(pool: PgPool) {
 
 #[sqlx::test]
 async fn orders_in_other_statuses_are_never_touched(pool: PgPool) {
-    let app = spawn_app(
-        pool,
-        |_| {},
-        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
-    )
-    .await;
+    let app = spawn_without_import(pool).await;
     app.sim
         .add_orders(vec![waiting("SHIPPED-1", Behaviour::default())]);
     app.insert_pending("SHIPPED-1", json!({"order_id": "SHIPPED-1"}))
@@ -648,23 +604,46 @@ async fn when_the_grace_period_ends_held_orders_keep_their_lease(pool: PgPool) {
     assert_eq!(result, "interrupted");
 }
 
-/// Waits, bounded, until a count query returns more than zero.
-async fn wait_for_rows(pool: &PgPool, count_query: &'static str) {
+/// An app whose orders come from an upstream system, not from the import.
+async fn spawn_without_import(pool: PgPool) -> TestApp {
+    spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")],
+    )
+    .await
+}
+
+/// A worker that dies after its acceptances and before their outcomes: its validation would
+/// wait a minute, and its run is dropped once `api_calls` holds `accepted` OR21 204s. (A kill
+/// between a 204 and its `api_calls` row is the one window our records cannot cover.)
+async fn crash_after_accepting(app: &TestApp, accepted: i64) {
+    let slow = app.settings_with(&[
+        ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "60s"),
+        ("ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1h"),
+    ]);
+    let worker = app.worker_with(&slow);
+    let run =
+        tokio::spawn(async move { acceptance::run(&worker, &CancellationToken::new()).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let rows: i64 = sqlx::query_scalar(count_query)
-            .fetch_one(pool)
-            .await
-            .expect("count");
-        if rows > 0 {
-            return;
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM api_calls WHERE endpoint = 'OR21' AND status_code = 204",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        if recorded >= accepted {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no rows in 10 s: {count_query}"
+            "{recorded} of {accepted} 204s in 10 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    run.abort();
+    let _ = run.await;
 }
 
 /// Waits for a condition the simulator reports, checking every few milliseconds, for at most
