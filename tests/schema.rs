@@ -303,32 +303,28 @@ async fn count(pool: &PgPool, table: &'static str) -> i64 {
         .get(0)
 }
 
+/// Rows in each of the legacy tables.
+async fn legacy_row_counts(pool: &PgPool) -> Vec<i64> {
+    futures::future::join_all(
+        [
+            "orders",
+            "order_status_history",
+            "api_calls",
+            "process_failures",
+        ]
+        .map(|table| count(pool, table)),
+    )
+    .await
+}
+
 #[sqlx::test(migrations = false)]
 async fn migrate_adopts_a_legacy_database_keeping_every_row(pool: PgPool) {
     seed_legacy(&pool).await;
-    let before: Vec<i64> = futures::future::join_all(
-        [
-            "orders",
-            "order_status_history",
-            "api_calls",
-            "process_failures",
-        ]
-        .map(|table| count(&pool, table)),
-    )
-    .await;
+    let before = legacy_row_counts(&pool).await;
 
     MIGRATOR.run(&pool).await.expect("adopt");
 
-    let after: Vec<i64> = futures::future::join_all(
-        [
-            "orders",
-            "order_status_history",
-            "api_calls",
-            "process_failures",
-        ]
-        .map(|table| count(&pool, table)),
-    )
-    .await;
+    let after = legacy_row_counts(&pool).await;
     assert_eq!(before, after, "every legacy row kept");
     assert_eq!(count(&pool, "order_current_status").await, 3000);
     assert!(projection_mismatches(&pool).await.is_empty());
