@@ -33,6 +33,9 @@ const WELL_KNOWN_VARS: [(&str, &str); 3] = [
     ("MARKETPLACE_API_KEY", "marketplace.api_key"),
 ];
 
+/// The marketplace refuses an order left undecided this long after its creation.
+pub const ACCEPTANCE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Below this, OR11 polling runs faster than Mirakl asks of background jobs.
 const MIRAKL_MIN_READ_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -49,6 +52,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub alerts: AlertSettings,
+    pub rules: RulesSettings,
 }
 
 #[derive(Clone)]
@@ -164,6 +168,51 @@ pub struct LogSettings {
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
     pub pending_after: Duration,
+}
+
+/// What a rule does with a line it matches, and what the deadline does with an order in review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    Accept,
+    Refuse,
+    /// Leave it to a person: the whole order waits in the review queue, no OR21.
+    Review,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Accept => "accept",
+            RuleAction::Refuse => "refuse",
+            RuleAction::Review => "review",
+        }
+    }
+}
+
+/// The per-line acceptance rules (`[rules]`). Off by default: every line is accepted, as before.
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    pub enabled: bool,
+    /// The table or view the stock is read from: `name` or `schema.name`, checked to be plain
+    /// identifiers because it is written into SQL.
+    pub stock_relation: String,
+    /// Reservations older than this no longer count against the stock; `None`: they count until
+    /// released.
+    pub reservation_ttl: Option<Duration>,
+    /// How far below `min_price` a line's unit price may be, as a fraction (0.1 = 10 %).
+    pub max_price_drop: f64,
+    /// Orders whose total is above this go to review; `None`: no limit.
+    pub max_order_total: Option<f64>,
+    pub unknown_sku: RuleAction,
+    pub insufficient_stock: RuleAction,
+    pub backorder: RuleAction,
+    pub price_below_floor: RuleAction,
+    pub order_total_above_limit: RuleAction,
+    /// What the worker does with an order still in review `deadline_margin` before the
+    /// marketplace's 24-hour deadline.
+    pub on_deadline: RuleAction,
+    pub deadline_margin: Duration,
 }
 
 /// What a command needs: the worker needs everything; commands that only read the database
@@ -312,6 +361,7 @@ impl Settings {
         let alerts = AlertSettings {
             pending_after: check.duration("alerts.pending_after", &raw.alerts.pending_after),
         };
+        let rules = check.rules(raw.rules);
 
         check.finish()?;
         let settings = Settings {
@@ -328,6 +378,7 @@ impl Settings {
             shutdown,
             log,
             alerts,
+            rules,
         };
         // The lease only matters to the worker; operator commands must work to fix a bad one.
         if needs == Needs::Everything {
@@ -638,6 +689,111 @@ impl Checker {
         }
     }
 
+    fn rules(&mut self, raw: raw::Rules) -> RulesSettings {
+        RulesSettings {
+            enabled: raw.enabled,
+            stock_relation: self.relation_name("rules.stock_relation", raw.stock_relation),
+            reservation_ttl: self.optional_duration("rules.reservation_ttl", &raw.reservation_ttl),
+            max_price_drop: self.fraction("rules.max_price_drop", raw.max_price_drop),
+            max_order_total: self.optional_amount("rules.max_order_total", raw.max_order_total),
+            unknown_sku: self.rule_action("rules.unknown_sku", &raw.unknown_sku),
+            insufficient_stock: self
+                .rule_action("rules.insufficient_stock", &raw.insufficient_stock),
+            backorder: self.rule_action("rules.backorder", &raw.backorder),
+            price_below_floor: self.rule_action("rules.price_below_floor", &raw.price_below_floor),
+            order_total_above_limit: self.rule_action(
+                "rules.order_total_above_limit",
+                &raw.order_total_above_limit,
+            ),
+            on_deadline: self.rule_action("rules.on_deadline", &raw.on_deadline),
+            deadline_margin: self.deadline_margin(&raw.deadline_margin),
+        }
+    }
+
+    /// The margin is taken from the marketplace's 24 hours, so it must leave some of them.
+    fn deadline_margin(&mut self, value: &str) -> Duration {
+        let margin = self.duration("rules.deadline_margin", value);
+        if margin >= ACCEPTANCE_WINDOW {
+            self.problems.push(format!(
+                "rules.deadline_margin: \"{value}\" is not shorter than the marketplace's 24-hour acceptance window (example: 2h)"
+            ));
+        }
+        margin
+    }
+
+    /// A table or view name, optionally schema-qualified, made of plain identifiers only: it is
+    /// written into SQL, so nothing that could end the identifier is let through.
+    fn relation_name(&mut self, key: &str, value: String) -> String {
+        let plain = |part: &str| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let parts: Vec<&str> = value.trim().split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|part| plain(part)) {
+            self.problems.push(format!(
+                "{key}: \"{value}\" is not a table or view name; use letters, digits and \
+                 underscores, optionally schema-qualified (examples: acceptance_stock, \
+                 inventory.available_stock)"
+            ));
+        }
+        value.trim().to_string()
+    }
+
+    /// A duration where `0` (or an empty value) means "none".
+    fn optional_duration(&mut self, key: &str, value: &str) -> Option<Duration> {
+        match value.trim() {
+            "" | "0" => None,
+            text => match humantime::parse_duration(text) {
+                Ok(duration) if duration.is_zero() => None,
+                Ok(duration) => Some(duration),
+                Err(_) => {
+                    self.problems.push(format!(
+                        "{key}: \"{value}\" is not a duration (examples: 0 for none, 12h, 7d)"
+                    ));
+                    None
+                }
+            },
+        }
+    }
+
+    fn fraction(&mut self, key: &str, value: f64) -> f64 {
+        if !(0.0..1.0).contains(&value) {
+            self.problems.push(format!(
+                "{key}: {value} is not a fraction from 0 up to (not including) 1 (example: 0.1 for 10 %)"
+            ));
+            return 0.0;
+        }
+        value
+    }
+
+    /// An amount where 0 means "no limit".
+    fn optional_amount(&mut self, key: &str, value: f64) -> Option<f64> {
+        if !value.is_finite() || value < 0.0 {
+            self.problems.push(format!(
+                "{key}: {value} must be 0 (no limit) or a positive amount in the order's currency"
+            ));
+            return None;
+        }
+        (value > 0.0).then_some(value)
+    }
+
+    fn rule_action(&mut self, key: &str, value: &str) -> RuleAction {
+        match value.trim() {
+            "accept" => RuleAction::Accept,
+            "refuse" => RuleAction::Refuse,
+            "review" => RuleAction::Review,
+            other => {
+                self.problems.push(format!(
+                    "{key}: \"{other}\" is not one of accept, refuse, review"
+                ));
+                RuleAction::Review
+            }
+        }
+    }
+
     fn log_format(&mut self, value: &str) -> LogFormat {
         match value.trim() {
             "auto" => LogFormat::Auto,
@@ -672,6 +828,7 @@ mod raw {
         pub shutdown: Shutdown,
         pub log: Log,
         pub alerts: Alerts,
+        pub rules: Rules,
     }
 
     #[derive(Deserialize)]
@@ -779,6 +936,32 @@ mod raw {
     pub struct Alerts {
         #[serde(deserialize_with = "lenient_string")]
         pub pending_after: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rules {
+        pub enabled: bool,
+        #[serde(deserialize_with = "lenient_string")]
+        pub stock_relation: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub reservation_ttl: String,
+        pub max_price_drop: f64,
+        pub max_order_total: f64,
+        #[serde(deserialize_with = "lenient_string")]
+        pub unknown_sku: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub insufficient_stock: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub backorder: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub price_below_floor: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub order_total_above_limit: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub on_deadline: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub deadline_margin: String,
     }
 
     /// Accepts any scalar as text: environment values are parsed like TOML, so an API key of

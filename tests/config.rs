@@ -330,3 +330,74 @@ fn secrets_never_appear_in_error_messages() {
     assert!(err.contains("marketplace.api_key"), "{err}");
     assert!(!err.contains(API_KEY), "{err}");
 }
+
+#[test]
+fn rules_are_off_by_default_with_the_documented_actions() {
+    use order_acceptance::config::RuleAction;
+    let rules = load(required_env()).expect("defaults load").rules;
+    assert!(!rules.enabled);
+    assert_eq!(rules.stock_relation, "acceptance_stock");
+    assert_eq!(rules.reservation_ttl, None);
+    assert_eq!(rules.max_order_total, None);
+    assert_eq!(
+        [
+            rules.unknown_sku,
+            rules.insufficient_stock,
+            rules.backorder,
+            rules.price_below_floor,
+            rules.order_total_above_limit,
+            rules.on_deadline,
+        ],
+        [
+            RuleAction::Review,
+            RuleAction::Review,
+            RuleAction::Accept,
+            RuleAction::Review,
+            RuleAction::Review,
+            RuleAction::Review,
+        ]
+    );
+    assert_eq!(rules.deadline_margin, Duration::from_secs(2 * 3600));
+}
+
+#[test]
+fn bad_rules_are_reported_together_naming_each_key() {
+    let mut env = required_env();
+    for (key, value) in [
+        ("STOCK_RELATION", "stock; DROP TABLE orders"),
+        ("UNKNOWN_SKU", "maybe"),
+        ("MAX_PRICE_DROP", "1.5"),
+        ("MAX_ORDER_TOTAL", "-3"),
+        ("DEADLINE_MARGIN", "25h"),
+        ("RESERVATION_TTL", "soon"),
+    ] {
+        env = with(env, &format!("ORDER_ACCEPTANCE__RULES__{key}"), value);
+    }
+    let err = load(env).expect_err("bad rules refused");
+    for key in [
+        "rules.stock_relation",
+        "rules.unknown_sku",
+        "rules.max_price_drop",
+        "rules.max_order_total",
+        "rules.deadline_margin",
+        "rules.reservation_ttl",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+}
+
+#[test]
+fn a_schema_qualified_stock_view_and_a_ttl_are_accepted() {
+    let env = with(
+        with(
+            required_env(),
+            "ORDER_ACCEPTANCE__RULES__STOCK_RELATION",
+            "inventory.available_stock",
+        ),
+        "ORDER_ACCEPTANCE__RULES__RESERVATION_TTL",
+        "7d",
+    );
+    let rules = load(env).expect("loads").rules;
+    assert_eq!(rules.stock_relation, "inventory.available_stock");
+    assert_eq!(rules.reservation_ttl, Some(Duration::from_secs(7 * 86_400)));
+}
