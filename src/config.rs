@@ -131,6 +131,8 @@ pub struct ValidationSettings {
 #[derive(Debug, Clone)]
 pub struct ImportSettings {
     pub enabled: bool,
+    /// OR11 pages read and stored at once.
+    pub parallel_pages: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +239,7 @@ impl Settings {
         let marketplace = MarketplaceSettings {
             url: check.marketplace_url(&raw.marketplace.url),
             api_key: SecretString::from(raw.marketplace.api_key),
-            shop_id: Some(raw.marketplace.shop_id).filter(|id| !id.trim().is_empty()),
+            shop_id: check.shop_id(&raw.marketplace.shop_id),
             name: check.non_empty("marketplace.name", raw.marketplace.name),
             timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
             connect_timeout: check.duration(
@@ -292,6 +294,10 @@ impl Settings {
             interval: check.duration("validation.interval", &raw.validation.interval),
             max_attempts: check.at_least("validation.max_attempts", raw.validation.max_attempts, 1),
         };
+        let import = ImportSettings {
+            enabled: raw.import.enabled,
+            parallel_pages: check.within("import.parallel_pages", raw.import.parallel_pages, 1, 16),
+        };
         let api_calls = ApiCallsSettings {
             retention: check.duration("api_calls.retention", &raw.api_calls.retention),
             max_body_bytes: check.at_least(
@@ -320,9 +326,7 @@ impl Settings {
             schedule,
             acceptance,
             validation,
-            import: ImportSettings {
-                enabled: raw.import.enabled,
-            },
+            import,
             api_calls,
             server,
             shutdown,
@@ -568,6 +572,23 @@ impl Checker {
         value
     }
 
+    /// Mirakl shop ids are integers; empty means none is sent.
+    fn shop_id(&mut self, value: &str) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        if value.parse::<u64>().is_err() {
+            self.problems.push(format!(
+                "marketplace.shop_id: \"{value}\" is not a number; Mirakl shop ids are integers \
+                 (A01 /api/account shows yours as shop_id), or leave it empty to use the key's \
+                 default shop"
+            ));
+            return None;
+        }
+        Some(value.to_owned())
+    }
+
     fn database_url(&mut self, value: &str) {
         match url::Url::parse(value) {
             Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {}
@@ -743,6 +764,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Import {
         pub enabled: bool,
+        pub parallel_pages: u32,
     }
 
     #[derive(Deserialize)]
