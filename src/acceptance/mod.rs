@@ -4,10 +4,15 @@
 //!
 //! ```text
 //!  claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
-//!          │                          │                 │
-//!          └──────── outcomes ────────┴─────────────────┴──▶ record
+//!          │                        │    ▲              │
+//!          │           unclear answers   re-read states │
+//!          │                        ▼    │              │
+//!          │                        re-read             │
+//!          └──────── outcomes ───────┴──────────────────┴──▶ record
 //! ```
 //!
+//! The accept stage waits for an order's re-read before it decides or sends again, so every
+//! channel runs one way and the run ends when the claim stops and each stage has drained.
 //! No stage holds a database transaction across an HTTP call. A run ends when every claimed
 //! order has an outcome. A stop signal ends claiming; the orders already claimed get
 //! `shutdown.grace` to finish, and any left after that keep their `accepting` lease and are
@@ -19,6 +24,7 @@ mod import;
 pub mod outcome;
 mod preflight;
 mod record;
+mod reread;
 pub mod retention;
 mod validate;
 
@@ -280,9 +286,11 @@ async fn stages(
     let (batches, to_accept) = mpsc::channel(1);
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
+    let (rereads, to_reread) = reread::channel();
     tokio::try_join!(
         claim::claim_until_drained(ctx, stop, &fresh, batches, outcomes.clone(), tally),
-        accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
+        accept::accept_all(ctx, to_accept, rereads, awaiting, outcomes.clone()),
+        reread::reread_all(ctx, to_reread),
         validate::validate_all(ctx, to_validate, outcomes),
         record::record_all(ctx, to_record, tally),
     )?;
