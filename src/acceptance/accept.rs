@@ -85,7 +85,11 @@ fn answer(err: &MarketplaceError) -> Answer {
     }
 }
 
-async fn accept_one(ctx: &Context, rereads: &Rereads, order: ToAccept) -> Result<Step, RunError> {
+async fn accept_one(
+    ctx: &Context,
+    rereads: &Rereads,
+    mut order: ToAccept,
+) -> Result<Step, RunError> {
     let id = order.claim.order_id.clone();
     if order.accepted_before {
         tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
@@ -103,17 +107,11 @@ async fn accept_one(ctx: &Context, rereads: &Rereads, order: ToAccept) -> Result
             Err(err) => err,
         };
         let answer = answer(&err);
-        let sent_again = !unclear.is_empty();
-        let delay = match (answer, schedule.next_delay(None)) {
-            // The first OR21 did take effect after all.
-            (Answer::NoLongerWaiting, _) if sent_again => return Ok(confirm(order.claim)),
-            (Answer::NotAccepted, _) if sent_again => {
-                return Ok(Step::Decided(gave_up(order, &unclear, err)));
-            }
-            (Answer::NotAccepted, _) => return Ok(Step::Decided(refused_or_failed(order, err))),
-            (Answer::Unknown, None) => return Ok(Step::Decided(gave_up(order, &unclear, err))),
-            // Re-read once even with the retries used up: it costs no send.
-            (_, delay) => delay.unwrap_or(Duration::ZERO),
+        let delay = match next_move(answer, !unclear.is_empty(), schedule.next_delay(None)) {
+            Move::Confirm => return Ok(confirm(order.claim)),
+            Move::Fail => return Ok(Step::Decided(refused_or_failed(order, err))),
+            Move::GiveUp => return Ok(Step::Decided(gave_up(order, &unclear, err))),
+            Move::Reread(delay) => delay,
         };
         tracing::warn!(order_id = %id, error = %err, delay_ms = delay.as_millis() as u64, "OR21 answer unclear; re-reading the order before anything else");
         let current = match rereads.read(&id, delay).await {
@@ -123,33 +121,68 @@ async fn accept_one(ctx: &Context, rereads: &Rereads, order: ToAccept) -> Result
                 return Ok(Step::Decided(not_reread(order, &err, &read_err)));
             }
         };
-        match (read(&current), answer) {
-            (Reading::Accepted, _) => {
-                let note = format!(
-                    "Confirmed as '{}' after OR21 answered: {err}.",
-                    current.order_state
-                );
-                return Ok(Step::Decided(Outcome::accepted(order.claim, note)));
-            }
-            (Reading::Cancelled { note }, _) => {
-                return Ok(Step::Decided(Outcome::cancelled(order.claim, note)));
-            }
-            // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
-            // acceptance is on its way through; validation confirms it or gives up.
-            (Reading::Waiting, Answer::NoLongerWaiting) => return Ok(confirm(order.claim)),
-            (Reading::Waiting, Answer::MaybeAccepted) => {
-                return Ok(Step::Decided(rejected_while_waiting(order, &err, &current)));
-            }
+        match settle(order, err, answer, &current) {
+            Settled::Done(step) => return Ok(step),
             // Provably still waiting after a lost answer: sending again cannot accept it twice.
-            (Reading::Waiting, _) => {
+            Settled::StillWaiting(waiting, err) => {
                 tracing::info!(order_id = %id, "order still WAITING_ACCEPTANCE after an unclear OR21 answer; sending OR21 again");
+                order = waiting;
                 unclear.push(err);
-            }
-            (Reading::Undecidable, _) => {
-                return Ok(Step::Decided(undecidable(order, &err, &current)));
             }
         }
     }
+}
+
+/// What to do after an OR21 error, before reading anything.
+enum Move {
+    Confirm,
+    /// Certainly not accepted by this first send.
+    Fail,
+    /// The sends allowed are used up.
+    GiveUp,
+    /// Re-read after this delay.
+    Reread(Duration),
+}
+
+fn next_move(answer: Answer, sent_again: bool, retry_in: Option<Duration>) -> Move {
+    match (answer, retry_in) {
+        // The first OR21 did take effect after all.
+        (Answer::NoLongerWaiting, _) if sent_again => Move::Confirm,
+        (Answer::NotAccepted, _) if sent_again => Move::GiveUp,
+        (Answer::NotAccepted, _) => Move::Fail,
+        (Answer::Unknown, None) => Move::GiveUp,
+        // Re-read once even with the retries used up: it costs no send.
+        (_, delay) => Move::Reread(delay.unwrap_or(Duration::ZERO)),
+    }
+}
+
+/// Where an order stands after its re-read.
+enum Settled {
+    Done(Step),
+    /// Still WAITING_ACCEPTANCE after an answer that may or may not have taken effect.
+    StillWaiting(ToAccept, MarketplaceError),
+}
+
+fn settle(order: ToAccept, err: MarketplaceError, answer: Answer, current: &Order) -> Settled {
+    let step = match (read(current), answer) {
+        (Reading::Accepted, _) => {
+            let note = format!(
+                "Confirmed as '{}' after OR21 answered: {err}.",
+                current.order_state
+            );
+            Step::Decided(Outcome::accepted(order.claim, note))
+        }
+        (Reading::Cancelled { note }, _) => Step::Decided(Outcome::cancelled(order.claim, note)),
+        // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
+        // acceptance is on its way through; validation confirms it or gives up.
+        (Reading::Waiting, Answer::NoLongerWaiting) => confirm(order.claim),
+        (Reading::Waiting, Answer::MaybeAccepted) => {
+            Step::Decided(rejected_while_waiting(order, &err, current))
+        }
+        (Reading::Waiting, _) => return Settled::StillWaiting(order, err),
+        (Reading::Undecidable, _) => Step::Decided(undecidable(order, &err, current)),
+    };
+    Settled::Done(step)
 }
 
 fn confirm(claim: Claim) -> Step {
