@@ -342,12 +342,19 @@ impl Settings {
 
     /// The longest a run can work on one claimed order before recording its outcome: its
     /// preflight read, the accept calls queued ahead of it (a run claims at most one batch ahead
-    /// of the one being accepted), and its validation, which ends at [`Settings::validation_deadline`].
+    /// of the one being accepted), its own re-reads and re-sends after unclear OR21 answers, and
+    /// its validation, which ends at [`Settings::validation_deadline`].
     pub fn work_bound(&self) -> Duration {
         let call = self.marketplace.call_budget();
         let queued = self.acceptance.batch_size * 2;
         let accept_rounds = queued.div_ceil(self.acceptance.concurrency);
-        call * (1 + accept_rounds) + self.validation_deadline()
+        call * (1 + accept_rounds) + self.resend_bound() + self.validation_deadline()
+    }
+
+    /// Re-sends of one order start within `marketplace.retry_budget` of its first OR21; the
+    /// last one may wait for the re-read batch in flight, its own re-read, then take a call.
+    fn resend_bound(&self) -> Duration {
+        self.marketplace.retry.budget + self.marketplace.call_budget() * 3
     }
 
     /// How long after its 204 an order may wait for confirmation. Failed reads do not count as
@@ -365,7 +372,7 @@ impl Settings {
         if self.acceptance.lease < needed {
             return Err(ConfigError::one(format!(
                 "acceptance.lease: {} is shorter than the work a run may do on one order ({}), \
-                 computed from marketplace.timeout + marketplace.retry_budget, \
+                 computed from marketplace.timeout + marketplace.retry_budget (re-sends included), \
                  acceptance.batch_size / acceptance.concurrency and validation.interval × \
                  validation.max_attempts; raise acceptance.lease to at least {} or lower those \
                  (a shorter lease would let another run claim an order this one is still accepting)",
