@@ -24,15 +24,6 @@ const PAGE_SIZE: u64 = 100;
 #[derive(Default)]
 pub struct FreshLines(Mutex<HashMap<String, Vec<String>>>);
 
-/// What the import did.
-#[derive(Default)]
-pub struct Imported {
-    pub fresh: FreshLines,
-    /// Why no page could be read, when none could: the run goes on with the orders already
-    /// stored, and ends `degraded`.
-    pub failed: Option<String>,
-}
-
 impl FreshLines {
     pub(super) fn insert(&self, order_id: String, lines: Vec<String>) {
         self.0
@@ -47,6 +38,15 @@ impl FreshLines {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(order_id)
     }
+}
+
+/// What the import did.
+#[derive(Default)]
+pub struct Imported {
+    pub fresh: FreshLines,
+    /// Why no page could be read, when none could: the run goes on with the orders already
+    /// stored, and ends `degraded`.
+    pub failed: Option<String>,
 }
 
 pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<Imported, RunError> {

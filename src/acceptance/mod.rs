@@ -254,6 +254,7 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
         retry_scheduled = summary.retry_scheduled,
         api_calls = summary.api_calls,
         duration_ms = summary.duration.as_millis() as u64,
+        import_failed = summary.import_failed.as_deref(),
         "run finished"
     );
     retention::prune_after_run(ctx, stop).await;
