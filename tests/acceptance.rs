@@ -143,7 +143,7 @@ async fn validations_first_tick_reads_every_order_accepted_so_far(pool: PgPool) 
             sim.step = Duration::ZERO;
         },
         &[
-            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "3s"),
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "5s"),
             ("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "100"),
             ("ORDER_ACCEPTANCE__ACCEPTANCE__CONCURRENCY", "16"),
         ],
