@@ -10,4 +10,5 @@ mod types;
 
 pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
+pub use retry::RetryPolicy;
 pub use types::{Account, Order, OrderLine, OrderState, OrdersPage};
