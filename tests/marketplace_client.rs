@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use order_acceptance::config::{ApiCallsSettings, MarketplaceSettings, RetrySettings};
+use order_acceptance::config::{
+    ApiCallsSettings, GateSettings, MarketplaceSettings, RetrySettings,
+};
 use order_acceptance::marketplace::{Endpoint, MarketplaceClient, MarketplaceError, OrderState};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -31,6 +33,10 @@ fn settings(base: &str) -> MarketplaceSettings {
             initial_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(40),
             budget: Duration::from_secs(5),
+        },
+        gate: GateSettings {
+            retry_after_ceiling: Duration::from_secs(60),
+            max_requests_per_second: None,
         },
         max_response_bytes: 64 * 1024,
     }

@@ -1,5 +1,6 @@
-//! Accept: OR21 for each order still waiting, every line accepted, at most
-//! `acceptance.concurrency` calls in flight.
+//! Accept: OR21 for each order still waiting, every line accepted, with at most as many orders
+//! under way as the adaptive limit allows: `acceptance.concurrency` at first, halved each time
+//! the marketplace throttles OR21, grown back by one per window of calls.
 //!
 //! OR21 is not idempotent. When its answer is lost (a timeout or a 5xx after the request was
 //! sent) the order is re-read first, and sent again only while it still reads
@@ -15,7 +16,7 @@ use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
 use super::preflight::ToAccept;
 use super::{Context, RunError};
 use crate::db::queue::Claim;
-use crate::marketplace::MarketplaceError;
+use crate::marketplace::{AdaptiveLimit, Endpoint, MarketplaceError};
 
 /// An order whose OR21 answered 204, waiting for OR11 to confirm it.
 #[derive(Debug)]
@@ -43,9 +44,18 @@ pub async fn accept_all(
             .map(|batch| (stream::iter(batch), batches))
     })
     .flatten();
+    let concurrency = ctx.settings.acceptance.concurrency;
+    let limit = AdaptiveLimit::new(concurrency, ctx.client.gate_closings(Endpoint::OR21));
+    let limit = &limit;
+    // The stream holds `concurrency` orders at most; the limit decides how many of them work.
     orders
-        .map(|order| accept_one(ctx, order))
-        .buffer_unordered(ctx.settings.acceptance.concurrency as usize)
+        .map(|order| async move {
+            let slot = limit.acquire().await;
+            let step = accept_one(ctx, order).await;
+            limit.finish(slot, ctx.client.gate_closings(Endpoint::OR21));
+            step
+        })
+        .buffer_unordered(concurrency as usize)
         .try_for_each(|step| {
             match step {
                 // The validator only stops early on an error the run reports.
