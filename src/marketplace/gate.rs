@@ -179,7 +179,7 @@ impl Gate {
                 endpoint = %endpoint,
                 until = %humantime::format_rfc3339_millis(SystemTime::now() + wait),
                 wait_ms = wait.as_millis() as u64,
-                "the marketplace is throttling {endpoint}: every {endpoint} call of this process waits at the gate until then"
+                "the marketplace is throttling {endpoint}: every {endpoint} call of this process waits at the gate until then before sending or retrying"
             );
         } else {
             closing.until = Some(until);
