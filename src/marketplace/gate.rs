@@ -124,7 +124,7 @@ impl Gate {
         }
         let waited = started.elapsed();
         if !waited.is_zero() {
-            metrics::histogram!("marketplace_gate_wait_seconds", "endpoint" => endpoint.as_str())
+            metrics::histogram!("marketplace_gate_wait_duration_seconds", "endpoint" => endpoint.as_str())
                 .record(waited.as_secs_f64());
         }
         Ok(Pass {
