@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use url::Url;
 
 use super::error::{Endpoint, MarketplaceError};
-use super::gate::Gate;
+use super::gate::{Gate, Refused};
 use super::retry::{RetryPolicy, RetrySchedule, retry_after};
 use super::types::{Account, Order, OrderState, OrdersPage, kind};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
@@ -298,7 +298,7 @@ impl MarketplaceClient {
         loop {
             let pass = match self.inner.gate.pass(call.endpoint).await {
                 Ok(pass) => pass,
-                Err(refused) => return Err(self.throttled_error(call, refused.describe())),
+                Err(refused) => return Err(held_too_long(call, refused)),
             };
             schedule.waited_at_gate(pass.waited);
             let failure = match self.attempt(call, attempt, &parse).await {
@@ -340,7 +340,7 @@ impl MarketplaceClient {
             .gate
             .close(call.endpoint, wait.or(asked).unwrap_or_default());
         match (wait, closed) {
-            (_, Err(refused)) => Next::GiveUp(self.throttled_error(call, refused.describe())),
+            (_, Err(refused)) => Next::GiveUp(held_too_long(call, refused)),
             (None, Ok(())) => Next::GiveUp(failure.error),
             (Some(_), Ok(())) => Next::Retry,
         }
@@ -376,16 +376,6 @@ impl MarketplaceClient {
         );
         tokio::time::sleep(delay).await;
         Next::Retry
-    }
-
-    /// A call the gate would hold past `marketplace.retry_after_ceiling`: nothing was changed.
-    fn throttled_error(&self, call: &Call<'_>, detail: String) -> MarketplaceError {
-        MarketplaceError::Transient {
-            endpoint: call.endpoint,
-            order_id: call.order_id.map(str::to_owned),
-            detail,
-            may_have_taken_effect: false,
-        }
     }
 
     /// One HTTP attempt: send, read, decide, record.
@@ -688,6 +678,16 @@ impl MarketplaceClient {
         } else {
             format!("{what} ({})", causes.join(": "))
         }
+    }
+}
+
+/// A call the gate would hold past `marketplace.retry_after_ceiling`: nothing was changed.
+fn held_too_long(call: &Call<'_>, refused: Refused) -> MarketplaceError {
+    MarketplaceError::Transient {
+        endpoint: call.endpoint,
+        order_id: call.order_id.map(str::to_owned),
+        detail: refused.describe(),
+        may_have_taken_effect: false,
     }
 }
 
