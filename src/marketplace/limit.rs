@@ -72,7 +72,9 @@ impl AdaptiveLimit {
             state.limit = lower;
             let retired = self.semaphore.forget_permits(cut as usize) as u32;
             state.owed += cut - retired;
-            tracing::info!(limit = lower, "OR21 throttled: concurrency limit halved");
+            if cut > 0 {
+                tracing::info!(limit = lower, "OR21 throttled: concurrency limit halved");
+            }
         } else if state.limit < self.max {
             state.finished += 1;
             if state.finished >= state.limit {
