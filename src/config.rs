@@ -602,7 +602,7 @@ impl Checker {
         value
     }
 
-    /// A requests-per-second figure: 0 means none, anything else must be a positive number.
+    /// A requests-per-second figure: 0 means none, anything else must be within the bounds.
     fn rate(&mut self, key: &str, value: f64) -> Option<f64> {
         if value == 0.0 {
             return None;

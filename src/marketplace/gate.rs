@@ -85,9 +85,18 @@ impl Gate {
         }
     }
 
-    /// A new run starts with the whole allowance; closings already under way still hold.
+    /// A new run starts with the whole allowance, less what closings still under way will hold.
     pub fn start_run(&self) {
-        *lock(&self.charged) = Duration::ZERO;
+        let now = Instant::now();
+        let under_way = [&self.or11, &self.or21, &self.a01]
+            .into_iter()
+            .filter_map(|group| {
+                let closing = *lock(&group.closing);
+                closing.honoured.then_some(closing.until?)
+            })
+            .map(|until| until.saturating_duration_since(now))
+            .sum();
+        *lock(&self.charged) = under_way;
     }
 
     /// How many times the group's gate has closed: a new closing is a new throttling event.
@@ -228,4 +237,51 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(ceiling: Duration) -> Gate {
+        Gate::new(&GateSettings {
+            retry_after_ceiling: ceiling,
+            max_requests_per_second: None,
+        })
+    }
+
+    #[test]
+    fn closings_of_all_groups_share_the_run_allowance() {
+        let gate = gate(Duration::from_secs(3));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(2)).is_ok());
+        let refused = gate.close(Endpoint::OR11, Duration::from_secs(2));
+        assert!(refused.is_err(), "2 s + 2 s is past the 3 s ceiling");
+        assert_eq!(gate.closings(Endpoint::OR21), 1);
+        assert_eq!(
+            gate.closings(Endpoint::OR11),
+            0,
+            "a refused wait is no closing"
+        );
+    }
+
+    #[test]
+    fn a_new_run_gets_the_allowance_back_less_the_closings_under_way() {
+        let gate = gate(Duration::from_secs(10));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(6)).is_ok());
+        gate.start_run();
+        // Nearly 6 s of the OR21 closing are still ahead: 3 s more fit, 3 + 2 do not.
+        assert!(gate.close(Endpoint::A01, Duration::from_secs(3)).is_ok());
+        assert!(gate.close(Endpoint::OR11, Duration::from_secs(2)).is_err());
+    }
+
+    #[test]
+    fn an_answer_within_a_closing_extends_it_without_a_new_one() {
+        let gate = gate(Duration::from_secs(60));
+        let sent_at = Instant::now();
+        assert!(!gate.closed_since(Endpoint::OR21, sent_at));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(1)).is_ok());
+        assert!(gate.closed_since(Endpoint::OR21, sent_at));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(2)).is_ok());
+        assert_eq!(gate.closings(Endpoint::OR21), 1);
+    }
 }
