@@ -15,6 +15,7 @@ use order_acceptance::config::{
     ApiCallsSettings, GateSettings, MarketplaceSettings, RetrySettings,
 };
 use order_acceptance::marketplace::{Endpoint, MarketplaceClient};
+use order_acceptance::sim::{Behaviour, OrderSpec, Scripted};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -335,4 +336,48 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
         ctx.client.gate_closings(Endpoint::OR21) + ctx.client.gate_closings(Endpoint::OR11) > 0
     );
     assert_eq!(stats.or21_not_waiting, 0, "no order was accepted twice");
+}
+
+#[sqlx::test]
+async fn an_order_throttled_past_the_ceiling_is_left_for_a_later_run(pool: PgPool) {
+    // The harness's ceiling is 1 minute; the marketplace asks for 2.
+    let app = spawn_app(
+        pool,
+        |sim| sim.faults.retry_after = Duration::from_secs(120),
+        &[],
+    )
+    .await;
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some("T-9".into()),
+        lines: Some(1),
+        behaviour: Behaviour {
+            or21: vec![Scripted::Throttle],
+            ..Behaviour::default()
+        },
+        ..OrderSpec::default()
+    }]);
+
+    let started = Instant::now();
+    let summary = acceptance::run(&app.worker(), &CancellationToken::new())
+        .await
+        .expect("run");
+
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run did not wait"
+    );
+    assert_eq!(
+        (summary.accepted, summary.retry_scheduled),
+        (0, 1),
+        "{summary:?}"
+    );
+    assert_eq!(app.or21_calls("T-9"), 1, "no retry within the run");
+    let failures = app.open_failures("T-9").await;
+    assert_eq!(failures.len(), 1);
+    let (details, retryable) = &failures[0];
+    assert!(*retryable, "a later run tries again");
+    assert!(
+        details.contains("marketplace.retry_after_ceiling"),
+        "{details}"
+    );
 }
