@@ -366,6 +366,8 @@ impl Settings {
     /// of the one being accepted), and its validation, which ends at [`Settings::validation_deadline`];
     /// plus the time the rate gate may hold calls: closed gates at most
     /// `marketplace.retry_after_ceiling` per run, and the pace for the calls queued ahead.
+    /// The accept rounds are counted at `acceptance.concurrency`: after 429s the adaptive limit
+    /// runs fewer calls at once, which this bound covers only while those calls stay quick.
     pub fn work_bound(&self) -> Duration {
         let call = self.marketplace.call_budget();
         let queued = self.acceptance.batch_size * 2;
