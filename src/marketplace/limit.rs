@@ -49,10 +49,6 @@ impl AdaptiveLimit {
         limit
     }
 
-    pub fn current(&self) -> u32 {
-        self.state().limit
-    }
-
     /// Waits until fewer calls than the limit are under way.
     pub async fn acquire(&self) -> Slot {
         // The semaphore is never closed, so acquiring only waits.
@@ -113,6 +109,12 @@ impl AdaptiveLimit {
 mod tests {
     use super::*;
     use metrics_exporter_prometheus::PrometheusBuilder;
+
+    impl AdaptiveLimit {
+        fn current(&self) -> u32 {
+            self.state().limit
+        }
+    }
 
     async fn finish_calls(limit: &AdaptiveLimit, n: u32, closings: u64) {
         for _ in 0..n {
