@@ -36,6 +36,11 @@ const WELL_KNOWN_VARS: [(&str, &str); 3] = [
 /// The marketplace refuses an order left undecided this long after its creation.
 pub const ACCEPTANCE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// Bounds of `marketplace.max_requests_per_second` (other than 0): one call per 100 s to a pace
+/// no marketplace publishes.
+const MIN_RATE: f64 = 0.01;
+const MAX_RATE: f64 = 10_000.0;
+
 /// Below this, OR11 polling runs faster than Mirakl asks of background jobs.
 const MIRAKL_MIN_READ_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -92,6 +97,7 @@ pub struct MarketplaceSettings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetrySettings,
+    pub gate: GateSettings,
     pub max_response_bytes: usize,
 }
 
@@ -109,6 +115,15 @@ pub struct RetrySettings {
     pub initial_delay: Duration,
     pub max_delay: Duration,
     pub budget: Duration,
+}
+
+/// The rate gate every call passes before it is sent (`src/marketplace/gate.rs`).
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// The longest a run's calls may be held at closed gates, all closings together.
+    pub retry_after_ceiling: Duration,
+    /// Most requests per second per endpoint group; `None`: no pace.
+    pub max_requests_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +326,16 @@ impl Settings {
                 ),
                 budget: check.duration("marketplace.retry_budget", &raw.marketplace.retry_budget),
             },
+            gate: GateSettings {
+                retry_after_ceiling: check.duration(
+                    "marketplace.retry_after_ceiling",
+                    &raw.marketplace.retry_after_ceiling,
+                ),
+                max_requests_per_second: check.rate(
+                    "marketplace.max_requests_per_second",
+                    raw.marketplace.max_requests_per_second,
+                ),
+            },
             max_response_bytes: check.at_least(
                 "marketplace.max_response_bytes",
                 raw.marketplace.max_response_bytes,
@@ -394,18 +419,36 @@ impl Settings {
     /// The longest a run can work on one claimed order before recording its outcome: its
     /// preflight read, the accept calls queued ahead of it (a run claims at most one batch ahead
     /// of the one being accepted), its own re-reads and re-sends after unclear OR21 answers, and
-    /// its validation, which ends at [`Settings::validation_deadline`].
+    /// its validation, which ends at [`Settings::validation_deadline`]; plus the time the rate
+    /// gate may hold calls: closed gates at most
+    /// `marketplace.retry_after_ceiling` per run, and the pace for the calls queued ahead.
+    /// The accept rounds are counted at `acceptance.concurrency`: after 429s the adaptive limit
+    /// runs fewer calls at once, which this bound covers only while those calls stay quick.
     pub fn work_bound(&self) -> Duration {
         let call = self.marketplace.call_budget();
         let queued = self.acceptance.batch_size * 2;
         let accept_rounds = queued.div_ceil(self.acceptance.concurrency);
-        call * (1 + accept_rounds) + self.resend_bound() + self.validation_deadline()
+        call * (1 + accept_rounds)
+            + self.resend_bound()
+            + self.validation_deadline()
+            + self.marketplace.gate.retry_after_ceiling
+            + self.pace_bound(queued)
     }
 
     /// Re-sends of one order start within `marketplace.retry_budget` of its first OR21; the
     /// last one may wait for the re-read batch in flight, its own re-read, then take a call.
     fn resend_bound(&self) -> Duration {
         self.marketplace.retry.budget + self.marketplace.call_budget() * 3
+    }
+
+    /// How long the pace can hold one order's calls: behind the OR21 calls queued ahead of it,
+    /// and behind one OR11 read per 100 of them at each validation tick.
+    fn pace_bound(&self, queued: u32) -> Duration {
+        let Some(rate) = self.marketplace.gate.max_requests_per_second else {
+            return Duration::ZERO;
+        };
+        let reads = queued.div_ceil(100) * (self.validation.max_attempts + 2);
+        Duration::from_secs_f64(f64::from(queued + reads) / rate)
     }
 
     /// How long after its 204 an order may wait for confirmation. Failed reads do not count as
@@ -424,8 +467,9 @@ impl Settings {
             return Err(ConfigError::one(format!(
                 "acceptance.lease: {} is shorter than the work a run may do on one order ({}), \
                  computed from marketplace.timeout + marketplace.retry_budget (re-sends included), \
-                 acceptance.batch_size / acceptance.concurrency and validation.interval × \
-                 validation.max_attempts; raise acceptance.lease to at least {} or lower those \
+                 acceptance.batch_size / acceptance.concurrency, validation.interval × \
+                 validation.max_attempts, marketplace.retry_after_ceiling and \
+                 marketplace.max_requests_per_second; raise acceptance.lease to at least {} or lower those \
                  (a shorter lease would let another run claim an order this one is still accepting)",
                 humantime::format_duration(self.acceptance.lease),
                 humantime::format_duration(needed),
@@ -621,6 +665,20 @@ impl Checker {
             return value.clamp(min, max);
         }
         value
+    }
+
+    /// A requests-per-second figure: 0 means none, anything else must be within the bounds.
+    fn rate(&mut self, key: &str, value: f64) -> Option<f64> {
+        if value == 0.0 {
+            return None;
+        }
+        if !(MIN_RATE..=MAX_RATE).contains(&value) {
+            self.problems.push(format!(
+                "{key}: {value} is out of range: give requests per second from {MIN_RATE} to {MAX_RATE} (examples: 5, 0.5), or 0 for no limit"
+            ));
+            return None;
+        }
+        Some(value)
     }
 
     fn non_empty(&mut self, key: &str, value: String) -> String {
@@ -892,6 +950,9 @@ mod raw {
         pub retry_max_delay: String,
         #[serde(deserialize_with = "lenient_string")]
         pub retry_budget: String,
+        #[serde(deserialize_with = "lenient_string")]
+        pub retry_after_ceiling: String,
+        pub max_requests_per_second: f64,
         pub max_response_bytes: usize,
     }
 

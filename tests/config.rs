@@ -71,7 +71,7 @@ fn defaults_apply_when_only_required_values_are_given() {
     let settings = load(required_env()).expect("valid");
     assert_eq!(settings.acceptance.batch_size, 100);
     assert_eq!(settings.acceptance.concurrency, 16);
-    assert_eq!(settings.acceptance.lease, Duration::from_secs(45 * 60));
+    assert_eq!(settings.acceptance.lease, Duration::from_secs(60 * 60));
     assert_eq!(settings.validation.interval, Duration::from_secs(60));
     assert_eq!(settings.validation.max_attempts, 10);
     assert_eq!(
@@ -309,6 +309,86 @@ fn a_lease_shorter_than_the_work_is_refused_naming_both_sides() {
     );
     assert!(err.contains("validation.interval"), "{err}");
     assert!(err.contains("marketplace.timeout"), "{err}");
+}
+
+#[test]
+fn the_rate_gate_keys_default_to_ten_minutes_and_no_pace() {
+    let settings = load(required_env()).expect("valid");
+    let gate = &settings.marketplace.gate;
+    assert_eq!(gate.retry_after_ceiling, Duration::from_secs(600));
+    assert_eq!(gate.max_requests_per_second, None);
+
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__MAX_REQUESTS_PER_SECOND",
+        "5",
+    );
+    let env = with(
+        env,
+        "ORDER_ACCEPTANCE__MARKETPLACE__RETRY_AFTER_CEILING",
+        "2m",
+    );
+    let gate = load(env).expect("valid").marketplace.gate;
+    assert_eq!(gate.max_requests_per_second, Some(5.0));
+    assert_eq!(gate.retry_after_ceiling, Duration::from_secs(120));
+
+    let file = write_config(
+        "[marketplace]\nmax_requests_per_second = 0.5\n[acceptance]\nlease = \"2h\"\n",
+    );
+    let settings =
+        Settings::load_from(Some(file.path()), Needs::Everything, required_env()).expect("valid");
+    assert_eq!(settings.marketplace.gate.max_requests_per_second, Some(0.5));
+}
+
+#[test]
+fn bad_rate_gate_keys_are_reported_together() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__MAX_REQUESTS_PER_SECOND",
+        "-1",
+    );
+    let env = with(
+        env,
+        "ORDER_ACCEPTANCE__MARKETPLACE__RETRY_AFTER_CEILING",
+        "soon",
+    );
+    let err = load(env).expect_err("invalid");
+    assert!(
+        err.contains("marketplace.max_requests_per_second: -1 is out of range"),
+        "{err}"
+    );
+    assert!(
+        err.contains("marketplace.retry_after_ceiling: \"soon\" is not a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_lease_covers_the_waits_at_closed_gates() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__RETRY_AFTER_CEILING",
+        "1h",
+    );
+    let err = load(env).expect_err("a 60 min lease cannot cover an hour at the gate");
+    assert!(
+        err.contains("acceptance.lease: 1h is shorter than"),
+        "{err}"
+    );
+    assert!(err.contains("marketplace.retry_after_ceiling"), "{err}");
+
+    let paced = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__MAX_REQUESTS_PER_SECOND",
+        "5",
+    );
+    let settings = load(paced).expect("valid");
+    let unpaced = load(required_env()).expect("valid");
+    // 200 queued OR21 calls and 2 OR11 reads at each of 12 ticks, at 5 per second.
+    assert_eq!(
+        settings.work_bound() - unpaced.work_bound(),
+        Duration::from_secs_f64(224.0 / 5.0)
+    );
 }
 
 #[test]

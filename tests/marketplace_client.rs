@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use order_acceptance::config::{ApiCallsSettings, MarketplaceSettings, RetrySettings};
+use order_acceptance::config::{
+    ApiCallsSettings, GateSettings, MarketplaceSettings, RetrySettings,
+};
 use order_acceptance::marketplace::{Endpoint, MarketplaceClient, MarketplaceError, OrderState};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -31,6 +33,10 @@ fn settings(base: &str) -> MarketplaceSettings {
             initial_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(40),
             budget: Duration::from_secs(5),
+        },
+        gate: GateSettings {
+            retry_after_ceiling: Duration::from_secs(60),
+            max_requests_per_second: None,
         },
         max_response_bytes: 64 * 1024,
     }
@@ -730,24 +736,27 @@ async fn a_429_waits_for_retry_after(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn retry_after_is_capped_at_max_delay(pool: PgPool) {
+async fn a_retry_after_past_the_ceiling_is_not_waited_for(pool: PgPool) {
     let server = MockServer::start().await;
     Mock::given(path("/api/account"))
         .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/api/account"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"shop_id": 1, "shop_name": "S"})),
-        )
+        .expect(1)
         .mount(&server)
         .await;
     let client = client(&settings(&server.uri()), &pool);
 
     let started = Instant::now();
-    client.account().await.unwrap();
+    let err = client.account().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        err.is_transient() && !err.may_have_taken_effect(),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("marketplace.retry_after_ceiling"),
+        "{err}"
+    );
+    server.verify().await;
 }
 
 #[sqlx::test]

@@ -1,5 +1,6 @@
-//! Accept: OR21 for each order still waiting, every line accepted, at most
-//! `acceptance.concurrency` calls in flight.
+//! Accept: OR21 for each order still waiting, every line accepted, with at most as many orders
+//! under way as the adaptive limit allows: `acceptance.concurrency` at first, halved each time
+//! the marketplace throttles OR21, grown back by one per window of calls.
 //!
 //! OR21 is not idempotent. When its answer leaves the order's state unclear (a timeout, a
 //! 500/502/504, a 2xx that is not a 204, a 400) the order joins the re-read stage's next batched
@@ -18,7 +19,7 @@ use super::preflight::ToAccept;
 use super::reread::{Reread, Rereads};
 use super::{Context, RunError};
 use crate::db::queue::Claim;
-use crate::marketplace::{MarketplaceError, Order, RetryPolicy};
+use crate::marketplace::{AdaptiveLimit, Endpoint, MarketplaceError, Order, RetryPolicy};
 
 /// An order whose OR21 answered 204, waiting for OR11 to confirm it.
 #[derive(Debug)]
@@ -48,9 +49,18 @@ pub async fn accept_all(
             .map(|batch| (stream::iter(batch), batches))
     })
     .flatten();
+    let concurrency = ctx.settings.acceptance.concurrency;
+    let limit = AdaptiveLimit::new(concurrency, ctx.client.gate_closings(Endpoint::OR21));
+    let limit = &limit;
+    // The stream holds `concurrency` orders at most; the limit decides how many of them work.
     orders
-        .map(|order| accept_one(ctx, rereads, order))
-        .buffer_unordered(ctx.settings.acceptance.concurrency as usize)
+        .map(|order| async move {
+            let slot = limit.acquire().await;
+            let step = accept_one(ctx, rereads, order).await;
+            limit.finish(slot, ctx.client.gate_closings(Endpoint::OR21));
+            step
+        })
+        .buffer_unordered(concurrency as usize)
         .try_for_each(|step| {
             match step {
                 // The validator only stops early on an error the run reports.

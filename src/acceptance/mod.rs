@@ -201,6 +201,7 @@ impl Tally {
 pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
+    ctx.client.start_run();
     let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id)
         .await
         .map_err(RunError::database("starting the run"))?;

@@ -1,9 +1,11 @@
 //! The one client everything talks to the marketplace through.
 //!
 //! Every call goes the same way: build the URL, then up to `retry.attempts` attempts, each of
-//! which sends one request, reads the body within its size cap, decides what the answer means,
-//! and writes its `api_calls` row before anything is returned. Only transient errors that
-//! cannot have changed anything are retried; everything else goes back to the caller at once.
+//! which waits at its endpoint group's rate gate, sends one request, reads the body within its
+//! size cap, decides what the answer means, and writes its `api_calls` row before anything is
+//! returned. Only transient errors that cannot have changed anything are retried; everything
+//! else goes back to the caller at once. A throttled answer closes the gate for every call of
+//! the group (see `gate.rs`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,7 +22,8 @@ use sqlx::PgPool;
 use url::Url;
 
 use super::error::{Endpoint, MarketplaceError};
-use super::retry::{RetryPolicy, retry_after};
+use super::gate::{Gate, Refused};
+use super::retry::{RetryPolicy, RetrySchedule, retry_after};
 use super::types::{Account, Order, OrderState, OrdersPage, kind};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
 use crate::db::api_calls::{self, NewApiCall};
@@ -42,6 +45,7 @@ struct Inner {
     /// Written to `api_calls.service`.
     service: String,
     retry: RetryPolicy,
+    gate: Gate,
     timeout: Duration,
     pool: PgPool,
     max_response_bytes: usize,
@@ -105,6 +109,8 @@ enum Exchange {
 struct Failure {
     error: MarketplaceError,
     retry_after: Option<Duration>,
+    /// A 429, or a 503 with `Retry-After`: the marketplace asks every call to hold back.
+    throttled: bool,
 }
 
 impl From<MarketplaceError> for Failure {
@@ -112,8 +118,15 @@ impl From<MarketplaceError> for Failure {
         Failure {
             error,
             retry_after: None,
+            throttled: false,
         }
     }
+}
+
+/// What a call does after a failed attempt.
+enum Next {
+    Retry,
+    GiveUp(MarketplaceError),
 }
 
 impl MarketplaceClient {
@@ -145,6 +158,7 @@ impl MarketplaceClient {
                 shop_id: settings.shop_id.clone(),
                 service: settings.name.clone(),
                 retry: RetryPolicy::new(&settings.retry),
+                gate: Gate::new(&settings.gate),
                 timeout: settings.timeout,
                 pool,
                 max_response_bytes: settings.max_response_bytes,
@@ -237,6 +251,16 @@ impl MarketplaceClient {
         self.inner.calls.load(Ordering::Relaxed)
     }
 
+    /// How many times the endpoint group's rate gate has closed in this process.
+    pub fn gate_closings(&self, endpoint: Endpoint) -> u64 {
+        self.inner.gate.closings(endpoint)
+    }
+
+    /// Gives a new run the whole `marketplace.retry_after_ceiling` for waits at closed gates.
+    pub fn start_run(&self) {
+        self.inner.gate.start_run();
+    }
+
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
         let call = Call::get(Endpoint::OR11, self.url(&["api", "orders"], query));
         self.send(&call, |_status, body| parse_orders_page(body))
@@ -272,32 +296,86 @@ impl MarketplaceClient {
         let mut schedule = self.inner.retry.start();
         let mut attempt = 1;
         loop {
+            let pass = match self.inner.gate.pass(call.endpoint).await {
+                Ok(pass) => pass,
+                Err(refused) => return Err(held_too_long(call, refused)),
+            };
+            schedule.waited_at_gate(pass.waited);
             let failure = match self.attempt(call, attempt, &parse).await {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
-            // An OR21 that may have taken effect is not re-sent blind: the caller re-reads it.
-            let retryable = failure.error.is_transient() && !failure.error.may_have_taken_effect();
-            let delay = if retryable {
-                schedule.next_delay(failure.retry_after)
+            let next = if failure.throttled {
+                self.after_throttling(call, failure, pass.sent_at, &mut schedule)
             } else {
-                None
+                self.after_failure(call, attempt, failure, &mut schedule)
+                    .await
             };
-            let Some(delay) = delay else {
-                return Err(failure.error);
-            };
-            tracing::warn!(
-                endpoint = %call.endpoint,
-                order_id = call.order_id,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                retry_after = failure.retry_after.is_some(),
-                error = %failure.error,
-                "marketplace call failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
+            if let Next::GiveUp(error) = next {
+                return Err(error);
+            }
             attempt += 1;
         }
+    }
+
+    /// A throttled answer closes the gate for the whole group. It uses up an attempt only when
+    /// it starts a new closing: a request already on its way when the gate closed was answered
+    /// for the same reason, and simply waits with the others.
+    fn after_throttling(
+        &self,
+        call: &Call<'_>,
+        failure: Failure,
+        sent_at: Instant,
+        schedule: &mut RetrySchedule,
+    ) -> Next {
+        let asked = failure.retry_after.filter(|wait| !wait.is_zero());
+        let wait = if self.inner.gate.closed_since(call.endpoint, sent_at) {
+            schedule.within_budget().then(|| asked.unwrap_or_default())
+        } else {
+            schedule.next_closing(asked)
+        };
+        // Even a call that gives up closes the gate: the others must hold back all the same.
+        let closed = self
+            .inner
+            .gate
+            .close(call.endpoint, wait.or(asked).unwrap_or_default());
+        match (wait, closed) {
+            (_, Err(refused)) => Next::GiveUp(held_too_long(call, refused)),
+            (None, Ok(())) => Next::GiveUp(failure.error),
+            (Some(_), Ok(())) => Next::Retry,
+        }
+    }
+
+    /// Any other failure: retried after a back-off sleep when it is transient and cannot have
+    /// changed anything.
+    async fn after_failure(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        failure: Failure,
+        schedule: &mut RetrySchedule,
+    ) -> Next {
+        // An OR21 that may have taken effect is not re-sent blind: the caller re-reads it.
+        let retryable = failure.error.is_transient() && !failure.error.may_have_taken_effect();
+        let delay = if retryable {
+            schedule.next_delay(failure.retry_after)
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            return Next::GiveUp(failure.error);
+        };
+        tracing::warn!(
+            endpoint = %call.endpoint,
+            order_id = call.order_id,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            retry_after = failure.retry_after.is_some(),
+            error = %failure.error,
+            "marketplace call failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        Next::Retry
     }
 
     /// One HTTP attempt: send, read, decide, record.
@@ -449,6 +527,7 @@ impl MarketplaceClient {
                 return Err(Failure {
                     error: transient(detail, false),
                     retry_after,
+                    throttled: true,
                 });
             }
             // 503 means the service did not take the request on.
@@ -457,6 +536,7 @@ impl MarketplaceClient {
                 return Err(Failure {
                     error: transient(detail, false),
                     retry_after,
+                    throttled: retry_after.is_some(),
                 });
             }
             500..=599 => {
@@ -464,6 +544,7 @@ impl MarketplaceClient {
                 return Err(Failure {
                     error: transient(detail, put),
                     retry_after,
+                    throttled: false,
                 });
             }
             300..=399 => {
@@ -597,6 +678,16 @@ impl MarketplaceClient {
         } else {
             format!("{what} ({})", causes.join(": "))
         }
+    }
+}
+
+/// A call the gate would hold past `marketplace.retry_after_ceiling`: nothing was changed.
+fn held_too_long(call: &Call<'_>, refused: Refused) -> MarketplaceError {
+    MarketplaceError::Transient {
+        endpoint: call.endpoint,
+        order_id: call.order_id.map(str::to_owned),
+        detail: refused.describe(),
+        may_have_taken_effect: false,
     }
 }
 

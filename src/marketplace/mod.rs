@@ -1,14 +1,17 @@
 //! The Mirakl marketplace: OR11 (list orders), OR21 (accept), A01 (account).
 //!
 //! [`MarketplaceClient`] is the only way the worker talks to the marketplace, so timeouts,
-//! retries, size caps and the `api_calls` audit trail apply to every call alike.
+//! retries, the rate gate, size caps and the `api_calls` audit trail apply to every call alike.
 
 mod client;
 mod error;
+mod gate;
+mod limit;
 mod retry;
 mod types;
 
 pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
+pub use limit::{AdaptiveLimit, Slot};
 pub use retry::RetryPolicy;
 pub use types::{Account, Order, OrderLine, OrderState, OrdersPage};

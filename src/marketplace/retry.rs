@@ -2,8 +2,9 @@
 //!
 //! The delays come from backon's exponential back-off with jitter. The loop itself lives in the
 //! client (one visible `loop`, not a combinator chain) because two things backon's `Retryable`
-//! does not model cleanly decide each wait: the marketplace's `Retry-After` replaces the
-//! back-off delay, and the budget counts wall-clock time (attempts included), not only sleeps.
+//! does not model cleanly decide each wait: a throttled answer's wait is spent at the shared rate
+//! gate (`gate.rs`), for its `Retry-After` in full, and the budget counts wall-clock time
+//! (attempts included) except the time spent at the gate.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +43,7 @@ impl RetryPolicy {
             max_delay: self.max_delay,
             budget: self.budget,
             started: Instant::now(),
+            at_gate: Duration::ZERO,
         }
     }
 }
@@ -53,20 +55,47 @@ pub struct RetrySchedule {
     max_delay: Duration,
     budget: Duration,
     started: Instant,
+    /// Time spent waiting at the rate gate: not counted against the budget.
+    at_gate: Duration,
 }
 
 impl RetrySchedule {
-    /// How long to wait before the next attempt, or `None` when the attempts or the budget are
+    /// How long to sleep before the next attempt, or `None` when the attempts or the budget are
     /// used up. `retry_after` (from the marketplace) wins over the back-off delay; either is
-    /// capped at `max_delay` so a hostile or mistaken header cannot park a run for hours.
+    /// capped at `max_delay`. Throttled answers go through [`RetrySchedule::next_closing`].
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
         let backoff_delay = self.backoff.next()?;
         // backon's jitter adds up to one more delay on top, which may pass max_delay.
         let delay = retry_after.unwrap_or(backoff_delay).min(self.max_delay);
-        if self.started.elapsed() + delay > self.budget {
+        if self.spent() + delay > self.budget {
             return None;
         }
         Some(delay)
+    }
+
+    /// After a throttled answer (429, or 503 with `Retry-After`): uses up an attempt and says
+    /// how long the gate stays closed — the marketplace's `Retry-After` in full (the gate
+    /// applies the ceiling), else the back-off delay. `None` when the attempts or the budget
+    /// are used up. The wait itself is spent at the gate, so it does not count.
+    pub fn next_closing(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        let backoff_delay = self.backoff.next()?;
+        if !self.within_budget() {
+            return None;
+        }
+        Some(retry_after.unwrap_or_else(|| backoff_delay.min(self.max_delay)))
+    }
+
+    /// Takes time spent waiting at the gate off the budget.
+    pub fn waited_at_gate(&mut self, waited: Duration) {
+        self.at_gate += waited;
+    }
+
+    pub fn within_budget(&self) -> bool {
+        self.spent() <= self.budget
+    }
+
+    fn spent(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.at_gate)
     }
 }
 
@@ -118,6 +147,19 @@ mod tests {
             schedule.next_delay(Some(Duration::from_secs(3600))),
             Some(Duration::from_millis(40))
         );
+    }
+
+    #[test]
+    fn a_closing_honours_retry_after_in_full_and_uses_an_attempt() {
+        let mut schedule = RetryPolicy::new(&settings(3, Duration::from_secs(60))).start();
+        assert_eq!(
+            schedule.next_closing(Some(Duration::from_secs(3600))),
+            Some(Duration::from_secs(3600)),
+            "not capped at max_delay: the gate applies the ceiling"
+        );
+        let backoff = schedule.next_closing(None).unwrap();
+        assert!(backoff <= Duration::from_millis(40), "{backoff:?}");
+        assert_eq!(schedule.next_closing(Some(Duration::from_secs(1))), None);
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! The rate gate: one per endpoint group (OR11, OR21, A01), shared by every call of the process.
+//!
+//! A 429 (or a 503 with `Retry-After`) closes its group's gate until the time the marketplace
+//! named; every call of that group waits at the gate before it is sent, so one answer holds back
+//! all of them instead of each call backing off alone. The waits of one run are bounded:
+//! closings are charged to the run's allowance (`marketplace.retry_after_ceiling`), and one that
+//! would go past it is refused — the call fails as transient and no call of the group is sent
+//! until the time named. An optional pace (`marketplace.max_requests_per_second`) spaces the
+//! calls of each group evenly.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::error::Endpoint;
+use crate::config::GateSettings;
+
+pub struct Gate {
+    or11: Group,
+    or21: Group,
+    a01: Group,
+    ceiling: Duration,
+    /// Closed time charged to the current run, all groups together.
+    charged: Mutex<Duration>,
+}
+
+struct Group {
+    closing: Mutex<Closing>,
+    pace: Option<DefaultDirectRateLimiter>,
+    closings: AtomicU64,
+}
+
+/// The group's latest closing.
+#[derive(Default, Clone, Copy)]
+struct Closing {
+    /// When the latest closing began: answers to requests sent before it belong to it.
+    began: Option<Instant>,
+    until: Option<Instant>,
+    /// False when the wait was refused as past the ceiling: calls fail at once until `until`.
+    honoured: bool,
+}
+
+/// A call may go: when it went, and how long it waited at the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub sent_at: Instant,
+    pub waited: Duration,
+}
+
+/// The marketplace asked for a wait past `marketplace.retry_after_ceiling`.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    pub until: SystemTime,
+    pub ceiling: Duration,
+}
+
+impl Refused {
+    /// Why the call fails, for its error message.
+    pub fn describe(&self) -> String {
+        format!(
+            "the marketplace asked to wait until {}, past what marketplace.retry_after_ceiling ({}) \
+             leaves this run for waits at closed gates; nothing was sent",
+            humantime::format_rfc3339_seconds(self.until),
+            humantime::format_duration(self.ceiling)
+        )
+    }
+}
+
+impl Gate {
+    pub fn new(settings: &GateSettings) -> Self {
+        let group = || Group {
+            closing: Mutex::new(Closing::default()),
+            pace: settings.max_requests_per_second.map(pace),
+            closings: AtomicU64::new(0),
+        };
+        Gate {
+            or11: group(),
+            or21: group(),
+            a01: group(),
+            ceiling: settings.retry_after_ceiling,
+            charged: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// A new run starts with the whole allowance, less what closings still under way will hold.
+    pub fn start_run(&self) {
+        let now = Instant::now();
+        let under_way = [&self.or11, &self.or21, &self.a01]
+            .into_iter()
+            .filter_map(|group| {
+                let closing = *lock(&group.closing);
+                closing.honoured.then_some(closing.until?)
+            })
+            .map(|until| until.saturating_duration_since(now))
+            .sum();
+        *lock(&self.charged) = under_way;
+    }
+
+    /// How many times the group's gate has closed: a new closing is a new throttling event.
+    pub fn closings(&self, endpoint: Endpoint) -> u64 {
+        self.group(endpoint).closings.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the group's gate is open and the pace allows one more request.
+    pub async fn pass(&self, endpoint: Endpoint) -> Result<Pass, Refused> {
+        let group = self.group(endpoint);
+        let started = Instant::now();
+        loop {
+            let closing = *lock(&group.closing);
+            match closing.until {
+                Some(until) if until > Instant::now() && !closing.honoured => {
+                    return Err(self.refused(until));
+                }
+                Some(until) if until > Instant::now() => {
+                    tokio::time::sleep_until(until.into()).await;
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(pace) = &group.pace {
+                pace.until_ready().await;
+            }
+            // The gate may have closed while this call waited for its turn.
+            if lock(&group.closing)
+                .until
+                .is_none_or(|until| until <= Instant::now())
+            {
+                break;
+            }
+        }
+        let waited = started.elapsed();
+        if !waited.is_zero() {
+            metrics::histogram!("marketplace_gate_wait_duration_seconds", "endpoint" => endpoint.as_str())
+                .record(waited.as_secs_f64());
+        }
+        Ok(Pass {
+            sent_at: Instant::now(),
+            waited,
+        })
+    }
+
+    /// True when the gate has closed since `sent_at`: a throttled answer to that request is
+    /// part of that closing, not a new one.
+    pub fn closed_since(&self, endpoint: Endpoint, sent_at: Instant) -> bool {
+        lock(&self.group(endpoint).closing)
+            .began
+            .is_some_and(|began| began >= sent_at)
+    }
+
+    /// Closes the group's gate for `wait` from now, or extends the closing under way. Refused
+    /// (and the gate kept shut, so no call is sent until then) when the run's allowance cannot
+    /// cover it.
+    pub fn close(&self, endpoint: Endpoint, wait: Duration) -> Result<(), Refused> {
+        let group = self.group(endpoint);
+        let now = Instant::now();
+        let until = now + wait;
+        let mut closing = lock(&group.closing);
+        let open_from = match closing.until {
+            Some(current) if current > now => current,
+            _ => now,
+        };
+        let fresh = open_from == now;
+        if until <= open_from {
+            return Ok(());
+        }
+        if !self.charge(until - open_from) {
+            *closing = Closing {
+                began: if fresh { Some(now) } else { closing.began },
+                until: Some(until),
+                honoured: false,
+            };
+            return Err(self.refused(until));
+        }
+        if fresh {
+            *closing = Closing {
+                began: Some(now),
+                until: Some(until),
+                honoured: true,
+            };
+            drop(closing);
+            group.closings.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
+                .increment(1);
+            tracing::warn!(
+                endpoint = %endpoint,
+                until = %humantime::format_rfc3339_millis(SystemTime::now() + wait),
+                wait_ms = wait.as_millis() as u64,
+                "the marketplace is throttling {endpoint}: every {endpoint} call of this process waits at the gate until then before sending or retrying"
+            );
+        } else {
+            closing.until = Some(until);
+        }
+        Ok(())
+    }
+
+    /// Adds `more` to the run's closed time, unless that goes past the ceiling.
+    fn charge(&self, more: Duration) -> bool {
+        let mut charged = lock(&self.charged);
+        if *charged + more > self.ceiling {
+            return false;
+        }
+        *charged += more;
+        true
+    }
+
+    fn refused(&self, until: Instant) -> Refused {
+        Refused {
+            until: SystemTime::now() + until.saturating_duration_since(Instant::now()),
+            ceiling: self.ceiling,
+        }
+    }
+
+    fn group(&self, endpoint: Endpoint) -> &Group {
+        match endpoint {
+            Endpoint::OR11 => &self.or11,
+            Endpoint::OR21 => &self.or21,
+            Endpoint::A01 => &self.a01,
+        }
+    }
+}
+
+/// One request every 1/rate seconds, without bursts: a marketplace's published limit is a rate.
+fn pace(rate: f64) -> DefaultDirectRateLimiter {
+    // The config check keeps the rate within 0.01..=10 000, so the period is a valid one.
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(NonZeroU32::MIN);
+    RateLimiter::direct(quota)
+}
+
+/// The gate's state stays consistent across a panic elsewhere: every update is one assignment.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(ceiling: Duration) -> Gate {
+        Gate::new(&GateSettings {
+            retry_after_ceiling: ceiling,
+            max_requests_per_second: None,
+        })
+    }
+
+    #[test]
+    fn closings_of_all_groups_share_the_run_allowance() {
+        let gate = gate(Duration::from_secs(3));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(2)).is_ok());
+        let refused = gate.close(Endpoint::OR11, Duration::from_secs(2));
+        assert!(refused.is_err(), "2 s + 2 s is past the 3 s ceiling");
+        assert_eq!(gate.closings(Endpoint::OR21), 1);
+        assert_eq!(
+            gate.closings(Endpoint::OR11),
+            0,
+            "a refused wait is no closing"
+        );
+    }
+
+    #[test]
+    fn a_new_run_gets_the_allowance_back_less_the_closings_under_way() {
+        let gate = gate(Duration::from_secs(10));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(6)).is_ok());
+        gate.start_run();
+        // Nearly 6 s of the OR21 closing are still ahead: 3 s more fit, 3 + 2 do not.
+        assert!(gate.close(Endpoint::A01, Duration::from_secs(3)).is_ok());
+        assert!(gate.close(Endpoint::OR11, Duration::from_secs(2)).is_err());
+    }
+
+    #[test]
+    fn an_answer_within_a_closing_extends_it_without_a_new_one() {
+        let gate = gate(Duration::from_secs(60));
+        let sent_at = Instant::now();
+        assert!(!gate.closed_since(Endpoint::OR21, sent_at));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(1)).is_ok());
+        assert!(gate.closed_since(Endpoint::OR21, sent_at));
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(2)).is_ok());
+        assert_eq!(gate.closings(Endpoint::OR21), 1);
+    }
+}

@@ -1,0 +1,383 @@
+//! The rate gate shared by every call of a process, against a real HTTP server (wiremock) and a
+//! real PostgreSQL: one 429 holds back every call of its endpoint group until the time the
+//! marketplace named, in seconds or as an HTTP-date, up to `marketplace.retry_after_ceiling`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::spawn_app;
+use futures::future::join_all;
+use order_acceptance::acceptance;
+use order_acceptance::config::{
+    ApiCallsSettings, GateSettings, MarketplaceSettings, RetrySettings,
+};
+use order_acceptance::marketplace::{Endpoint, MarketplaceClient};
+use order_acceptance::sim::{Behaviour, OrderSpec, Scripted};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+fn settings(base: &str) -> MarketplaceSettings {
+    MarketplaceSettings {
+        url: url::Url::parse(base).unwrap(),
+        api_key: SecretString::from("gate-test-key"),
+        shop_id: None,
+        name: "BestBuy".into(),
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        retry: RetrySettings {
+            attempts: 3,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(40),
+            budget: Duration::from_secs(5),
+        },
+        gate: GateSettings {
+            retry_after_ceiling: Duration::from_secs(60),
+            max_requests_per_second: None,
+        },
+        max_response_bytes: 64 * 1024,
+    }
+}
+
+fn client(settings: &MarketplaceSettings, pool: &PgPool) -> MarketplaceClient {
+    let api_calls = ApiCallsSettings {
+        retention: Duration::from_secs(86_400),
+        max_body_bytes: 8 * 1024,
+    };
+    MarketplaceClient::new(settings, &api_calls, pool.clone()).unwrap()
+}
+
+/// Answers the first `throttled` requests 429 with the given `Retry-After`, then OR11 with one
+/// order per requested id; notes when each request arrived and what it got.
+struct Throttling {
+    throttled: usize,
+    retry_after: Box<dyn Fn() -> String + Send + Sync>,
+    seen: AtomicUsize,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    at_wall: SystemTime,
+    status: u16,
+}
+
+impl Throttling {
+    fn new(throttled: usize, retry_after: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Throttling {
+            throttled,
+            retry_after: Box::new(retry_after),
+            seen: AtomicUsize::new(0),
+            arrivals: Arc::default(),
+        }
+    }
+}
+
+impl Respond for Throttling {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let throttle = self.seen.fetch_add(1, Ordering::SeqCst) < self.throttled;
+        let response = if throttle {
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", (self.retry_after)().as_str())
+                .set_body_json(json!({"message": "Too many requests"}))
+        } else {
+            ResponseTemplate::new(200).set_body_json(echo_orders(request))
+        };
+        self.arrivals.lock().unwrap().push(Arrival {
+            at: Instant::now(),
+            at_wall: SystemTime::now(),
+            status: if throttle { 429 } else { 200 },
+        });
+        response
+    }
+}
+
+fn echo_orders(request: &Request) -> Value {
+    let ids = request
+        .url
+        .query_pairs()
+        .find(|(key, _)| key == "order_ids")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let orders: Vec<Value> = ids
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            json!({
+                "order_id": id,
+                "order_state": "WAITING_ACCEPTANCE",
+                "created_date": "2026-01-05T10:00:00Z",
+                "order_lines": [{"order_line_id": format!("{id}-1"), "order_line_state": "WAITING_ACCEPTANCE", "quantity": 1}]
+            })
+        })
+        .collect();
+    json!({ "orders": orders, "total_count": orders.len() })
+}
+
+/// Mounts the responder on OR11 and hands back its arrival log.
+async fn serve(server: &MockServer, responder: Throttling) -> Arc<Mutex<Vec<Arrival>>> {
+    let arrivals = responder.arrivals.clone();
+    Mock::given(path("/api/orders"))
+        .respond_with(responder)
+        .mount(server)
+        .await;
+    arrivals
+}
+
+fn arrivals(log: &Arc<Mutex<Vec<Arrival>>>) -> Vec<Arrival> {
+    log.lock().unwrap().clone()
+}
+
+/// Waits until the client has seen `n` closings of the OR11 gate.
+async fn closed(client: &MarketplaceClient, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.gate_closings(Endpoint::OR11) < n {
+        assert!(Instant::now() < deadline, "the gate never closed");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[sqlx::test]
+async fn one_429_holds_back_every_call_of_the_group_until_retry_after(pool: PgPool) {
+    let server = MockServer::start().await;
+    let log = serve(&server, Throttling::new(1, || "1".into())).await;
+    let client = client(&settings(&server.uri()), &pool);
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.orders_by_ids(&["G-0".into()]).await }
+    });
+    closed(&client, 1).await;
+    // Seven more calls through clones of the client, started while the gate is closed.
+    let others = join_all((1..8).map(|i| {
+        let client = client.clone();
+        async move { client.orders_by_ids(&[format!("G-{i}")]).await }
+    }))
+    .await;
+
+    assert_eq!(first.await.unwrap().unwrap().len(), 1);
+    for result in others {
+        assert_eq!(result.unwrap().len(), 1);
+    }
+    let arrivals = arrivals(&log);
+    assert_eq!(arrivals.len(), 9, "one 429, then each of the 8 calls once");
+    let throttled_at = arrivals[0].at;
+    assert_eq!(arrivals[0].status, 429);
+    for later in &arrivals[1..] {
+        assert!(
+            later.at >= throttled_at + Duration::from_secs(1),
+            "a request reached the server {:?} after the 429 that asked for 1 s",
+            later.at - throttled_at
+        );
+    }
+    assert_eq!(client.gate_closings(Endpoint::OR11), 1);
+    assert_eq!(
+        client.gate_closings(Endpoint::OR21),
+        0,
+        "OR21 has its own gate"
+    );
+}
+
+#[sqlx::test]
+async fn an_http_date_retry_after_is_honoured(pool: PgPool) {
+    let server = MockServer::start().await;
+    // A whole second at least: an HTTP-date has no fractions.
+    let asked = Arc::new(Mutex::new(None));
+    let date = asked.clone();
+    let log = serve(
+        &server,
+        Throttling::new(1, move || {
+            let at = SystemTime::now() + Duration::from_secs(2);
+            *date.lock().unwrap() =
+                Some(httpdate::parse_http_date(&httpdate::fmt_http_date(at)).unwrap());
+            httpdate::fmt_http_date(at)
+        }),
+    )
+    .await;
+    let client = client(&settings(&server.uri()), &pool);
+
+    let orders = client.orders_by_ids(&["D-1".into()]).await.unwrap();
+
+    assert_eq!(orders.len(), 1);
+    let arrivals = arrivals(&log);
+    assert_eq!(arrivals.len(), 2);
+    let until = asked.lock().unwrap().expect("the date sent");
+    // SystemTime and Instant may drift apart by a hair within one test.
+    assert!(
+        arrivals[1].at_wall + Duration::from_millis(10) >= until,
+        "retried at {:?}, before the date named ({until:?})",
+        arrivals[1].at_wall
+    );
+}
+
+#[sqlx::test]
+async fn a_retry_after_past_the_ceiling_fails_as_transient_without_waiting(pool: PgPool) {
+    let server = MockServer::start().await;
+    let log = serve(&server, Throttling::new(1, || "3600".into())).await;
+    let client = client(&settings(&server.uri()), &pool);
+
+    let err = client.orders_by_ids(&["C-1".into()]).await.unwrap_err();
+    assert!(
+        err.is_transient() && !err.may_have_taken_effect(),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("marketplace.retry_after_ceiling"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+
+    // The gate stays shut until the time named: the next call fails at once, sending nothing.
+    let again = client.orders_by_ids(&["C-2".into()]).await.unwrap_err();
+    assert!(again.is_transient(), "{again:?}");
+    assert_eq!(arrivals(&log).len(), 1, "one request, no retry");
+}
+
+#[sqlx::test]
+async fn a_429_storm_does_not_use_up_the_budgets_of_calls_queued_behind_the_gate(pool: PgPool) {
+    let server = MockServer::start().await;
+    // Ten calls in flight answered 429 twice over: two closings of 1 s each.
+    let log = serve(&server, Throttling::new(20, || "1".into())).await;
+    let mut settings = settings(&server.uri());
+    settings.retry.budget = Duration::from_millis(300);
+    let client = client(&settings, &pool);
+
+    let started = Instant::now();
+    let results = join_all((0..10).map(|i| {
+        let client = client.clone();
+        async move { client.orders_by_ids(&[format!("S-{i}")]).await }
+    }))
+    .await;
+    let took = started.elapsed();
+
+    for result in results {
+        assert_eq!(result.unwrap().len(), 1, "every queued call succeeds");
+    }
+    assert!(
+        took > settings.retry.budget,
+        "the calls waited {took:?} in all, more than their budget"
+    );
+    let arrivals = arrivals(&log);
+    assert_eq!(arrivals.iter().filter(|a| a.status == 429).count(), 20);
+    assert_eq!(arrivals.iter().filter(|a| a.status == 200).count(), 10);
+    assert_eq!(
+        client.gate_closings(Endpoint::OR11),
+        2,
+        "ten answers at once are one closing"
+    );
+}
+
+#[sqlx::test]
+async fn max_requests_per_second_spaces_the_calls_of_a_group(pool: PgPool) {
+    let server = MockServer::start().await;
+    let log = serve(&server, Throttling::new(0, String::new)).await;
+    let mut settings = settings(&server.uri());
+    settings.gate.max_requests_per_second = Some(20.0);
+    let client = client(&settings, &pool);
+
+    let results = join_all((0..6).map(|i| {
+        let client = client.clone();
+        async move { client.orders_by_ids(&[format!("P-{i}")]).await }
+    }))
+    .await;
+
+    assert!(results.iter().all(Result::is_ok));
+    let mut arrivals: Vec<Instant> = arrivals(&log).iter().map(|a| a.at).collect();
+    arrivals.sort();
+    let span = arrivals[5] - arrivals[0];
+    // Five gaps of 50 ms; a request's own travel time may shift one end by a few ms.
+    assert!(
+        span >= Duration::from_millis(230),
+        "6 requests at 20/s arrived within {span:?}"
+    );
+}
+
+#[sqlx::test]
+async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: PgPool) {
+    let app = spawn_app(
+        pool,
+        |sim| {
+            sim.orders = 30;
+            sim.faults.rate_limit = Some(10);
+            sim.faults.retry_after = Duration::from_secs(1);
+        },
+        &[
+            ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "4"),
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "300ms"),
+        ],
+    )
+    .await;
+    let ctx = app.worker();
+
+    let summary = acceptance::run(&ctx, &CancellationToken::new())
+        .await
+        .expect("run");
+
+    assert_eq!((summary.accepted, summary.failed), (30, 0), "{summary:?}");
+    let stats = app.sim.stats();
+    assert!(
+        stats
+            .faults_injected
+            .get("rate_limit")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the marketplace throttled the run: {stats:?}"
+    );
+    assert!(
+        ctx.client.gate_closings(Endpoint::OR21) + ctx.client.gate_closings(Endpoint::OR11) > 0
+    );
+    assert_eq!(stats.or21_not_waiting, 0, "no order was accepted twice");
+}
+
+#[sqlx::test]
+async fn an_order_throttled_past_the_ceiling_is_left_for_a_later_run(pool: PgPool) {
+    // The harness's ceiling is 1 minute; the marketplace asks for 2.
+    let app = spawn_app(
+        pool,
+        |sim| sim.faults.retry_after = Duration::from_secs(120),
+        &[],
+    )
+    .await;
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some("T-9".into()),
+        lines: Some(1),
+        behaviour: Behaviour {
+            or21: vec![Scripted::Throttle],
+            ..Behaviour::default()
+        },
+        ..OrderSpec::default()
+    }]);
+
+    let started = Instant::now();
+    let summary = acceptance::run(&app.worker(), &CancellationToken::new())
+        .await
+        .expect("run");
+
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run did not wait"
+    );
+    assert_eq!(
+        (summary.accepted, summary.retry_scheduled),
+        (0, 1),
+        "{summary:?}"
+    );
+    assert_eq!(app.or21_calls("T-9"), 1, "no retry within the run");
+    let failures = app.open_failures("T-9").await;
+    assert_eq!(failures.len(), 1);
+    let (details, retryable) = &failures[0];
+    assert!(*retryable, "a later run tries again");
+    assert!(
+        details.contains("marketplace.retry_after_ceiling"),
+        "{details}"
+    );
+}
