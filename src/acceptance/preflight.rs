@@ -207,7 +207,12 @@ mod tests {
         let ctx = Context::new(pool, client, Arc::new(settings));
 
         let fresh = FreshLines::default();
-        fresh.insert("X-1".into(), vec!["X-1-1".into()]);
+        let stale = Order::from_json(serde_json::json!({
+            "order_id": "X-1", "order_state": "WAITING_ACCEPTANCE",
+            "order_lines": [{"order_line_id": "X-1-1"}]
+        }))
+        .expect("order");
+        fresh.insert("X-1".into(), stale.terms());
         let claim = Claim {
             order_id: "X-1".into(),
             attempt: 2,
