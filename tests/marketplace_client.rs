@@ -670,7 +670,10 @@ async fn or21_503_is_retried_and_then_succeeds(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
 
-    client.accept_order("N-1", &[LineDecision::accept("N-1-1")]).await.unwrap();
+    client
+        .accept_order("N-1", &[LineDecision::accept("N-1-1")])
+        .await
+        .unwrap();
     let rows = rows(&pool).await;
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[0].status_code, rows[0].attempt), (Some(503), Some(1)));
@@ -916,7 +919,10 @@ async fn or21_sends_the_documented_request_and_records_one_row(pool: PgPool) {
     let client = client(&settings, &pool);
 
     client
-        .accept_order("A-1", &[LineDecision::accept("A-1-1"), LineDecision::accept("A-1-2")])
+        .accept_order(
+            "A-1",
+            &[LineDecision::accept("A-1-1"), LineDecision::accept("A-1-2")],
+        )
         .await
         .unwrap();
     server.verify().await;
@@ -1031,7 +1037,10 @@ async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
         .await
         .unwrap();
     let client = client(&settings(&server.uri()), &pool);
-    client.accept_order("D-1", &[LineDecision::accept("D-1-1")]).await.unwrap();
+    client
+        .accept_order("D-1", &[LineDecision::accept("D-1-1")])
+        .await
+        .unwrap();
     server.verify().await;
 }
 
@@ -1095,7 +1104,10 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
 
     let logs = all_logs();
     let mut errors = Vec::new();
-    client.accept_order("K-1", &[LineDecision::accept("K-1-1")]).await.unwrap();
+    client
+        .accept_order("K-1", &[LineDecision::accept("K-1-1")])
+        .await
+        .unwrap();
     errors.push(
         client
             .accept_order("K-2", &[LineDecision::accept("K-2-1")])
@@ -1206,9 +1218,19 @@ async fn requests_follow_the_openapi_spec(pool: PgPool) {
     settings.shop_id = Some("2001".into());
     let client = client(&settings, &pool);
 
-    client.accept_order("O-1", &[LineDecision::accept("O-1-1")]).await.unwrap();
     client
-        .accept_order("O-2", &[LineDecision::accept("O-2-1"), LineDecision::accept("O-2-2"), LineDecision::accept("O-2-3")])
+        .accept_order("O-1", &[LineDecision::accept("O-1-1")])
+        .await
+        .unwrap();
+    client
+        .accept_order(
+            "O-2",
+            &[
+                LineDecision::accept("O-2-1"),
+                LineDecision::accept("O-2-2"),
+                LineDecision::accept("O-2-3"),
+            ],
+        )
         .await
         .unwrap();
     client.orders_by_ids(&ids(120)).await.unwrap();

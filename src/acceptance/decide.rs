@@ -84,13 +84,17 @@ impl Decider {
             orders.into_iter().partition(|order| order.accepted_before);
         let mut decided: Vec<Decided> = confirm_only.into_iter().map(accept_every_line).collect();
 
-        let ids: Vec<&str> = to_decide.iter().map(|o| o.claim.order_id.as_str()).collect();
-        let mut reviews: HashMap<String, PendingReview> = decisions::pending_reviews(&ctx.pool, &ids)
-            .await
-            .map_err(RunError::database("reading pending review decisions"))?
-            .into_iter()
-            .map(|review| (review.order_id.clone(), review))
+        let ids: Vec<&str> = to_decide
+            .iter()
+            .map(|o| o.claim.order_id.as_str())
             .collect();
+        let mut reviews: HashMap<String, PendingReview> =
+            decisions::pending_reviews(&ctx.pool, &ids)
+                .await
+                .map_err(RunError::database("reading pending review decisions"))?
+                .into_iter()
+                .map(|review| (review.order_id.clone(), review))
+                .collect();
         if self.stock_columns.is_none() && reviews.is_empty() {
             decided.extend(to_decide.into_iter().map(accept_every_line));
             return Ok(decided);
@@ -267,7 +271,9 @@ fn as_the_person_decided(
                 rule: "review_decision",
                 sku: sku.map(str::to_owned),
                 quantity: line.quantity,
-                available: sku.and_then(|sku| shelf.rows.get(sku)).map(|row| row.available),
+                available: sku
+                    .and_then(|sku| shelf.rows.get(sku))
+                    .map(|row| row.available),
                 reserved: sku.map(|sku| shelf.reserved(sku)),
                 unit_price: None,
                 floor_price: None,
@@ -289,7 +295,8 @@ fn by_the_rules(terms: &OrderTerms, rules: &RulesSettings, shelf: &Shelf) -> Vec
         .lines
         .iter()
         .map(|line| {
-            let judgement = judge_line(line, terms.order_tax_mode, total, rules, shelf, &taken_here);
+            let judgement =
+                judge_line(line, terms.order_tax_mode, total, rules, shelf, &taken_here);
             if judgement.action == RuleAction::Accept
                 && let (Some(sku), Some(quantity)) = (shelf.sku_of(line), line.quantity)
             {
@@ -338,7 +345,9 @@ fn judge_line(
         candidates.push(judgement(
             rules.order_total_above_limit,
             "order_total_above_limit",
-            format!("Line {id}: the order total {total:.2} is above rules.max_order_total {limit:.2}."),
+            format!(
+                "Line {id}: the order total {total:.2} is above rules.max_order_total {limit:.2}."
+            ),
         ));
     }
     let Some(quantity) = line.quantity else {
@@ -426,7 +435,9 @@ fn most_cautious(earlier: Vec<Judgement>, last: Judgement) -> Judgement {
 /// gets its taxes per unit added (missing taxes count as none).
 fn unit_price_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<f64> {
     let quantity = f64::from(line.quantity.filter(|q| *q > 0)?);
-    let unit = line.price_unit.or(line.price.map(|price| price / quantity))?;
+    let unit = line
+        .price_unit
+        .or(line.price.map(|price| price / quantity))?;
     Some(match tax_mode {
         Some(TaxMode::TaxExcluded) => unit + line.taxes.unwrap_or(0.0) / quantity,
         _ => unit,
@@ -491,7 +502,8 @@ impl Writes {
                 (true, ..) => {}
                 (false, ..) => {
                     let reason = if in_review { "in_review" } else { "refused" };
-                    self.release.push((id.clone(), j.order_line_id.clone(), reason));
+                    self.release
+                        .push((id.clone(), j.order_line_id.clone(), reason));
                 }
             }
             self.records.push(LineDecisionRecord {

@@ -13,9 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::accept::Awaiting;
-use super::outcome::{
-    Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report,
-};
+use super::outcome::{Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report};
 use super::{Context, RunError};
 use crate::db::queue::Claim;
 use crate::marketplace::{MarketplaceError, Order};

@@ -30,9 +30,8 @@ pub async fn insert_line_decisions(
     if decisions.is_empty() {
         return Ok(());
     }
-    let column = |f: fn(&LineDecisionRecord) -> &str| -> Vec<&str> {
-        decisions.iter().map(f).collect()
-    };
+    let column =
+        |f: fn(&LineDecisionRecord) -> &str| -> Vec<&str> { decisions.iter().map(f).collect() };
     let orders = column(|d| &d.order_id);
     let lines = column(|d| &d.order_line_id);
     let actions = column(|d| d.action);

@@ -115,7 +115,11 @@ pub async fn stock_of(
     columns: StockColumns,
     skus: &[&str],
 ) -> Result<HashMap<String, StockRow>, sqlx::Error> {
-    let min_price = if columns.min_price { "min_price" } else { "NULL" };
+    let min_price = if columns.min_price {
+        "min_price"
+    } else {
+        "NULL"
+    };
     let backorder = if columns.backorder {
         "coalesce(backorder, false)"
     } else {

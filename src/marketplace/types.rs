@@ -427,7 +427,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(order.order_tax_mode, Some(TaxMode::TaxExcluded));
-        assert_eq!((order.shipping_price, order.total_price), (Some(8.0), Some(173.0)));
+        assert_eq!(
+            (order.shipping_price, order.total_price),
+            (Some(8.0), Some(173.0))
+        );
         let full = &order.order_lines[0];
         assert_eq!(full.offer_sku.as_deref(), Some("S2000"));
         assert_eq!(full.product_sku.as_deref(), Some("P1"));
