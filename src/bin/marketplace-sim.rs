@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use order_acceptance::config::LogFormat;
-use order_acceptance::sim::{Faults, SimConfig, Simulator};
+use order_acceptance::sim::{Catalogue, Faults, SimConfig, Simulator};
 use order_acceptance::telemetry;
 
 /// A Mirakl-compatible marketplace simulator for demos, tests and benchmarks.
@@ -32,6 +32,12 @@ struct Cli {
     #[arg(long, default_value_t = 0, value_name = "N")]
     orders: usize,
 
+    /// The catalogue generated orders draw their lines from: a CSV file of
+    /// sku,unit_price[,title] lines (header line allowed; e.g. config/demo-catalogue.csv) or
+    /// an inline list like "SKU1:19.99,SKU2:5". Default: eight built-in Best Buy-like products.
+    #[arg(long, value_parser = catalogue, value_name = "FILE|LIST")]
+    skus: Option<Catalogue>,
+
     /// Seed for order contents, order fates and faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -39,6 +45,18 @@ struct Cli {
     /// Time between state transitions after acceptance (0 makes them immediate).
     #[arg(long, default_value = "200ms", value_parser = duration, value_name = "DURATION")]
     step: Duration,
+
+    /// Orders left undecided in WAITING_ACCEPTANCE this long after creation read REFUSED
+    /// with reason code AUTO_REFUSED_ACCEPTANCE_DEADLINE; OR21 on them answers
+    /// ORDER_INVALID_STATE.
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    acceptance_deadline: Duration,
+
+    /// Answer OR21 that accepts some lines and refuses others with
+    /// ORDER_PARTIAL_ACCEPTANCE_DISABLED (by default the order goes on with its accepted
+    /// lines and the refused ones read REFUSED).
+    #[arg(long)]
+    no_partial_acceptance: bool,
 
     /// Delay on every /api request: fixed ("50ms") or uniform in a range ("20ms..80ms").
     #[arg(long, value_parser = latency, value_name = "DURATION[..DURATION]")]
@@ -52,11 +70,17 @@ struct Cli {
     #[arg(long, default_value_t = 0.0, value_parser = rate, value_name = "RATE")]
     throttle_rate: f64,
 
-    /// Retry-After on 429 answers (sent in whole seconds, rounded up).
+    /// Retry-After on 429 answers (in whole seconds, rounded up).
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     retry_after: Duration,
 
-    /// Requests per second over which the answer is 429 (token bucket, one second of burst).
+    /// How 429 answers write Retry-After: "seconds" (e.g. 5) or "http-date" (the time to
+    /// retry at, e.g. "Tue, 01 Dec 2026 09:00:05 GMT").
+    #[arg(long, value_enum, default_value_t = RetryAfterFormat::Seconds, value_name = "FORMAT")]
+    retry_after_format: RetryAfterFormat,
+
+    /// Requests per second for each endpoint (OR11, OR21 and A01 each have their own token
+    /// bucket, one second of burst) over which the answer is 429.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     rate_limit: Option<u32>,
 
@@ -81,12 +105,22 @@ struct Cli {
     html_rate: f64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RetryAfterFormat {
+    Seconds,
+    HttpDate,
+}
+
 fn non_empty(value: &str) -> Result<String, String> {
     if value.is_empty() {
         Err("the key must not be empty".to_owned())
     } else {
         Ok(value.to_owned())
     }
+}
+
+fn catalogue(value: &str) -> Result<Catalogue, String> {
+    Catalogue::from_arg(value).map_err(|error| error.to_string())
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -138,11 +172,15 @@ async fn main() -> ExitCode {
         orders: cli.orders,
         seed: cli.seed,
         step: cli.step,
+        acceptance_deadline: cli.acceptance_deadline,
+        partial_acceptance: !cli.no_partial_acceptance,
+        catalogue: cli.skus.unwrap_or_default(),
         faults: Faults {
             latency: cli.latency,
             error_rate: cli.error_rate,
             throttle_rate: cli.throttle_rate,
             retry_after: cli.retry_after,
+            retry_after_http_date: cli.retry_after_format == RetryAfterFormat::HttpDate,
             rate_limit: cli.rate_limit,
             slow_rate: cli.slow_rate,
             slow_delay: cli.slow_delay,
