@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, spawn_app};
+use common::{API_KEY, TestApp, spawn_app, test_env};
 use order_acceptance::acceptance::{self, RunSummary};
 use order_acceptance::sim::{
     ACCEPTANCE_DEADLINE_REASON, Behaviour, LineSpec, OrderSpec, SimConfig,
@@ -647,4 +647,112 @@ async fn insert_pending_many(app: &TestApp, ids: &[String]) {
     .await
     .expect("pending rows");
     tx.commit().await.expect("commit");
+}
+
+// The binary: `check` and start-up ----------------------------------------------------------
+
+/// The URL of this test's own database, for the child process.
+fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("scripts/test exports DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_string();
+    url.set_path(&database);
+    url.to_string()
+}
+
+/// Runs `order-acceptance ARGS` with the test settings, rules on, and `overrides`; returns the
+/// exit code and everything it printed.
+async fn binary(app: &TestApp, args: &[&str], overrides: &[(&str, &str)]) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-acceptance"))
+        .args(args)
+        .env_clear()
+        .envs(test_env(&app.sim.url(), API_KEY))
+        .env("DATABASE_URL", database_url(&app.pool))
+        .env("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")
+        .env("ORDER_ACCEPTANCE__RULES__ENABLED", "true")
+        .env("ORDER_ACCEPTANCE__LOG__FORMAT", "json")
+        .envs(overrides.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[sqlx::test]
+async fn a_missing_stock_relation_is_refused_by_check_and_at_start_up(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    one_line_order(&app, "WAIT-1", Behaviour::default()).await;
+    let missing = [("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "no_such_stock")];
+
+    let (code, text) = binary(&app, &["check"], &missing).await;
+    assert_eq!(code, 1, "{text}");
+    let stock_line = text
+        .lines()
+        .find(|line| line.starts_with("✗ stock"))
+        .unwrap_or_else(|| panic!("no failed stock line in {text}"));
+    assert!(stock_line.contains("no_such_stock") && stock_line.contains("does not exist"));
+
+    let (code, text) = binary(&app, &["--once"], &missing).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the stock relation no_such_stock"), "{text}");
+    assert_eq!(app.current_status("WAIT-1").await.0, "pending_acceptance");
+    assert_eq!(app.sim.stats().requests.get("OR21"), None);
+}
+
+#[sqlx::test]
+async fn a_stock_relation_without_available_is_refused_by_check(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sqlx::query("CREATE VIEW thin_stock AS SELECT sku FROM acceptance_stock")
+        .execute(&app.pool)
+        .await
+        .expect("view");
+    let (code, text) = binary(
+        &app,
+        &["check"],
+        &[("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "thin_stock")],
+    )
+    .await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("thin_stock") && text.contains("has no column available"),
+        "{text}"
+    );
+
+    let (code, text) = binary(&app, &["check"], &[]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("✓ stock         acceptance_stock has sku, available, min_price, backorder"),
+        "{text}"
+    );
+}
+
+#[sqlx::test]
+async fn unusable_stock_rows_are_warned_about_once_per_run(pool: PgPool) {
+    let app = rules_app(pool, &[("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "1")]).await;
+    order_of(&app, "W-1", vec![item("NEG", 1, 10.0)], None).await;
+    order_of(&app, "W-2", vec![item("NEG", 1, 10.0)], None).await;
+    stock(&app, Some("NEG"), -1).await;
+    stock(&app, None, 4).await;
+
+    let (code, text) = binary(&app, &["--once"], &[]).await;
+    assert_eq!(code, 0, "{text}");
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("are ignored"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("\"rows\":2"), "{}", warnings[0]);
+    assert_eq!(app.current_status("W-1").await.0, "in_review");
+    assert_eq!(app.current_status("W-2").await.0, "in_review");
 }
