@@ -48,7 +48,10 @@ pub async fn claim_until_drained(
         tracing::info!(claimed = claims.len(), "claimed a batch");
 
         let checked = preflight::check(ctx, claims, fresh, &outcomes).await?;
+        let started = Instant::now();
         let decided = decider.decide(ctx, checked.to_accept, &outcomes).await?;
+        metrics::histogram!("acceptance_decide_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         slot.send(decided);
         if checked.marketplace_unreachable {
             tracing::warn!(

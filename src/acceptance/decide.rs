@@ -95,24 +95,23 @@ impl Decider {
                 .into_iter()
                 .map(|review| (review.order_id.clone(), review))
                 .collect();
-        if self.stock_columns.is_none() && reviews.is_empty() {
-            decided.extend(to_decide.into_iter().map(accept_every_line));
+        let mut by_person = Vec::with_capacity(reviews.len());
+        let mut by_rules = Vec::with_capacity(to_decide.len());
+        for order in to_decide {
+            match reviews.remove(&order.claim.order_id) {
+                Some(review) => by_person.push((order, review)),
+                None => by_rules.push(order),
+            }
+        }
+        // Rules off: the orders no person decided are accepted as before, outside any transaction.
+        if self.stock_columns.is_none() {
+            decided.extend(by_rules.drain(..).map(accept_every_line));
+        }
+        if by_person.is_empty() && by_rules.is_empty() {
             return Ok(decided);
         }
-
-        let (by_person, by_rules): (Vec<ToAccept>, Vec<ToAccept>) = to_decide
-            .into_iter()
-            .partition(|order| reviews.contains_key(&order.claim.order_id));
-        // Rules off: the orders no person decided are accepted as before, outside the transaction.
-        let by_rules = match self.stock_columns {
-            Some(_) => by_rules,
-            None => {
-                decided.extend(by_rules.into_iter().map(accept_every_line));
-                Vec::new()
-            }
-        };
         let plans = self
-            .decide_in_one_transaction(ctx, by_person, by_rules, &mut reviews)
+            .decide_in_one_transaction(ctx, by_person, by_rules)
             .await
             .map_err(RunError::database("deciding order lines"))?;
         for plan in plans {
@@ -127,12 +126,16 @@ impl Decider {
     async fn decide_in_one_transaction(
         &self,
         ctx: &Context,
-        by_person: Vec<ToAccept>,
+        by_person: Vec<(ToAccept, PendingReview)>,
         by_rules: Vec<ToAccept>,
-        reviews: &mut HashMap<String, PendingReview>,
     ) -> Result<Vec<Plan>, sqlx::Error> {
         let rules = &ctx.settings.rules;
-        let all = || by_person.iter().chain(by_rules.iter());
+        let all = || {
+            by_person
+                .iter()
+                .map(|(order, _)| order)
+                .chain(by_rules.iter())
+        };
         let mut skus: Vec<&str> = all()
             .flat_map(|order| order.terms.lines.iter())
             .flat_map(|line| [line.offer_sku.as_deref(), line.product_sku.as_deref()])
@@ -156,11 +159,8 @@ impl Decider {
 
         let mut plans = Vec::with_capacity(ids.len());
         let mut writes = Writes::default();
-        for order in by_person {
-            let Some(review) = reviews.remove(&order.claim.order_id) else {
-                continue;
-            };
-            let lines = as_the_person_decided(&order.terms, &review, &mut shelf);
+        for (order, review) in by_person {
+            let lines = as_the_person_decided(&order.terms, &review, &shelf);
             plans.push(writes.plan(order, lines, &review.decided_by, &mut shelf));
         }
         for order in by_rules {
@@ -243,7 +243,7 @@ struct Judgement {
 fn as_the_person_decided(
     terms: &OrderTerms,
     review: &PendingReview,
-    shelf: &mut Shelf,
+    shelf: &Shelf,
 ) -> Vec<Judgement> {
     let names = |line: &OrderLine| {
         review
