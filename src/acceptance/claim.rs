@@ -49,9 +49,16 @@ pub async fn claim_until_drained(
 
         let checked = preflight::check(ctx, claims, fresh, &outcomes).await?;
         let started = Instant::now();
+        let waiting = checked.to_accept.len();
         let decided = decider.decide(ctx, checked.to_accept, &outcomes).await?;
-        metrics::histogram!("acceptance_decide_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("acceptance_decide_duration_seconds").record(took.as_secs_f64());
+        tracing::info!(
+            waiting,
+            to_send = decided.len(),
+            duration_ms = took.as_secs_f64() * 1000.0,
+            "decided a batch"
+        );
         slot.send(decided);
         if checked.marketplace_unreachable {
             tracing::warn!(
