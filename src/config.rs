@@ -135,6 +135,8 @@ pub struct ValidationSettings {
 #[derive(Debug, Clone)]
 pub struct ImportSettings {
     pub enabled: bool,
+    /// OR11 pages read and stored at once.
+    pub parallel_pages: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -286,7 +288,7 @@ impl Settings {
         let marketplace = MarketplaceSettings {
             url: check.marketplace_url(&raw.marketplace.url),
             api_key: SecretString::from(raw.marketplace.api_key),
-            shop_id: Some(raw.marketplace.shop_id).filter(|id| !id.trim().is_empty()),
+            shop_id: check.shop_id(&raw.marketplace.shop_id),
             name: check.non_empty("marketplace.name", raw.marketplace.name),
             timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
             connect_timeout: check.duration(
@@ -341,6 +343,10 @@ impl Settings {
             interval: check.duration("validation.interval", &raw.validation.interval),
             max_attempts: check.at_least("validation.max_attempts", raw.validation.max_attempts, 1),
         };
+        let import = ImportSettings {
+            enabled: raw.import.enabled,
+            parallel_pages: check.within("import.parallel_pages", raw.import.parallel_pages, 1, 16),
+        };
         let api_calls = ApiCallsSettings {
             retention: check.duration("api_calls.retention", &raw.api_calls.retention),
             max_body_bytes: check.at_least(
@@ -370,9 +376,7 @@ impl Settings {
             schedule,
             acceptance,
             validation,
-            import: ImportSettings {
-                enabled: raw.import.enabled,
-            },
+            import,
             api_calls,
             server,
             shutdown,
@@ -389,12 +393,19 @@ impl Settings {
 
     /// The longest a run can work on one claimed order before recording its outcome: its
     /// preflight read, the accept calls queued ahead of it (a run claims at most one batch ahead
-    /// of the one being accepted), and its validation, which ends at [`Settings::validation_deadline`].
+    /// of the one being accepted), its own re-reads and re-sends after unclear OR21 answers, and
+    /// its validation, which ends at [`Settings::validation_deadline`].
     pub fn work_bound(&self) -> Duration {
         let call = self.marketplace.call_budget();
         let queued = self.acceptance.batch_size * 2;
         let accept_rounds = queued.div_ceil(self.acceptance.concurrency);
-        call * (1 + accept_rounds) + self.validation_deadline()
+        call * (1 + accept_rounds) + self.resend_bound() + self.validation_deadline()
+    }
+
+    /// Re-sends of one order start within `marketplace.retry_budget` of its first OR21; the
+    /// last one may wait for the re-read batch in flight, its own re-read, then take a call.
+    fn resend_bound(&self) -> Duration {
+        self.marketplace.retry.budget + self.marketplace.call_budget() * 3
     }
 
     /// How long after its 204 an order may wait for confirmation. Failed reads do not count as
@@ -412,7 +423,7 @@ impl Settings {
         if self.acceptance.lease < needed {
             return Err(ConfigError::one(format!(
                 "acceptance.lease: {} is shorter than the work a run may do on one order ({}), \
-                 computed from marketplace.timeout + marketplace.retry_budget, \
+                 computed from marketplace.timeout + marketplace.retry_budget (re-sends included), \
                  acceptance.batch_size / acceptance.concurrency and validation.interval × \
                  validation.max_attempts; raise acceptance.lease to at least {} or lower those \
                  (a shorter lease would let another run claim an order this one is still accepting)",
@@ -617,6 +628,23 @@ impl Checker {
             self.problems.push(format!("{key}: must not be empty"));
         }
         value
+    }
+
+    /// Mirakl shop ids are integers; empty means none is sent.
+    fn shop_id(&mut self, value: &str) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        if value.parse::<u64>().is_err() {
+            self.problems.push(format!(
+                "marketplace.shop_id: \"{value}\" is not a number; Mirakl shop ids are integers \
+                 (A01 /api/account shows yours as shop_id), or leave it empty to use the key's \
+                 default shop"
+            ));
+            return None;
+        }
+        Some(value.to_owned())
     }
 
     fn database_url(&mut self, value: &str) {
@@ -900,6 +928,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Import {
         pub enabled: bool,
+        pub parallel_pages: u32,
     }
 
     #[derive(Deserialize)]

@@ -218,17 +218,29 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     let worked = if once {
         acceptance::run(&worker, &shutdown)
             .await
-            .map(|summary| println!("{}", acceptance::summary_table(&summary)))
+            .map(|summary| {
+                println!("{}", acceptance::summary_table(&summary));
+                once_exit_code(summary.result)
+            })
             .map_err(anyhow::Error::from)
     } else {
-        scheduler::run_on_schedule(worker, shutdown).await
+        scheduler::run_on_schedule(worker, shutdown)
+            .await
+            .map(|()| ExitCode::SUCCESS)
     };
     // Stopped after the work, error or not: /healthz answers while a run finishes its grace.
     if let Some(server) = server {
         server.stop().await;
     }
-    worked?;
-    Ok(ExitCode::SUCCESS)
+    worked
+}
+
+/// `--once`: 2 tells a caller the run did its work but the import failed (see the summary).
+fn once_exit_code(result: acceptance::RunResult) -> ExitCode {
+    match result {
+        acceptance::RunResult::Degraded => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// `check`: every check on its own line; exit 1 when any fails. The report is the output, so

@@ -7,9 +7,11 @@ use std::time::Duration;
 use common::{TestApp, spawn_app};
 use order_acceptance::acceptance::{self, RunError, RunResult};
 use order_acceptance::sim::{Behaviour, OrderSpec, Scripted, SimConfig};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn waiting(id: &str, behaviour: Behaviour) -> OrderSpec {
     OrderSpec {
@@ -106,6 +108,78 @@ async fn a_multi_page_import_stores_every_page_before_claiming(pool: PgPool) {
     .await
     .expect("count");
     assert_eq!(import_pages, 3);
+}
+
+#[sqlx::test]
+async fn parallel_import_pages_store_every_page(pool: PgPool) {
+    let app = spawn_app(
+        pool,
+        |sim| sim.orders = 250,
+        &[("ORDER_ACCEPTANCE__IMPORT__PARALLEL_PAGES", "3")],
+    )
+    .await;
+    let summary = run_once(&app).await;
+    assert_eq!(
+        (summary.imported, summary.claimed, summary.accepted),
+        (250, 250, 250)
+    );
+    let import_pages: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT request_payload->>'offset') FROM api_calls WHERE endpoint = 'OR11' AND request_payload ? 'order_state_codes'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(import_pages, 3);
+}
+
+#[sqlx::test]
+async fn validations_first_tick_reads_every_order_accepted_so_far(pool: PgPool) {
+    // Every order is accepted well within the first interval, and reads SHIPPING right after
+    // its 204: OR11 calls are the 3 import pages and one tick of ceil(250 / 100) reads.
+    let app = spawn_app(
+        pool,
+        |sim| {
+            sim.orders = 250;
+            sim.step = Duration::ZERO;
+        },
+        &[
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "5s"),
+            ("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "100"),
+            ("ORDER_ACCEPTANCE__ACCEPTANCE__CONCURRENCY", "16"),
+        ],
+    )
+    .await;
+    let summary = run_once(&app).await;
+    assert_eq!(summary.accepted, 250);
+    assert_eq!(app.sim.stats().requests.get("OR11"), Some(&6));
+    let mut per_call = or11_ids_per_call(&app).await;
+    per_call.sort_unstable();
+    assert_eq!(per_call, [50, 100, 100]);
+}
+
+#[sqlx::test]
+async fn a_run_whose_import_failed_is_degraded(pool: PgPool) {
+    // Every OR11 answer is a proxy's HTML page: no page of the import can be read.
+    let app = spawn_app(pool, |sim| sim.faults.html_rate = 1.0, &[]).await;
+    app.sim
+        .add_orders(vec![waiting("D-1", Behaviour::default())]);
+    let summary = run_once(&app).await;
+    assert_eq!(summary.result, RunResult::Degraded);
+    assert_eq!((summary.imported, summary.claimed), (0, 0));
+    let reason = summary.import_failed.clone().unwrap_or_default();
+    assert!(reason.contains("not the JSON expected"), "{reason}");
+    let table = acceptance::summary_table(&summary).to_string();
+    assert!(table.contains("degraded"), "{table}");
+    assert!(table.contains("the import failed"), "{table}");
+
+    let (result, error): (String, Option<String>) =
+        sqlx::query_as("SELECT result, error FROM acceptance_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run row");
+    assert_eq!(result, "degraded");
+    let error = error.unwrap_or_default();
+    assert!(error.starts_with("the import failed"), "{error}");
 }
 
 #[sqlx::test]
@@ -221,6 +295,118 @@ async fn a_500_is_resolved_by_reading_before_sending_again(pool: PgPool) {
     );
     assert_eq!(app.sim.stats().or21_not_waiting, 0);
     assert!(app.open_failures("E-1").await.is_empty());
+}
+
+#[sqlx::test]
+async fn two_5xx_then_success_is_accepted_in_the_same_run(pool: PgPool) {
+    let app = spawn_app(
+        pool,
+        |_| {},
+        &[("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "3")],
+    )
+    .await;
+    let script = vec![Scripted::Status500, Scripted::Status502, Scripted::Ok];
+    app.sim
+        .add_orders(vec![waiting("E-2", or21_script(script))]);
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.failed), (1, 0));
+    assert_eq!(app.current_status("E-2").await.0, "accepted");
+    assert_eq!(app.or21_calls("E-2"), 3, "re-read and sent again twice");
+    let stats = app.sim.stats();
+    assert_eq!(stats.or21_accepted, 1, "one 204");
+    assert_eq!(stats.or21_not_waiting, 0);
+    assert!(app.open_failures("E-2").await.is_empty());
+}
+
+#[sqlx::test]
+async fn unclear_answers_of_several_orders_are_re_read_in_one_or11_call(pool: PgPool) {
+    // The re-read waits one back-off (300 ms and up) after the first unclear answer; the other
+    // three come within milliseconds and join it. Validation then reads all four at one tick.
+    let app = spawn_app(
+        pool,
+        |sim| sim.step = Duration::ZERO,
+        &[
+            (
+                "ORDER_ACCEPTANCE__MARKETPLACE__RETRY_INITIAL_DELAY",
+                "300ms",
+            ),
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let ids = ["U-1", "U-2", "U-3", "U-4"];
+    app.sim.add_orders(
+        ids.iter()
+            .map(|id| waiting(id, or21_script(vec![Scripted::Status500])))
+            .collect(),
+    );
+    let summary = run_once(&app).await;
+    assert_eq!(summary.accepted, 4);
+    for id in ids {
+        assert_eq!(app.or21_calls(id), 2, "{id}: one 500, one 204");
+    }
+    assert_eq!(
+        app.sim.stats().requests.get("OR11"),
+        Some(&3),
+        "one import page, one re-read, one validation read"
+    );
+    let by_ids = or11_ids_per_call(&app).await;
+    assert_eq!(
+        by_ids,
+        [4, 4],
+        "the re-read and the validation read each had all four"
+    );
+}
+
+#[sqlx::test]
+async fn a_400_without_a_code_is_re_read_and_found_accepted(pool: PgPool) {
+    let (app, server) = spawn_with_mock(pool).await;
+    mount_or11_states(&server, &["WAITING_ACCEPTANCE", "WAITING_DEBIT"]).await;
+    mount_or21_bad_request(&server).await;
+    app.insert_pending("B-1", json!({"order_id": "B-1"})).await;
+
+    let summary = mock_run(&app, &server).await;
+    assert_eq!((summary.accepted, summary.failed), (1, 0));
+    let (status, note) = app.current_status("B-1").await;
+    assert_eq!(status, "accepted");
+    let note = note.unwrap_or_default();
+    assert!(note.starts_with("Confirmed as 'WAITING_DEBIT'"), "{note}");
+    assert_eq!(requests_to(&server, "PUT").await, 1, "no second OR21");
+    assert_eq!(
+        requests_to(&server, "GET").await,
+        2,
+        "preflight, one re-read"
+    );
+}
+
+#[sqlx::test]
+async fn a_400_without_a_code_still_waiting_after_the_re_read_is_for_a_person(pool: PgPool) {
+    let (app, server) = spawn_with_mock(pool).await;
+    mount_or11_states(&server, &["WAITING_ACCEPTANCE"]).await;
+    mount_or21_bad_request(&server).await;
+    app.insert_pending("B-1", json!({"order_id": "B-1"})).await;
+
+    let summary = mock_run(&app, &server).await;
+    assert_eq!((summary.failed, summary.retry_scheduled), (1, 0));
+    assert_eq!(app.current_status("B-1").await.0, "acceptance_failed");
+    let failures = app.open_failures("B-1").await;
+    assert_eq!(failures.len(), 1);
+    assert!(!failures[0].1, "not retryable: a person decides");
+    assert!(
+        failures[0]
+            .0
+            .contains("The marketplace refused to accept order B-1")
+            && failures[0]
+                .0
+                .contains("A re-read shows it still WAITING_ACCEPTANCE"),
+        "{failures:?}"
+    );
+    assert_eq!(requests_to(&server, "PUT").await, 1, "no second OR21");
+    assert_eq!(
+        requests_to(&server, "GET").await,
+        2,
+        "preflight, one re-read"
+    );
 }
 
 #[sqlx::test]
@@ -670,4 +856,82 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Order ids per OR11 call by ids (re-reads, preflight and validation), in call order.
+async fn or11_ids_per_call(app: &TestApp) -> Vec<usize> {
+    let lists: Vec<String> = sqlx::query_scalar(
+        "SELECT request_payload->>'order_ids' FROM api_calls WHERE endpoint = 'OR11' AND request_payload ? 'order_ids' ORDER BY call_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("OR11 calls");
+    lists.iter().map(|ids| ids.split(',').count()).collect()
+}
+
+/// An app whose marketplace is `wiremock`, for answers the simulator cannot give; orders come
+/// from `insert_pending`.
+async fn spawn_with_mock(pool: PgPool) -> (TestApp, MockServer) {
+    let app = spawn_without_import(pool).await;
+    let server = MockServer::start().await;
+    (app, server)
+}
+
+async fn mock_run(app: &TestApp, server: &MockServer) -> acceptance::RunSummary {
+    let settings = app.settings_with(&[
+        ("MARKETPLACE_URL", server.uri().as_str()),
+        ("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false"),
+    ]);
+    acceptance::run(&app.worker_with(&settings), &CancellationToken::new())
+        .await
+        .expect("run completes")
+}
+
+/// OR11 answers order B-1 in each of `states` in turn, the last one from then on.
+async fn mount_or11_states(server: &MockServer, states: &[&str]) {
+    for (i, state) in states.iter().enumerate() {
+        let body = json!({"orders": [mock_order("B-1", state)], "total_count": 1});
+        let mock = Mock::given(method("GET"))
+            .and(path("/api/orders"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .with_priority(i as u8 + 1);
+        let mock = match i + 1 < states.len() {
+            true => mock.up_to_n_times(1),
+            false => mock,
+        };
+        mock.mount(server).await;
+    }
+}
+
+/// OR21 answers 400 with a message and no code, as some gateways do.
+async fn mount_or21_bad_request(server: &MockServer) {
+    Mock::given(method("PUT"))
+        .and(path("/api/orders/B-1/accept"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"message": "Bad Request", "status": 400})),
+        )
+        .mount(server)
+        .await;
+}
+
+fn mock_order(id: &str, state: &str) -> Value {
+    json!({
+        "order_id": id,
+        "order_state": state,
+        "created_date": "2026-01-05T10:00:00Z",
+        "order_lines": [
+            {"order_line_id": format!("{id}-1"), "order_line_state": state, "quantity": 1}
+        ]
+    })
+}
+
+async fn requests_to(server: &MockServer, http_method: &str) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == http_method)
+        .count()
 }

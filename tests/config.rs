@@ -84,6 +84,7 @@ fn defaults_apply_when_only_required_values_are_given() {
     assert_eq!(settings.schedule.cron, "0 */5 * * * *");
     assert_eq!(settings.schedule.timezone, chrono_tz::UTC);
     assert!(settings.import.enabled);
+    assert_eq!(settings.import.parallel_pages, 1);
     assert!(settings.server.listen.is_none());
     assert_eq!(settings.log.format, LogFormat::Auto);
     assert_eq!(
@@ -127,6 +128,50 @@ fn file_values_override_defaults_and_env_overrides_the_file() {
     assert_eq!(settings.acceptance.concurrency, 4, "env beats the file");
     assert_eq!(settings.validation.interval, Duration::from_secs(90));
     assert_eq!(settings.marketplace.shop_id.as_deref(), Some("2001"));
+}
+
+#[test]
+fn a_shop_id_that_is_not_a_number_is_refused_naming_the_key() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__SHOP_ID",
+        "bestbuy-ca",
+    );
+    let err = load(env).expect_err("not a number");
+    assert!(
+        err.contains(r#"marketplace.shop_id: "bestbuy-ca" is not a number"#),
+        "{err}"
+    );
+    assert!(err.contains("Mirakl shop ids are integers"), "{err}");
+
+    // A number from the environment arrives as a TOML integer and is kept as text.
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__SHOP_ID",
+        " 2001 ",
+    );
+    let settings = load(env).expect("numeric");
+    assert_eq!(settings.marketplace.shop_id.as_deref(), Some("2001"));
+}
+
+#[test]
+fn import_parallel_pages_is_checked() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__IMPORT__PARALLEL_PAGES",
+        "4",
+    );
+    assert_eq!(load(env).expect("valid").import.parallel_pages, 4);
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__IMPORT__PARALLEL_PAGES",
+        "0",
+    );
+    let err = load(env).expect_err("zero pages");
+    assert!(
+        err.contains("import.parallel_pages: 0 is out of range (1 to 16)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -249,6 +249,29 @@ async fn check_with_an_invalid_configuration_stops_there() {
     assert_eq!(checks, 1, "{stdout}");
 }
 
+#[tokio::test]
+async fn check_says_a_shop_id_must_be_a_number() {
+    let output = run_binary(
+        &["check"],
+        &[
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+            ("MARKETPLACE_URL", "https://marketplace.bestbuy.ca"),
+            ("MARKETPLACE_API_KEY", "some-key"),
+            ("ORDER_ACCEPTANCE__MARKETPLACE__SHOP_ID", "my-shop"),
+        ],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("✗ configuration"), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#"marketplace.shop_id: "my-shop" is not a number; Mirakl shop ids are integers"#
+        ),
+        "{stdout}"
+    );
+}
+
 // `/healthz` ---------------------------------------------------------------------------------
 
 #[sqlx::test]

@@ -391,3 +391,37 @@ async fn a_half_applied_adoption_can_be_run_again(pool: PgPool) {
     assert_eq!(count(&pool, "order_current_status").await, 3000);
     assert!(projection_mismatches(&pool).await.is_empty());
 }
+
+#[sqlx::test]
+async fn runs_may_end_degraded_and_the_migration_can_run_again(pool: PgPool) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
+        "../migrations/20261201000004_degraded_runs.sql"
+    )))
+    .execute(&pool)
+    .await
+    .expect("migration 4 again");
+    let insert = |result: &'static str| {
+        sqlx::query("INSERT INTO acceptance_runs (worker_id, result) VALUES ('w', $1)")
+            .bind(result)
+            .execute(&pool)
+    };
+    insert("degraded").await.expect("degraded is a result");
+    insert("completed").await.expect("completed still is");
+    let err = insert("bogus")
+        .await
+        .expect_err("unknown results are refused");
+    assert!(
+        err.to_string().contains("acceptance_runs_result_known"),
+        "{err}"
+    );
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'acceptance_runs'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%result%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("constraints");
+    assert_eq!(
+        checks, 1,
+        "the old check was replaced, not kept beside the new one"
+    );
+}

@@ -112,6 +112,41 @@ async fn once_exits_non_zero_when_the_key_is_refused(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn once_exits_2_when_the_import_failed_and_status_says_degraded(pool: PgPool) {
+    // Every OR11 answer is a proxy's HTML page: the import reads nothing.
+    let app = spawn_app(
+        pool,
+        |sim| {
+            sim.orders = 3;
+            sim.faults.html_rate = 1.0;
+        },
+        &[],
+    )
+    .await;
+    let output = worker(&app, API_KEY, &[])
+        .arg("--once")
+        .output()
+        .await
+        .expect("run the binary");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("degraded"), "{stdout}");
+    assert!(stdout.contains("import failed"), "{stdout}");
+    assert!(stdout.contains("not the JSON expected"), "{stdout}");
+
+    let status = worker(&app, API_KEY, &[])
+        .arg("status")
+        .output()
+        .await
+        .expect("run status");
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(shown.contains(": degraded, started"), "{shown}");
+    assert!(shown.contains("error: the import failed"), "{shown}");
+}
+
+#[sqlx::test]
 async fn bad_configuration_is_a_message_and_a_non_zero_exit(pool: PgPool) {
     let app = spawn_app(pool, |_| {}, &[]).await;
     let output = worker(

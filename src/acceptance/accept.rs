@@ -1,11 +1,13 @@
 //! Accept: OR21 for each order still waiting, each line accepted or refused as decided, at most
 //! `acceptance.concurrency` calls in flight.
 //!
-//! OR21 is not idempotent. When its answer is lost (a timeout or a 5xx after the request was
-//! sent) the order is re-read first, and sent again only while it still reads
-//! WAITING_ACCEPTANCE — once at most in a run.
+//! OR21 is not idempotent. When its answer leaves the order's state unclear (a timeout, a
+//! 500/502/504, a 2xx that is not a 204, a 400) the order joins the re-read stage's next batched
+//! read before anything else, and is sent again only while it still reads WAITING_ACCEPTANCE:
+//! with the back-off of one call's retries, within `marketplace.retry_attempts` sends and
+//! `marketplace.retry_budget`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, future, stream};
 use serde_json::json;
@@ -13,9 +15,10 @@ use tokio::sync::mpsc;
 
 use super::decide::Decided;
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
+use super::reread::{Reread, Rereads};
 use super::{Context, RunError};
 use crate::db::queue::Claim;
-use crate::marketplace::MarketplaceError;
+use crate::marketplace::{MarketplaceError, Order, RetryPolicy};
 
 /// An order whose OR21 answered 204, waiting for OR11 to confirm it.
 #[derive(Debug)]
@@ -33,9 +36,11 @@ enum Step {
 pub async fn accept_all(
     ctx: &Context,
     batches: mpsc::Receiver<Vec<Decided>>,
+    rereads: Rereads,
     awaiting: mpsc::UnboundedSender<Awaiting>,
     outcomes: OutcomeSender,
 ) -> Result<(), RunError> {
+    let rereads = &rereads;
     let orders = stream::unfold(batches, |mut batches| async move {
         batches
             .recv()
@@ -44,7 +49,7 @@ pub async fn accept_all(
     })
     .flatten();
     orders
-        .map(|order| accept_one(ctx, order))
+        .map(|order| accept_one(ctx, rereads, order))
         .buffer_unordered(ctx.settings.acceptance.concurrency as usize)
         .try_for_each(|step| {
             match step {
@@ -57,25 +62,128 @@ pub async fn accept_all(
         .await
 }
 
-async fn accept_one(ctx: &Context, order: Decided) -> Result<Step, RunError> {
-    let id = &order.claim.order_id;
+/// What an OR21 error tells about the order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Certainly not accepted: a 4xx about the request, or a temporary error before the request
+    /// reached the marketplace.
+    NotAccepted,
+    /// ORDER_INVALID_STATE: the order is no longer waiting for acceptance.
+    NoLongerWaiting,
+    /// Another 400: it may mean "already accepted".
+    MaybeAccepted,
+    /// A timeout, a 500/502/504 or a 2xx that is not a 204: it may or may not have taken effect.
+    Unknown,
+}
+
+fn answer(err: &MarketplaceError) -> Answer {
+    match err {
+        MarketplaceError::InvalidState { .. } => Answer::NoLongerWaiting,
+        MarketplaceError::Rejected { status: 400, .. } => Answer::MaybeAccepted,
+        err if err.may_have_taken_effect() => Answer::Unknown,
+        _ => Answer::NotAccepted,
+    }
+}
+
+async fn accept_one(
+    ctx: &Context,
+    rereads: &Rereads,
+    mut order: Decided,
+) -> Result<Step, RunError> {
+    let id = order.claim.order_id.clone();
     if order.accepted_before {
         tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
         return Ok(confirm(order.claim));
     }
-    match ctx.client.accept_order(id, &order.lines).await {
-        Ok(()) => Ok(confirm(order.claim)),
-        Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
-        Err(err @ MarketplaceError::InvalidState { .. }) => {
-            settle_from_state(ctx, order, err, Resend::Never).await
+    // The order's sends share one retry schedule, as the attempts of one call do.
+    let mut schedule = RetryPolicy::new(&ctx.settings.marketplace.retry).start();
+    let mut unclear: Vec<MarketplaceError> = Vec::new();
+    loop {
+        let err = match ctx.client.accept_order(&id, &order.lines).await {
+            Ok(()) => return Ok(confirm(order.claim)),
+            Err(err @ MarketplaceError::Unauthorized { .. }) => {
+                return Err(RunError::Unauthorized(err));
+            }
+            Err(err) => err,
+        };
+        let answer = answer(&err);
+        let delay = match next_move(answer, !unclear.is_empty(), schedule.next_delay(None)) {
+            Move::Confirm => return Ok(confirm(order.claim)),
+            Move::Fail => return Ok(Step::Decided(refused_or_failed(order, err))),
+            Move::GiveUp => return Ok(Step::Decided(gave_up(order, &unclear, err))),
+            Move::Reread(delay) => delay,
+        };
+        tracing::warn!(order_id = %id, error = %err, delay_ms = delay.as_millis() as u64, "OR21 answer unclear; re-reading the order before anything else");
+        let current = match rereads.read(&id, delay).await {
+            Reread::Found(current) => current,
+            Reread::Missing => return Ok(Step::Decided(disappeared(order, &err))),
+            Reread::Failed(read_err) => {
+                return Ok(Step::Decided(not_reread(order, &err, &read_err)));
+            }
+        };
+        match settle(order, err, answer, &current) {
+            Settled::Done(step) => return Ok(step),
+            // Provably still waiting after a lost answer: sending again cannot accept it twice.
+            Settled::StillWaiting(waiting, err) => {
+                tracing::info!(order_id = %id, "order still WAITING_ACCEPTANCE after an unclear OR21 answer; sending OR21 again");
+                order = waiting;
+                unclear.push(err);
+            }
         }
-        Err(err)
-            if err.may_have_taken_effect() || matches!(err, MarketplaceError::Malformed { .. }) =>
-        {
-            settle_from_state(ctx, order, err, Resend::Once).await
-        }
-        Err(err) => Ok(Step::Decided(refused_or_failed(order, err))),
     }
+}
+
+/// What to do after an OR21 error, before reading anything.
+enum Move {
+    Confirm,
+    /// Certainly not accepted by this first send.
+    Fail,
+    /// The sends allowed are used up.
+    GiveUp,
+    /// Re-read after this delay.
+    Reread(Duration),
+}
+
+fn next_move(answer: Answer, sent_again: bool, retry_in: Option<Duration>) -> Move {
+    match (answer, retry_in) {
+        // The first OR21 did take effect after all.
+        (Answer::NoLongerWaiting, _) if sent_again => Move::Confirm,
+        (Answer::NotAccepted, _) if sent_again => Move::GiveUp,
+        (Answer::NotAccepted, _) => Move::Fail,
+        (Answer::Unknown, None) => Move::GiveUp,
+        // Re-read once even with the retries used up: it costs no send.
+        (_, delay) => Move::Reread(delay.unwrap_or(Duration::ZERO)),
+    }
+}
+
+/// Where an order stands after its re-read.
+enum Settled {
+    Done(Step),
+    /// Still WAITING_ACCEPTANCE after an answer that may or may not have taken effect.
+    StillWaiting(Decided, MarketplaceError),
+}
+
+fn settle(order: Decided, err: MarketplaceError, answer: Answer, current: &Order) -> Settled {
+    let step = match (read(current), answer) {
+        (Reading::Accepted, _) => {
+            let note = format!(
+                "Confirmed as '{}' after OR21 answered: {err}.",
+                current.order_state
+            );
+            Step::Decided(Outcome::accepted_as_read(order.claim, current, note))
+        }
+        (Reading::Refused(ending), _) => Step::Decided(Outcome::refused(order.claim, ending)),
+        (Reading::Cancelled(ending), _) => Step::Decided(Outcome::cancelled(order.claim, ending)),
+        // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
+        // acceptance is on its way through; validation confirms it or gives up.
+        (Reading::Waiting, Answer::NoLongerWaiting) => confirm(order.claim),
+        (Reading::Waiting, Answer::MaybeAccepted) => {
+            Step::Decided(rejected_while_waiting(order, &err, current))
+        }
+        (Reading::Waiting, _) => return Settled::StillWaiting(order, err),
+        (Reading::Undecidable, _) => Step::Decided(undecidable(order, &err, current)),
+    };
+    Settled::Done(step)
 }
 
 fn confirm(claim: Claim) -> Step {
@@ -101,113 +209,58 @@ fn refused_or_failed(order: Decided, err: MarketplaceError) -> Outcome {
     Outcome::refused_by_or21(order.claim, details, payload)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Resend {
-    Once,
-    Never,
+/// The sends allowed for an order are used up, every answer unclear or the last a refusal: a
+/// later run reads its real state before any re-send.
+fn gave_up(order: Decided, unclear: &[MarketplaceError], last: MarketplaceError) -> Outcome {
+    let id = order.claim.order_id.clone();
+    let earlier: Vec<String> = unclear.iter().map(ToString::to_string).collect();
+    let details = match earlier.first() {
+        Some(first) => format!(
+            "OR21 for order {id} failed {} times (marketplace.retry_attempts, marketplace.retry_budget): first {first}, last {last}. A later run re-reads it before any re-send.",
+            earlier.len() + 1
+        ),
+        None => format!(
+            "OR21 for order {id} answered {last} and no retry is left (marketplace.retry_attempts, marketplace.retry_budget). A later run re-reads it before any re-send."
+        ),
+    };
+    let payload = json!({"stage": "accept", "error": last.to_string(), "earlier_errors": earlier});
+    Outcome::failed(order.claim, Retry::WhenDue, details, payload)
 }
 
-/// After an OR21 whose effect is unknown or contradicted, reads the order and decides from its
-/// real state; sends OR21 again only when allowed and the order still reads WAITING_ACCEPTANCE.
-async fn settle_from_state(
-    ctx: &Context,
-    order: Decided,
-    err: MarketplaceError,
-    resend: Resend,
-) -> Result<Step, RunError> {
-    let id = order.claim.order_id.clone();
-    tracing::warn!(order_id = %id, error = %err, "OR21 answer inconclusive; re-reading the order before anything else");
-    let current = match ctx.client.orders_by_ids(std::slice::from_ref(&id)).await {
-        Ok(orders) => orders.into_iter().next(),
-        Err(read_err @ MarketplaceError::Unauthorized { .. }) => {
-            return Err(RunError::Unauthorized(read_err));
-        }
-        Err(read_err) => {
-            let details = format!(
-                "OR21 for order {id} may or may not have taken effect ({err}) and the order could not be re-read ({read_err}). Nothing more was sent; a later run re-reads it before any re-send."
-            );
-            let payload = json!({"stage": "accept", "error": err.to_string(), "reread_error": read_err.to_string()});
-            return Ok(Step::Decided(Outcome::failed(
-                order.claim,
-                Retry::WhenDue,
-                details,
-                payload,
-            )));
-        }
-    };
-    let Some(current) = current else {
-        let details = format!(
-            "Order {id} disappeared from the marketplace after OR21 answered {err}. Check it in the seller portal."
-        );
-        let payload = json!({"stage": "accept", "error": err.to_string()});
-        return Ok(Step::Decided(Outcome::failed(
-            order.claim,
-            Retry::Never,
-            details,
-            payload,
-        )));
-    };
-    match read(&current) {
-        Reading::Accepted => {
-            let note = format!(
-                "Confirmed as '{}' after OR21 answered: {err}.",
-                current.order_state
-            );
-            Ok(Step::Decided(Outcome::accepted_as_read(
-                order.claim,
-                &current,
-                note,
-            )))
-        }
-        Reading::Refused(ending) => Ok(Step::Decided(Outcome::refused(order.claim, ending))),
-        Reading::Cancelled(ending) => Ok(Step::Decided(Outcome::cancelled(order.claim, ending))),
-        // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
-        // acceptance is on its way through; validation confirms it or gives up.
-        Reading::Waiting if matches!(err, MarketplaceError::InvalidState { .. }) => {
-            Ok(confirm(order.claim))
-        }
-        Reading::Waiting if resend == Resend::Once => resend_once(ctx, order, err).await,
-        Reading::Waiting | Reading::Undecidable => {
-            let details = format!(
-                "OR21 for order {id} answered {err} and the order now reads {}. Nothing more was sent in this run; a later run re-reads it before any re-send.",
-                current.order_state
-            );
-            let payload =
-                json!({"stage": "accept", "error": err.to_string(), "order": current.raw});
-            Ok(Step::Decided(Outcome::failed(
-                order.claim,
-                Retry::WhenDue,
-                details,
-                payload,
-            )))
-        }
-    }
+fn disappeared(order: Decided, err: &MarketplaceError) -> Outcome {
+    let details = format!(
+        "Order {} disappeared from the marketplace after OR21 answered {err}. Check it in the seller portal.",
+        order.claim.order_id
+    );
+    let payload = json!({"stage": "accept", "error": err.to_string()});
+    Outcome::failed(order.claim, Retry::Never, details, payload)
 }
 
-/// The order provably still waits after a lost answer: sending again cannot accept it twice.
-async fn resend_once(
-    ctx: &Context,
-    order: Decided,
-    first: MarketplaceError,
-) -> Result<Step, RunError> {
-    let id = order.claim.order_id.clone();
-    tracing::info!(order_id = %id, "order still WAITING_ACCEPTANCE after a lost OR21 answer; sending OR21 again");
-    match ctx.client.accept_order(&id, &order.lines).await {
-        Ok(()) => Ok(confirm(order.claim)),
-        Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
-        // The first OR21 did take effect after all.
-        Err(MarketplaceError::InvalidState { .. }) => Ok(confirm(order.claim)),
-        Err(err) => {
-            let details = format!(
-                "OR21 for order {id} failed twice: first {first}, then {err}. A later run re-reads it before any re-send."
-            );
-            let payload = json!({"stage": "accept", "error": err.to_string(), "first_error": first.to_string()});
-            Ok(Step::Decided(Outcome::failed(
-                order.claim,
-                Retry::WhenDue,
-                details,
-                payload,
-            )))
-        }
-    }
+fn not_reread(order: Decided, err: &MarketplaceError, read_err: &str) -> Outcome {
+    let details = format!(
+        "OR21 for order {} may or may not have taken effect ({err}) and the order could not be re-read ({read_err}). Nothing more was sent; a later run re-reads it before any re-send.",
+        order.claim.order_id
+    );
+    let payload = json!({"stage": "accept", "error": err.to_string(), "reread_error": read_err});
+    Outcome::failed(order.claim, Retry::WhenDue, details, payload)
+}
+
+/// A 400 without ORDER_INVALID_STATE, and the re-read shows the order still waiting: the
+/// request itself is wrong for this order, and sending it again sends the same.
+fn rejected_while_waiting(order: Decided, err: &MarketplaceError, current: &Order) -> Outcome {
+    let details = format!(
+        "The marketplace refused to accept order {}: {err}. A re-read shows it still {}. Check the order in the seller portal; accept or refuse it there, or fix the cause and use `failures retry`.",
+        order.claim.order_id, current.order_state
+    );
+    let payload = json!({"stage": "accept", "error": err.to_string(), "lines": order.lines, "order": current.raw});
+    Outcome::refused_by_or21(order.claim, details, payload)
+}
+
+fn undecidable(order: Decided, err: &MarketplaceError, current: &Order) -> Outcome {
+    let details = format!(
+        "OR21 for order {} answered {err} and the order now reads {}. Nothing more was sent in this run; a later run re-reads it before any re-send.",
+        order.claim.order_id, current.order_state
+    );
+    let payload = json!({"stage": "accept", "error": err.to_string(), "order": current.raw});
+    Outcome::failed(order.claim, Retry::WhenDue, details, payload)
 }

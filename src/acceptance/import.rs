@@ -16,10 +16,6 @@ use crate::marketplace::{MarketplaceError, Order, OrderState, OrderTerms, Orders
 /// OR11's largest page.
 const PAGE_SIZE: u64 = 100;
 
-/// Pages read and stored at once: storing one by one would hold up the run, and each page in
-/// flight is a hundred parsed orders in memory.
-const PAGES_AT_ONCE: usize = 4;
-
 /// The lines and amounts the import read for the orders this run stored, for preflight. That read is
 /// seconds old, so preflight does not read these orders again when this run is the first to
 /// claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE and re-read
@@ -43,40 +39,56 @@ impl FreshLines {
     }
 }
 
-pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<FreshLines, RunError> {
-    let fresh = FreshLines::default();
-    let Some(first) = read_page(ctx, 0).await? else {
-        return Ok(fresh);
+/// What the import did.
+#[derive(Default)]
+pub struct Imported {
+    pub fresh: FreshLines,
+    /// Why no page could be read, when none could: the run goes on with the orders already
+    /// stored, and ends `degraded`.
+    pub failed: Option<String>,
+}
+
+pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<Imported, RunError> {
+    let mut imported = Imported::default();
+    let first = match read_page(ctx, 0).await? {
+        Ok(page) => page,
+        Err(err) => {
+            imported.failed = Some(err.to_string());
+            return Ok(imported);
+        }
     };
     let total = first.total_count;
-    store_page(ctx, first, &fresh, tally).await?;
+    store_page(ctx, first, &imported.fresh, tally).await?;
 
-    // The first page tells how many there are; the rest are read and stored side by side.
+    // The first page tells how many there are; the rest follow, `import.parallel_pages` at once
+    // (each page in flight is a hundred parsed orders in memory).
     let offsets = (1..total.div_ceil(PAGE_SIZE)).map(|page| page * PAGE_SIZE);
-    let fresh_ref = &fresh;
+    let fresh = &imported.fresh;
     stream::iter(offsets)
         .map(|offset| async move {
             match read_page(ctx, offset).await? {
-                Some(page) => store_page(ctx, page, fresh_ref, tally).await,
-                None => Ok(()),
+                Ok(page) => store_page(ctx, page, fresh, tally).await,
+                Err(_) => Ok(()),
             }
         })
-        .buffer_unordered(PAGES_AT_ONCE)
+        .buffer_unordered(ctx.settings.import.parallel_pages as usize)
         .try_collect::<()>()
         .await?;
     tracing::info!(waiting_at_marketplace = total, "import finished");
-    Ok(fresh)
+    Ok(imported)
 }
 
-/// One page, or `None` when the marketplace cannot be read: the run goes on with the orders the
-/// database already holds, and the next run imports again.
-async fn read_page(ctx: &Context, offset: u64) -> Result<Option<OrdersPage>, RunError> {
+/// One page, or the error when the marketplace cannot be read: the run goes on with the orders
+/// the database already holds, and the next run imports again.
+async fn read_page(
+    ctx: &Context,
+    offset: u64,
+) -> Result<Result<OrdersPage, MarketplaceError>, RunError> {
     match ctx
         .client
         .orders_in_states_page(&[OrderState::WaitingAcceptance], offset)
         .await
     {
-        Ok(page) => Ok(Some(page)),
         Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
         Err(err) => {
             tracing::error!(
@@ -84,8 +96,9 @@ async fn read_page(ctx: &Context, offset: u64) -> Result<Option<OrdersPage>, Run
                 error = %err,
                 "import could not read the orders waiting for acceptance; this run goes on with the orders already stored and the next run imports again"
             );
-            Ok(None)
+            Ok(Err(err))
         }
+        Ok(page) => Ok(Ok(page)),
     }
 }
 

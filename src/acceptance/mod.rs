@@ -4,10 +4,15 @@
 //!
 //! ```text
 //!  claim (+ preflight, decide) ──batches──▶ accept ──204s──▶ validate
-//!          │                          │                 │
-//!          └──────── outcomes ────────┴─────────────────┴──▶ record
+//!          │                                │    ▲              │
+//!          │                   unclear answers   re-read states │
+//!          │                                ▼    │              │
+//!          │                                re-read             │
+//!          └──────────── outcomes ───────────┴──────────────────┴──▶ record
 //! ```
 //!
+//! The accept stage waits for an order's re-read before it decides or sends again, so every
+//! channel runs one way and the run ends when the claim stops and each stage has drained.
 //! No stage holds a database transaction across an HTTP call. A run ends when every claimed
 //! order has an outcome. A stop signal ends claiming; the orders already claimed get
 //! `shutdown.grace` to finish, and any left after that keep their `accepting` lease and are
@@ -20,11 +25,12 @@ mod import;
 pub mod outcome;
 mod preflight;
 mod record;
+mod reread;
 pub mod retention;
 mod validate;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -86,6 +92,20 @@ pub struct RunSummary {
     #[serde(serialize_with = "as_seconds")]
     pub duration: Duration,
     pub result: RunResult,
+    /// Why the import read no page, when it failed: the run went on with the orders already
+    /// stored and is `degraded`.
+    pub import_failed: Option<String>,
+}
+
+impl RunSummary {
+    /// The line people and `acceptance_runs.error` get for a failed import.
+    fn import_failure(&self) -> Option<String> {
+        self.import_failed.as_ref().map(|reason| {
+            format!(
+                "the import failed, no order waiting at the marketplace was read: {reason}. Orders already stored were still worked on; the next run imports again"
+            )
+        })
+    }
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -102,6 +122,9 @@ pub enum RunResult {
     Failed,
     /// A stop signal came and the grace period ran out before every order had an outcome.
     Interrupted,
+    /// Every claimed order has an outcome, but the import failed: orders waiting at the
+    /// marketplace were not looked at (`--once` exits 2).
+    Degraded,
 }
 
 impl RunResult {
@@ -110,6 +133,7 @@ impl RunResult {
             RunResult::Completed => "completed",
             RunResult::Failed => "failed",
             RunResult::Interrupted => "interrupted",
+            RunResult::Degraded => "degraded",
         }
     }
 }
@@ -157,7 +181,13 @@ impl Tally {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn summary(&self, duration: Duration, api_calls: u64, result: RunResult) -> RunSummary {
+    fn summary(
+        &self,
+        duration: Duration,
+        api_calls: u64,
+        result: RunResult,
+        import_failed: Option<String>,
+    ) -> RunSummary {
         RunSummary {
             imported: self.imported.load(Ordering::Relaxed),
             claimed: self.claimed.load(Ordering::Relaxed),
@@ -170,6 +200,7 @@ impl Tally {
             api_calls,
             duration,
             result,
+            import_failed,
         }
     }
 }
@@ -190,25 +221,35 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
         stop.cancelled().await;
         tokio::time::sleep(ctx.settings.shutdown.grace).await;
     };
+    let import_failed = OnceLock::new();
     let (result, error) = tokio::select! {
-        finished = stages(ctx, stop, &tally) => match finished {
+        finished = stages(ctx, stop, &tally, &import_failed) => match finished {
             Ok(()) => (RunResult::Completed, None),
             Err(err) => (RunResult::Failed, Some(err)),
         },
         () = grace_over => (RunResult::Interrupted, None),
+    };
+    let import_failed = import_failed.into_inner();
+    let result = match (result, &import_failed) {
+        (RunResult::Completed, Some(_)) => RunResult::Degraded,
+        (result, _) => result,
     };
 
     let summary = tally.summary(
         started.elapsed(),
         ctx.client.calls_made() - calls_before,
         result,
+        import_failed,
     );
-    let message = error.as_ref().map(ToString::to_string);
+    let message = error
+        .as_ref()
+        .map(ToString::to_string)
+        .or_else(|| summary.import_failure());
     db::runs::finish_run(&ctx.pool, run_id, &summary, result, message.as_deref())
         .await
         .map_err(RunError::database("closing the run"))?;
     metrics::counter!("acceptance_runs_total", "result" => result.as_str()).increment(1);
-    if result != RunResult::Failed {
+    if matches!(result, RunResult::Completed | RunResult::Interrupted) {
         metrics::gauge!("acceptance_last_successful_run_timestamp_seconds")
             .set(chrono::Utc::now().timestamp() as f64);
     }
@@ -225,6 +266,7 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
         retry_scheduled = summary.retry_scheduled,
         api_calls = summary.api_calls,
         duration_ms = summary.duration.as_millis() as u64,
+        import_failed = summary.import_failed.as_deref(),
         "run finished"
     );
     retention::prune_after_run(ctx, stop).await;
@@ -234,20 +276,34 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
     }
 }
 
-async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Result<(), RunError> {
-    let fresh = match ctx.settings.import.enabled {
+/// The stages of a run; a failed import is noted in `import_failed` as soon as it is known, so
+/// an interrupted run still reports it.
+async fn stages(
+    ctx: &Context,
+    stop: &CancellationToken,
+    tally: &Tally,
+    import_failed: &OnceLock<String>,
+) -> Result<(), RunError> {
+    let imported = match ctx.settings.import.enabled {
         true => import::import_waiting_orders(ctx, tally).await?,
-        false => import::FreshLines::default(),
+        false => import::Imported::default(),
     };
+    if let Some(reason) = imported.failed {
+        // Set once, by this stage only.
+        let _ = import_failed.set(reason);
+    }
+    let fresh = imported.fresh;
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
     // ahead, which is what the lease check in `Settings::work_bound` counts on.
     let (batches, to_accept) = mpsc::channel(1);
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
+    let (rereads, to_reread) = reread::channel();
     tokio::try_join!(
         claim::claim_until_drained(ctx, stop, &fresh, batches, outcomes.clone(), tally),
-        accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
+        accept::accept_all(ctx, to_accept, rereads, awaiting, outcomes.clone()),
+        reread::reread_all(ctx, to_reread),
         validate::validate_all(ctx, to_validate, outcomes),
         record::record_all(ctx, to_record, tally),
     )?;
@@ -279,6 +335,9 @@ pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
     ];
     for (label, value) in rows {
         table.add_row([label.to_string(), value]);
+    }
+    if let Some(failure) = summary.import_failure() {
+        table.add_row(["import failed".to_string(), failure]);
     }
     table
 }

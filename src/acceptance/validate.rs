@@ -1,9 +1,11 @@
-//! Validate: every `validation.interval`, one OR11 read per 100 orders whose 204 is at least an
-//! interval old, until the marketplace shows each one accepted or cancelled.
+//! Validate: one OR11 read per 100 orders due, every `validation.interval`, until the
+//! marketplace shows each one accepted or cancelled.
 //!
-//! Right after a 204 an order can still read WAITING_ACCEPTANCE: that is lag, so it is read
-//! again, up to `validation.max_attempts` times. A read that fails does not count as an attempt,
-//! but cannot stretch validation past `Settings::validation_deadline`.
+//! The clock starts when there is an order to watch: its first tick, one interval after that
+//! order's 204, reads every order accepted by then, and each read order is read again at the next
+//! tick. Right after a 204 an order can still read WAITING_ACCEPTANCE: that is lag, so it is
+//! read again, up to `validation.max_attempts` times. A read that fails does not count as an
+//! attempt, but cannot stretch validation past `Settings::validation_deadline`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -45,8 +47,12 @@ pub async fn validate_all(
         tokio::select! {
             order = incoming.recv(), if more_coming => match order {
                 Some(order) => {
+                    if watching.is_empty() {
+                        ticks.reset();
+                    }
+                    // Due at the next tick, whenever in the interval its 204 came.
                     let watch = Watch {
-                        next_read: order.accepted_at + interval,
+                        next_read: order.accepted_at,
                         accepted_at: order.accepted_at,
                         claim: order.claim,
                         reads: 0,

@@ -60,7 +60,7 @@ pub struct RunRecord {
     pub worker_id: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// running, completed, failed or interrupted.
+    /// running, completed, failed, interrupted or degraded.
     pub result: String,
     pub imported: i32,
     pub claimed: i32,

@@ -10,6 +10,7 @@ mod types;
 
 pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
+pub use retry::RetryPolicy;
 pub use types::{
     Account, LineDecision, Order, OrderLine, OrderState, OrderTerms, OrdersPage, TaxMode,
 };
