@@ -6,7 +6,7 @@ mod common;
 use common::{API_KEY, TestApp, spawn_app, test_env};
 use order_acceptance::acceptance::{self, RunSummary};
 use order_acceptance::sim::{
-    ACCEPTANCE_DEADLINE_REASON, Behaviour, LineSpec, OrderSpec, SimConfig,
+    ACCEPTANCE_DEADLINE_REASON, Behaviour, LineSpec, OrderSpec, Scripted, SimConfig,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -755,4 +755,46 @@ async fn unusable_stock_rows_are_warned_about_once_per_run(pool: PgPool) {
     assert!(warnings[0].contains("\"rows\":2"), "{}", warnings[0]);
     assert_eq!(app.current_status("W-1").await.0, "in_review");
     assert_eq!(app.current_status("W-2").await.0, "in_review");
+}
+
+#[sqlx::test]
+async fn a_transient_or21_failure_keeps_the_reservation_for_the_retry(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    priced_stock(&app, "A", 1, None, false).await;
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some("BUSY-1".into()),
+        items: Some(vec![item("A", 1, 10.0)]),
+        // Both attempts of the first run's OR21 (the test settings' retry_attempts = 2).
+        behaviour: Behaviour {
+            or21: vec![Scripted::Status503; 2],
+            ..Behaviour::default()
+        },
+        ..OrderSpec::default()
+    }]);
+    app.insert_pending("BUSY-1", json!({"order_id": "BUSY-1"}))
+        .await;
+
+    let first = run_once(&app).await;
+    assert_eq!((first.failed, first.retry_scheduled), (1, 1));
+    let kept = reservations(&app, "BUSY-1").await;
+    assert_eq!(kept.len(), 1);
+    assert!(
+        !kept[0].2,
+        "a transient failure keeps the stock for the retry"
+    );
+
+    app.let_time_pass().await;
+    let second = run_once(&app).await;
+    assert_eq!(second.accepted, 1);
+    let after = reservations(&app, "BUSY-1").await;
+    assert_eq!(
+        after.len(),
+        1,
+        "the retry reuses the reservation: {after:?}"
+    );
+    assert_eq!(
+        decisions(&app, "BUSY-1").await.len(),
+        2,
+        "one decision per claim"
+    );
 }
