@@ -153,6 +153,7 @@ impl Decider {
                 reserved: stock::reserved_units(&mut tx, &skus, &ids, rules.reservation_ttl)
                     .await?,
                 taken: HashMap::new(),
+                counted: true,
             },
             None => Shelf::default(),
         };
@@ -201,6 +202,8 @@ struct Shelf {
     reserved: HashMap<String, i64>,
     /// Units promised to lines decided earlier in this batch.
     taken: HashMap<String, i64>,
+    /// False with rules off: nothing was read, so nothing is known about the stock.
+    counted: bool,
 }
 
 impl Shelf {
@@ -274,7 +277,7 @@ fn as_the_person_decided(
                 available: sku
                     .and_then(|sku| shelf.rows.get(sku))
                     .map(|row| row.available),
-                reserved: sku.map(|sku| shelf.reserved(sku)),
+                reserved: sku.filter(|_| shelf.counted).map(|sku| shelf.reserved(sku)),
                 unit_price: None,
                 floor_price: None,
                 reason: format!(
@@ -644,7 +647,9 @@ mod tests {
                     (sku.to_string(), row)
                 })
                 .collect(),
-            ..Shelf::default()
+            taken: HashMap::new(),
+            counted: true,
+            reserved: HashMap::new(),
         }
     }
 

@@ -27,7 +27,7 @@ pub enum StockRelationError {
 }
 
 /// The optional columns the stock relation has; a missing one reads as no floor / no backorder.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct StockColumns {
     pub min_price: bool,
     pub backorder: bool,

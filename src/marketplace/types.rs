@@ -182,13 +182,6 @@ impl LineDecision {
             accepted: true,
         }
     }
-
-    pub fn refuse(order_line_id: impl Into<String>) -> Self {
-        Self {
-            order_line_id: order_line_id.into(),
-            accepted: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
