@@ -798,3 +798,57 @@ async fn a_transient_or21_failure_keeps_the_reservation_for_the_retry(pool: PgPo
         "one decision per claim"
     );
 }
+
+/// The view docs/CONFIGURATION.md shows, over a shop SKU → variant → components inventory.
+#[sqlx::test]
+async fn a_view_over_an_inventory_schema_serves_as_the_stock(pool: PgPool) {
+    let app = rules_app(
+        pool,
+        &[
+            ("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "inventory_stock"),
+            ("ORDER_ACCEPTANCE__RULES__INSUFFICIENT_STOCK", "refuse"),
+        ],
+    )
+    .await;
+    sqlx::raw_sql(
+        r#"
+        CREATE TABLE shop_sku_map (shop_sku text, variant_id int);
+        CREATE TABLE variant_components (variant_id int, component_id int, qty_per_variant int);
+        CREATE TABLE components (component_id int, stock int);
+        CREATE TABLE variants (variant_id int, min_price numeric, backorder boolean);
+        INSERT INTO variants VALUES (1, 5.00, false);
+        INSERT INTO shop_sku_map VALUES ('BUNDLE', 1);
+        -- Two of component 10 and one of component 11 per bundle: 7 / 2 and 3 / 1 make 3.
+        INSERT INTO variant_components VALUES (1, 10, 2), (1, 11, 1);
+        INSERT INTO components VALUES (10, 7), (11, 3);
+        CREATE VIEW inventory_stock AS
+        SELECT m.shop_sku                                       AS sku,
+               min(floor(c.stock::numeric / vc.qty_per_variant))::integer AS available,
+               v.min_price,
+               v.backorder
+        FROM shop_sku_map m
+        JOIN variants v             ON v.variant_id = m.variant_id
+        JOIN variant_components vc  ON vc.variant_id = m.variant_id
+        JOIN components c           ON c.component_id = vc.component_id
+        WHERE vc.qty_per_variant > 0
+        GROUP BY m.shop_sku, v.min_price, v.backorder;
+        "#,
+    )
+    .execute(&app.pool)
+    .await
+    .expect("inventory schema and view");
+    order_of(&app, "V-1", vec![item("BUNDLE", 3, 10.0)], None).await;
+    order_of(&app, "V-2", vec![item("BUNDLE", 1, 10.0)], None).await;
+
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.refused), (1, 1));
+    assert_eq!(app.current_status("V-1").await.0, "accepted");
+    assert_eq!(decisions(&app, "V-2").await[0].2, "insufficient_stock");
+    let (available, reserved): (i32, i32) = sqlx::query_as(
+        "SELECT available, reserved FROM acceptance_decisions WHERE order_id = 'V-2'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("decision");
+    assert_eq!((available, reserved), (3, 3));
+}
