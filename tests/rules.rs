@@ -542,7 +542,9 @@ async fn a_certain_or21_failure_gives_the_stock_back(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn an_order_the_marketplace_refused_at_its_deadline_is_recorded_refused(pool: PgPool) {
+async fn an_order_the_marketplace_refused_at_its_deadline_is_recorded_refused_and_releases_stock(
+    pool: PgPool,
+) {
     let app = rules_app_with(
         pool,
         |sim| sim.acceptance_deadline = std::time::Duration::from_secs(3600),
@@ -557,10 +559,20 @@ async fn an_order_the_marketplace_refused_at_its_deadline_is_recorded_refused(po
     }]);
     app.insert_pending("LATE-1", json!({"order_id": "LATE-1"}))
         .await;
+    // A replica reserved the line and died before its OR21; the deadline passed meanwhile.
+    sqlx::query(
+        "INSERT INTO stock_reservations (order_id, order_line_id, sku, quantity) VALUES ('LATE-1', 'LATE-1-1', 'A', 1)",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("reservation");
 
     let summary = run_once(&app).await;
     assert_eq!(summary.refused, 1);
     assert_eq!(app.or21_calls("LATE-1"), 0);
+    let (_, _, released, reason) = reservations(&app, "LATE-1").await.remove(0);
+    assert!(released, "a refused order gives its stock back");
+    assert_eq!(reason.as_deref(), Some("refused"));
     let (status, reason): (String, Option<String>) = sqlx::query_as(
         "SELECT status, reason_code FROM order_status_history WHERE order_id = 'LATE-1' ORDER BY history_id DESC LIMIT 1",
     )
