@@ -93,12 +93,17 @@ fn describe_metrics() {
     );
     describe_counter!(
         "acceptance_orders_total",
-        "Order outcomes recorded, by outcome (accepted, cancelled, acceptance_failed)"
+        "Order outcomes recorded, by outcome (accepted, refused, cancelled, in_review, acceptance_failed)"
     );
     describe_histogram!(
         "acceptance_claim_duration_seconds",
         Unit::Seconds,
         "Time taken by one claim transaction"
+    );
+    describe_histogram!(
+        "acceptance_decide_duration_seconds",
+        Unit::Seconds,
+        "Time the decide stage took for one batch (rules on: its transaction and SKU locks)"
     );
     describe_counter!(
         "marketplace_api_calls_total",

@@ -13,7 +13,7 @@
 
 use std::sync::OnceLock;
 
-use order_acceptance::marketplace::{Order, OrderState};
+use order_acceptance::marketplace::{Order, OrderState, TaxMode};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -346,6 +346,18 @@ fn the_shared_example_parses() {
     assert_eq!(order.order_state, OrderState::Received);
     assert_eq!(order.order_lines.len(), 1);
     assert!(order.created_date.is_some());
+    // What the acceptance rules read.
+    assert_eq!(order.order_tax_mode, Some(TaxMode::TaxExcluded));
+    assert_eq!(
+        (order.shipping_price, order.total_price),
+        (Some(8.0), Some(173.0))
+    );
+    let line = &order.order_lines[0];
+    assert_eq!(line.offer_sku.as_deref(), Some("S2000"));
+    assert_eq!(line.product_sku.as_deref(), Some("MKP100000000037254"));
+    assert_eq!(line.quantity, Some(3));
+    assert_eq!((line.price_unit, line.price), (Some(55.0), Some(165.0)));
+    assert_eq!((line.taxes, line.shipping_taxes), (Some(20.0), Some(20.0)));
 }
 
 #[test]

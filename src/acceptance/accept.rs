@@ -1,6 +1,6 @@
-//! Accept: OR21 for each order still waiting, every line accepted, with at most as many orders
-//! under way as the adaptive limit allows: `acceptance.concurrency` at first, halved each time
-//! the marketplace throttles OR21, grown back by one per window of calls.
+//! Accept: OR21 for each order still waiting, each line accepted or refused as decided, with at
+//! most as many orders under way as the adaptive limit allows: `acceptance.concurrency` at first,
+//! halved each time the marketplace throttles OR21, grown back by one per window of calls.
 //!
 //! OR21 is not idempotent. When its answer leaves the order's state unclear (a timeout, a
 //! 500/502/504, a 2xx that is not a 204, a 400) the order joins the re-read stage's next batched
@@ -14,8 +14,8 @@ use futures::{StreamExt, TryStreamExt, future, stream};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::decide::Decided;
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
-use super::preflight::ToAccept;
 use super::reread::{Reread, Rereads};
 use super::{Context, RunError};
 use crate::db::queue::Claim;
@@ -36,7 +36,7 @@ enum Step {
 
 pub async fn accept_all(
     ctx: &Context,
-    batches: mpsc::Receiver<Vec<ToAccept>>,
+    batches: mpsc::Receiver<Vec<Decided>>,
     rereads: Rereads,
     awaiting: mpsc::UnboundedSender<Awaiting>,
     outcomes: OutcomeSender,
@@ -98,7 +98,7 @@ fn answer(err: &MarketplaceError) -> Answer {
 async fn accept_one(
     ctx: &Context,
     rereads: &Rereads,
-    mut order: ToAccept,
+    mut order: Decided,
 ) -> Result<Step, RunError> {
     let id = order.claim.order_id.clone();
     if order.accepted_before {
@@ -109,7 +109,7 @@ async fn accept_one(
     let mut schedule = RetryPolicy::new(&ctx.settings.marketplace.retry).start();
     let mut unclear: Vec<MarketplaceError> = Vec::new();
     loop {
-        let err = match ctx.client.accept_order(&id, &order.line_ids).await {
+        let err = match ctx.client.accept_order(&id, &order.lines).await {
             Ok(()) => return Ok(confirm(order.claim)),
             Err(err @ MarketplaceError::Unauthorized { .. }) => {
                 return Err(RunError::Unauthorized(err));
@@ -170,19 +170,20 @@ fn next_move(answer: Answer, sent_again: bool, retry_in: Option<Duration>) -> Mo
 enum Settled {
     Done(Step),
     /// Still WAITING_ACCEPTANCE after an answer that may or may not have taken effect.
-    StillWaiting(ToAccept, MarketplaceError),
+    StillWaiting(Decided, MarketplaceError),
 }
 
-fn settle(order: ToAccept, err: MarketplaceError, answer: Answer, current: &Order) -> Settled {
+fn settle(order: Decided, err: MarketplaceError, answer: Answer, current: &Order) -> Settled {
     let step = match (read(current), answer) {
         (Reading::Accepted, _) => {
             let note = format!(
                 "Confirmed as '{}' after OR21 answered: {err}.",
                 current.order_state
             );
-            Step::Decided(Outcome::accepted(order.claim, note))
+            Step::Decided(Outcome::accepted_as_read(order.claim, current, note))
         }
-        (Reading::Cancelled { note }, _) => Step::Decided(Outcome::cancelled(order.claim, note)),
+        (Reading::Refused(ending), _) => Step::Decided(Outcome::refused(order.claim, ending)),
+        (Reading::Cancelled(ending), _) => Step::Decided(Outcome::cancelled(order.claim, ending)),
         // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
         // acceptance is on its way through; validation confirms it or gives up.
         (Reading::Waiting, Answer::NoLongerWaiting) => confirm(order.claim),
@@ -203,9 +204,9 @@ fn confirm(claim: Claim) -> Step {
 }
 
 /// An OR21 error that certainly did not accept the order.
-fn refused_or_failed(order: ToAccept, err: MarketplaceError) -> Outcome {
+fn refused_or_failed(order: Decided, err: MarketplaceError) -> Outcome {
     let id = order.claim.order_id.clone();
-    let payload = json!({"stage": "accept", "error": err.to_string(), "line_ids": order.line_ids});
+    let payload = json!({"stage": "accept", "error": err.to_string(), "lines": order.lines});
     if err.is_transient() {
         let details = format!(
             "OR21 for order {id} failed: {err}. Nothing was accepted; a later run tries again."
@@ -215,12 +216,12 @@ fn refused_or_failed(order: ToAccept, err: MarketplaceError) -> Outcome {
     let details = format!(
         "The marketplace refused to accept order {id}: {err}. Check the order in the seller portal; accept or refuse it there, or fix the cause and use `failures retry`."
     );
-    Outcome::failed(order.claim, Retry::Never, details, payload)
+    Outcome::refused_by_or21(order.claim, details, payload)
 }
 
 /// The sends allowed for an order are used up, every answer unclear or the last a refusal: a
 /// later run reads its real state before any re-send.
-fn gave_up(order: ToAccept, unclear: &[MarketplaceError], last: MarketplaceError) -> Outcome {
+fn gave_up(order: Decided, unclear: &[MarketplaceError], last: MarketplaceError) -> Outcome {
     let id = order.claim.order_id.clone();
     let earlier: Vec<String> = unclear.iter().map(ToString::to_string).collect();
     let details = match earlier.first() {
@@ -236,7 +237,7 @@ fn gave_up(order: ToAccept, unclear: &[MarketplaceError], last: MarketplaceError
     Outcome::failed(order.claim, Retry::WhenDue, details, payload)
 }
 
-fn disappeared(order: ToAccept, err: &MarketplaceError) -> Outcome {
+fn disappeared(order: Decided, err: &MarketplaceError) -> Outcome {
     let details = format!(
         "Order {} disappeared from the marketplace after OR21 answered {err}. Check it in the seller portal.",
         order.claim.order_id
@@ -245,7 +246,7 @@ fn disappeared(order: ToAccept, err: &MarketplaceError) -> Outcome {
     Outcome::failed(order.claim, Retry::Never, details, payload)
 }
 
-fn not_reread(order: ToAccept, err: &MarketplaceError, read_err: &str) -> Outcome {
+fn not_reread(order: Decided, err: &MarketplaceError, read_err: &str) -> Outcome {
     let details = format!(
         "OR21 for order {} may or may not have taken effect ({err}) and the order could not be re-read ({read_err}). Nothing more was sent; a later run re-reads it before any re-send.",
         order.claim.order_id
@@ -256,16 +257,16 @@ fn not_reread(order: ToAccept, err: &MarketplaceError, read_err: &str) -> Outcom
 
 /// A 400 without ORDER_INVALID_STATE, and the re-read shows the order still waiting: the
 /// request itself is wrong for this order, and sending it again sends the same.
-fn rejected_while_waiting(order: ToAccept, err: &MarketplaceError, current: &Order) -> Outcome {
+fn rejected_while_waiting(order: Decided, err: &MarketplaceError, current: &Order) -> Outcome {
     let details = format!(
         "The marketplace refused to accept order {}: {err}. A re-read shows it still {}. Check the order in the seller portal; accept or refuse it there, or fix the cause and use `failures retry`.",
         order.claim.order_id, current.order_state
     );
-    let payload = json!({"stage": "accept", "error": err.to_string(), "line_ids": order.line_ids, "order": current.raw});
-    Outcome::failed(order.claim, Retry::Never, details, payload)
+    let payload = json!({"stage": "accept", "error": err.to_string(), "lines": order.lines, "order": current.raw});
+    Outcome::refused_by_or21(order.claim, details, payload)
 }
 
-fn undecidable(order: ToAccept, err: &MarketplaceError, current: &Order) -> Outcome {
+fn undecidable(order: Decided, err: &MarketplaceError, current: &Order) -> Outcome {
     let details = format!(
         "OR21 for order {} answered {err} and the order now reads {}. Nothing more was sent in this run; a later run re-reads it before any re-send.",
         order.claim.order_id, current.order_state

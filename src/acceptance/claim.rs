@@ -1,14 +1,15 @@
-//! Claim: takes due orders in batches until none is left, checks each batch with preflight, and
-//! hands the orders still waiting for acceptance to the accept stage.
+//! Claim: takes due orders in batches until none is left, checks each batch with preflight,
+//! decides its lines, and hands the orders to send OR21 for to the accept stage.
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::decide::{Decided, Decider};
 use super::import::FreshLines;
 use super::outcome::Outcome;
-use super::preflight::{self, ToAccept};
+use super::preflight;
 use super::{Context, RunError, Tally};
 use crate::db::queue;
 
@@ -16,11 +17,12 @@ pub async fn claim_until_drained(
     ctx: &Context,
     stop: &CancellationToken,
     fresh: &FreshLines,
-    batches: mpsc::Sender<Vec<ToAccept>>,
+    batches: mpsc::Sender<Vec<Decided>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     tally: &Tally,
 ) -> Result<(), RunError> {
     let settings = &ctx.settings.acceptance;
+    let decider = Decider::for_run(ctx).await?;
     while !stop.is_cancelled() {
         // Claim only when the accept stage has room, so claimed orders do not wait long
         // under their lease. A closed channel means the accept stage stopped on an error,
@@ -46,7 +48,18 @@ pub async fn claim_until_drained(
         tracing::info!(claimed = claims.len(), "claimed a batch");
 
         let checked = preflight::check(ctx, claims, fresh, &outcomes).await?;
-        slot.send(checked.to_accept);
+        let started = Instant::now();
+        let waiting = checked.to_accept.len();
+        let decided = decider.decide(ctx, checked.to_accept, &outcomes).await?;
+        let took = started.elapsed();
+        metrics::histogram!("acceptance_decide_duration_seconds").record(took.as_secs_f64());
+        tracing::info!(
+            waiting,
+            to_send = decided.len(),
+            duration_ms = took.as_secs_f64() * 1000.0,
+            "decided a batch"
+        );
+        slot.send(decided);
         if checked.marketplace_unreachable {
             tracing::warn!(
                 "stopping claims for this run: the marketplace could not be read; the orders of this batch are retried by a later run"

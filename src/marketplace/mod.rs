@@ -14,4 +14,6 @@ pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
 pub use limit::{AdaptiveLimit, Slot};
 pub use retry::RetryPolicy;
-pub use types::{Account, Order, OrderLine, OrderState, OrdersPage};
+pub use types::{
+    Account, LineDecision, Order, OrderLine, OrderState, OrderTerms, OrdersPage, TaxMode,
+};
