@@ -15,6 +15,7 @@
 
 mod accept;
 mod claim;
+pub mod deadline;
 mod import;
 pub mod outcome;
 mod preflight;
@@ -164,10 +165,46 @@ impl Tally {
     }
 }
 
+/// Which orders a run works on.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// The deadline policy, the import, and every due order.
+    Everything,
+    /// Only these orders, when due; no deadline policy and no import.
+    Orders(&'a [String]),
+}
+
+impl<'a> Scope<'a> {
+    fn order_ids(self) -> Option<&'a [String]> {
+        match self {
+            Scope::Everything => None,
+            Scope::Orders(ids) => Some(ids),
+        }
+    }
+}
+
 /// One full run. `stop` ends claiming; after it fires, the run gets `shutdown.grace` to record
 /// the orders it holds. Returns the summary, also written to `acceptance_runs`; a fatal error is
 /// returned after the run's row has been closed with it.
 pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, RunError> {
+    run_scoped(ctx, stop, Scope::Everything).await
+}
+
+/// A run over `order_ids` only (`review ... --now`): the same claim, preflight, OR21,
+/// validation and record as [`run`], without the import, claiming only those orders when due.
+pub async fn run_orders(
+    ctx: &Context,
+    stop: &CancellationToken,
+    order_ids: &[String],
+) -> Result<RunSummary, RunError> {
+    run_scoped(ctx, stop, Scope::Orders(order_ids)).await
+}
+
+async fn run_scoped(
+    ctx: &Context,
+    stop: &CancellationToken,
+    scope: Scope<'_>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
     let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id)
@@ -181,7 +218,7 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
         tokio::time::sleep(ctx.settings.shutdown.grace).await;
     };
     let (result, error) = tokio::select! {
-        finished = stages(ctx, stop, &tally) => match finished {
+        finished = stages(ctx, stop, &tally, scope) => match finished {
             Ok(()) => (RunResult::Completed, None),
             Err(err) => (RunResult::Failed, Some(err)),
         },
@@ -222,10 +259,19 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
     }
 }
 
-async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Result<(), RunError> {
-    let fresh = match ctx.settings.import.enabled {
-        true => import::import_waiting_orders(ctx, tally).await?,
-        false => import::FreshLines::default(),
+async fn stages(
+    ctx: &Context,
+    stop: &CancellationToken,
+    tally: &Tally,
+    scope: Scope<'_>,
+) -> Result<(), RunError> {
+    let only = scope.order_ids();
+    if only.is_none() {
+        deadline::apply_policy(ctx, chrono::Utc::now()).await?;
+    }
+    let fresh = match (ctx.settings.import.enabled, only) {
+        (true, None) => import::import_waiting_orders(ctx, tally).await?,
+        _ => import::FreshLines::default(),
     };
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
@@ -234,7 +280,7 @@ async fn stages(ctx: &Context, stop: &CancellationToken, tally: &Tally) -> Resul
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
     tokio::try_join!(
-        claim::claim_until_drained(ctx, stop, &fresh, batches, outcomes.clone(), tally),
+        claim::claim_until_drained(ctx, stop, &fresh, only, batches, outcomes.clone(), tally),
         accept::accept_all(ctx, to_accept, awaiting, outcomes.clone()),
         validate::validate_all(ctx, to_validate, outcomes),
         record::record_all(ctx, to_record, tally),
