@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use order_acceptance::sim::{Behaviour, Faults, OrderSpec, Scripted, SimConfig, Simulator};
+use chrono::{TimeDelta, Utc};
+use order_acceptance::sim::{
+    ACCEPTANCE_DEADLINE_REASON, Behaviour, Faults, LineSpec, OrderSpec, Scripted, SimConfig,
+    Simulator,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -237,8 +241,13 @@ async fn a_zero_step_makes_acceptance_immediate() {
 }
 
 #[tokio::test]
-async fn refusing_every_line_refuses_the_order_and_mixed_decisions_are_rejected() {
-    let sim = start(config()).await;
+async fn refusing_every_line_refuses_the_order_and_mixed_decisions_are_rejected_when_partial_acceptance_is_off()
+ {
+    let sim = start(SimConfig {
+        partial_acceptance: false,
+        ..config()
+    })
+    .await;
     sim.add_orders(vec![
         spec("R-1"),
         OrderSpec {
@@ -260,6 +269,327 @@ async fn refusing_every_line_refuses_the_order_and_mixed_decisions_are_rejected(
         (StatusCode::BAD_REQUEST, "ORDER_PARTIAL_ACCEPTANCE_DISABLED")
     );
     assert_eq!(sim.order_state("R-2").unwrap(), "WAITING_ACCEPTANCE");
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted lines, line decisions and the acceptance deadline
+
+fn line(sku: &str) -> LineSpec {
+    LineSpec {
+        sku: sku.to_owned(),
+        ..LineSpec::default()
+    }
+}
+
+fn with_items(order_id: &str, items: Vec<LineSpec>) -> OrderSpec {
+    OrderSpec {
+        items: Some(items),
+        ..spec(order_id)
+    }
+}
+
+fn money(value: &Value) -> f64 {
+    value.as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn scripted_lines_show_in_or11_with_catalogue_defaults() {
+    let sim = start(config()).await;
+    sim.add_orders(vec![OrderSpec {
+        lines: Some(7),
+        ..with_items(
+            "L-1",
+            vec![
+                // In the built-in catalogue: its price, product, title and shipping.
+                LineSpec {
+                    quantity: 2,
+                    ..line("SHOP-LOGI-MX3S")
+                },
+                // Unknown: 10.00 and a product id derived from the SKU.
+                line("WIDGET-9"),
+                LineSpec {
+                    quantity: 3,
+                    unit_price: Some(19.99),
+                    product_sku: Some("PRD-77".into()),
+                    ..line("SHOP-ANKER-65W")
+                },
+            ],
+        )
+    }]);
+    let body = or11(&sim, "order_ids=L-1").await;
+    assert_valid(&openapi(), "OR11_Response_200", &body);
+    let order = &body["orders"][0];
+    assert_eq!(order["order_tax_mode"], "TAX_INCLUDED");
+    let lines = order["order_lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "items win over lines");
+    let view: Vec<(&str, &str, u64, f64, f64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["offer_sku"].as_str().unwrap(),
+                l["product_sku"].as_str().unwrap(),
+                l["quantity"].as_u64().unwrap(),
+                money(&l["price_unit"]),
+                money(&l["price"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        [
+            ("SHOP-LOGI-MX3S", "16634212", 2, 129.99, 259.98),
+            ("WIDGET-9", "P-WIDGET-9", 1, 10.0, 10.0),
+            ("SHOP-ANKER-65W", "PRD-77", 3, 19.99, 59.97),
+        ]
+    );
+    assert_eq!(lines[0]["order_line_id"], "L-1-1");
+    assert_eq!(lines[2]["order_line_id"], "L-1-3");
+    assert_eq!(
+        lines[0]["product_title"],
+        "Logitech MX Master 3S Wireless Optical Mouse - Graphite"
+    );
+    // Shipping 5.99 per unit for the mouse, none for an unknown SKU.
+    assert_eq!(money(&lines[0]["total_price"]), 271.96);
+    assert_eq!(money(&lines[1]["total_price"]), 10.0);
+    assert_eq!(lines[1]["taxes"], json!([]));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn tax_excluded_orders_carry_13_percent_hst_on_each_line() {
+    let sim = start(config()).await;
+    sim.add_orders(vec![OrderSpec {
+        tax_mode: Some("TAX_EXCLUDED".into()),
+        ..with_items(
+            "TAX-1",
+            vec![
+                LineSpec {
+                    quantity: 2,
+                    unit_price: Some(100.0),
+                    ..line("A")
+                },
+                LineSpec {
+                    unit_price: Some(0.5),
+                    ..line("B")
+                },
+            ],
+        )
+    }]);
+    let body = or11(&sim, "order_ids=TAX-1").await;
+    assert_valid(&openapi(), "OR11_Response_200", &body);
+    let order = &body["orders"][0];
+    assert_eq!(order["order_tax_mode"], "TAX_EXCLUDED");
+    let lines = &order["order_lines"];
+    // Prices exclude the tax; 13 % of 0.50 is 0.065, rounded half up.
+    assert_eq!(money(&lines[0]["price"]), 200.0);
+    assert_eq!(money(&lines[0]["total_price"]), 200.0);
+    assert_eq!(
+        lines[0]["taxes"],
+        json!([{"amount": 26.0, "code": "HST", "rate": 13, "tax_calculation_rule": "PROPORTIONAL_TO_AMOUNT"}])
+    );
+    assert_eq!(money(&lines[1]["taxes"][0]["amount"]), 0.07);
+    assert_eq!(money(&order["total_price"]), 200.5);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusing_some_lines_accepts_the_order_with_those_lines_refused() {
+    let sim = start(SimConfig {
+        step: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![with_items(
+        "P-1",
+        vec![line("A"), line("B"), line("C")],
+    )]);
+    let body = r#"{"order_lines":[
+        {"id":"P-1-1","accepted":true},{"id":"P-1-2","accepted":false},{"id":"P-1-3","accepted":true}
+    ]}"#;
+    assert_eq!(
+        or21(&sim, "P-1", body).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let order = order(&sim, "P-1").await;
+    assert_eq!(order["order_state"], "SHIPPING");
+    let states: Vec<&str> = order["order_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["order_line_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["SHIPPING", "REFUSED", "SHIPPING"]);
+    assert!(order["acceptance_decision_date"].is_string());
+    let (status, code) = error_code(or21(&sim, "P-1", body).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ORDER_INVALID_STATE")
+    );
+    assert_eq!(sim.stats().or21_accepted, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_lines_stay_refused_while_the_accepted_ones_lag_and_cancel() {
+    let sim = start(SimConfig {
+        step: Duration::from_millis(50),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![OrderSpec {
+        behaviour: Behaviour {
+            cancel_after_accept: true,
+            ..Behaviour::default()
+        },
+        ..with_items("P-2", vec![line("A"), line("B")])
+    }]);
+    let body =
+        r#"{"order_lines":[{"id":"P-2-1","accepted":false},{"id":"P-2-2","accepted":true}]}"#;
+    assert_eq!(
+        or21(&sim, "P-2", body).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let lagging = order(&sim, "P-2").await;
+    assert_eq!(lagging["order_state"], "WAITING_ACCEPTANCE");
+    assert_eq!(lagging["order_lines"][0]["order_line_state"], "REFUSED");
+    assert_eq!(
+        lagging["order_lines"][1]["order_line_state"],
+        "WAITING_ACCEPTANCE"
+    );
+    wait_for_state(&sim, "P-2", "CANCELED").await;
+    let cancelled = order(&sim, "P-2").await;
+    assert_eq!(cancelled["order_lines"][0]["order_line_state"], "REFUSED");
+    assert_eq!(
+        cancelled["order_lines"][0]["order_line_state_reason_code"],
+        Value::Null
+    );
+    assert_eq!(cancelled["order_lines"][1]["order_line_state"], "CANCELED");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn orders_past_the_acceptance_deadline_read_refused_and_refuse_or21() {
+    let sim = start(config()).await;
+    let now = Utc::now();
+    sim.add_orders(vec![
+        OrderSpec {
+            created_at: Some(now - TimeDelta::hours(25)),
+            ..spec("D-OLD")
+        },
+        OrderSpec {
+            created_at: Some(now - TimeDelta::hours(23)),
+            ..spec("D-23H")
+        },
+    ]);
+    let old = order(&sim, "D-OLD").await;
+    assert_eq!(old["order_state"], "REFUSED");
+    assert_eq!(old["order_state_reason_code"], ACCEPTANCE_DEADLINE_REASON);
+    assert_eq!(old["order_lines"][0]["order_line_state"], "REFUSED");
+    // Refused at the deadline, 24 hours after creation.
+    let refused_at = (now - TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(old["last_updated_date"], refused_at);
+    assert_eq!(old["acceptance_decision_date"], refused_at);
+    let young = order(&sim, "D-23H").await;
+    assert_eq!(young["order_state"], "WAITING_ACCEPTANCE");
+    assert_eq!(
+        young["created_date"],
+        (now - TimeDelta::hours(23)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+
+    let body = decisions(&old, true);
+    let (status, code) = error_code(or21(&sim, "D-OLD", &body).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ORDER_INVALID_STATE")
+    );
+    assert_eq!(sim.stats().or21_not_waiting, 1);
+    let refused = or11(&sim, "order_state_codes=REFUSED").await;
+    assert_eq!(ids(&refused), ["D-OLD"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_short_acceptance_deadline_refuses_undecided_orders_but_not_accepted_ones() {
+    let sim = start(SimConfig {
+        acceptance_deadline: Duration::from_millis(200),
+        step: Duration::from_secs(60),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![spec("S-UNDECIDED"), spec("S-ACCEPTED")]);
+    decide(&sim, "S-ACCEPTED", true, StatusCode::NO_CONTENT).await;
+    let seen = wait_for_state(&sim, "S-UNDECIDED", "REFUSED").await;
+    assert_eq!(seen, ["WAITING_ACCEPTANCE", "REFUSED"]);
+    assert_eq!(
+        order(&sim, "S-UNDECIDED").await["order_state_reason_code"],
+        ACCEPTANCE_DEADLINE_REASON
+    );
+    // Accepted before the deadline: still lagging in WAITING_ACCEPTANCE, not refused.
+    assert_eq!(sim.order_state("S-ACCEPTED").unwrap(), "WAITING_ACCEPTANCE");
+    decide(&sim, "S-UNDECIDED", false, StatusCode::BAD_REQUEST).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_sim_orders_refuses_bad_scripted_lines() {
+    let sim = start(config()).await;
+    let cases = [
+        (
+            json!({"items": []}),
+            "items must hold between 1 and 100 lines",
+        ),
+        (
+            json!({"items": [{"sku": ""}]}),
+            "item 1: sku must not be empty",
+        ),
+        (
+            json!({"items": [{"sku": "A"}, {"sku": "B", "quantity": 0}]}),
+            "item 2 (B): quantity must be at least 1",
+        ),
+        (
+            json!({"items": [{"sku": "A", "unit_price": -1.0}]}),
+            "item 1 (A): unit_price must be a price of 0 or more",
+        ),
+        (
+            json!({"items": [{"sku": "A", "price": 1.0}]}),
+            "unknown field `price`",
+        ),
+        (json!({"created_at": "yesterday"}), "invalid body"),
+    ];
+    for (order, expected) in cases {
+        let response = sim
+            .http
+            .post(format!("{}/sim/orders", sim.url()))
+            .json(&json!({ "orders": [order] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{order}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{order}: {message}");
+    }
+    let response = sim
+        .http
+        .post(format!("{}/sim/orders", sim.url()))
+        .json(&json!({ "orders": [{
+            "order_id": "J-1",
+            "created_at": "2026-01-01T10:00:00Z",
+            "tax_mode": "TAX_EXCLUDED",
+            "items": [{"sku": "SHOP-SONY-XM5", "quantity": 2}],
+        }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let created = order(&sim, "J-1").await;
+    assert_eq!(created["created_date"], "2026-01-01T10:00:00Z");
+    assert_eq!(
+        created["order_state_reason_code"],
+        ACCEPTANCE_DEADLINE_REASON
+    );
+    assert_eq!(money(&created["order_lines"][0]["price"]), 899.98);
     sim.shutdown().await;
 }
 
@@ -813,6 +1143,113 @@ async fn rate_limit_throttles_requests_over_the_budget() {
     // The bucket refills at 3 per second.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(get(&sim, "/api/account").await.status(), StatusCode::OK);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_endpoint_has_its_own_rate_limit_and_429s_are_counted_per_endpoint() {
+    let sim = start(with_faults(Faults {
+        rate_limit: Some(2),
+        retry_after: Duration::from_secs(5),
+        ..Faults::default()
+    }))
+    .await;
+    sim.add_orders(vec![spec("B-1")]);
+    let mut or11_statuses = Vec::new();
+    for _ in 0..3 {
+        or11_statuses.push(get(&sim, "/api/orders").await.status().as_u16());
+    }
+    assert_eq!(or11_statuses, [200, 200, 429]);
+    // OR11's empty bucket leaves A01's and OR21's full.
+    let mut a01_statuses = Vec::new();
+    for _ in 0..3 {
+        a01_statuses.push(get(&sim, "/api/account").await.status().as_u16());
+    }
+    assert_eq!(a01_statuses, [200, 200, 429]);
+    let refused = or21(&sim, "B-1", r#"{"order_lines":[]}"#).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "not throttled");
+    let throttled = get(&sim, "/api/orders").await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(throttled.headers()["retry-after"], "5");
+
+    let stats = sim.stats();
+    assert_eq!(
+        stats.throttled,
+        [("A01".to_owned(), 1), ("OR11".to_owned(), 2)].into()
+    );
+    assert_eq!(stats.faults_injected["rate_limit"], 3);
+    assert_eq!(stats.requests["OR11"], 4);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_after_can_be_an_http_date() {
+    let sim = start(with_faults(Faults {
+        rate_limit: Some(1),
+        retry_after: Duration::from_secs(5),
+        retry_after_http_date: true,
+        ..Faults::default()
+    }))
+    .await;
+    assert_eq!(get(&sim, "/api/account").await.status(), StatusCode::OK);
+    let before = std::time::SystemTime::now();
+    let response = get(&sim, "/api/account").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let header = response.headers()["retry-after"].to_str().unwrap();
+    assert!(header.ends_with(" GMT"), "{header}");
+    let at = httpdate::parse_http_date(header).unwrap();
+    // At least the 5 s asked for, rounded up to the next whole second.
+    let wait = at.duration_since(before).unwrap();
+    assert!(
+        (Duration::from_secs(5)..=Duration::from_secs(7)).contains(&wait),
+        "{header} is {wait:?} away"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn random_and_scripted_throttles_are_counted_per_endpoint() {
+    let sim = start(with_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    }))
+    .await;
+    sim.add_orders(vec![spec("C-1")]);
+    get(&sim, "/api/orders").await;
+    get(&sim, "/api/account").await;
+    or21(&sim, "C-1", r#"{"order_lines":[]}"#).await;
+    or21(&sim, "C-1", r#"{"order_lines":[]}"#).await;
+    let stats = sim.stats();
+    assert_eq!(
+        stats.throttled,
+        [
+            ("A01".to_owned(), 1),
+            ("OR11".to_owned(), 1),
+            ("OR21".to_owned(), 2)
+        ]
+        .into()
+    );
+    assert_eq!(stats.faults_injected["throttle"], 4);
+    sim.shutdown().await;
+
+    let sim = start(config()).await;
+    sim.add_orders(vec![scripted(
+        "C-2",
+        Behaviour {
+            or11: vec![Scripted::Throttle],
+            or21: vec![Scripted::Throttle],
+            ..Behaviour::default()
+        },
+    )]);
+    assert_eq!(
+        or11_status(&sim, "order_ids=C-2").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    decide(&sim, "C-2", true, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        sim.stats().throttled,
+        [("OR11".to_owned(), 1), ("OR21".to_owned(), 1)].into()
+    );
     sim.shutdown().await;
 }
 

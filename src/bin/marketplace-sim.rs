@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use order_acceptance::config::LogFormat;
-use order_acceptance::sim::{Faults, SimConfig, Simulator};
+use order_acceptance::sim::{Catalogue, Faults, SimConfig, Simulator};
 use order_acceptance::telemetry;
 
 /// A Mirakl-compatible marketplace simulator for demos, tests and benchmarks.
@@ -40,6 +40,18 @@ struct Cli {
     #[arg(long, default_value = "200ms", value_parser = duration, value_name = "DURATION")]
     step: Duration,
 
+    /// Orders left undecided in WAITING_ACCEPTANCE this long after creation read REFUSED
+    /// with reason code AUTO_REFUSED_ACCEPTANCE_DEADLINE; OR21 on them answers
+    /// ORDER_INVALID_STATE.
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    acceptance_deadline: Duration,
+
+    /// Answer OR21 that accepts some lines and refuses others with
+    /// ORDER_PARTIAL_ACCEPTANCE_DISABLED (by default the order goes on with its accepted
+    /// lines and the refused ones read REFUSED).
+    #[arg(long)]
+    no_partial_acceptance: bool,
+
     /// Delay on every /api request: fixed ("50ms") or uniform in a range ("20ms..80ms").
     #[arg(long, value_parser = latency, value_name = "DURATION[..DURATION]")]
     latency: Option<(Duration, Duration)>,
@@ -52,11 +64,17 @@ struct Cli {
     #[arg(long, default_value_t = 0.0, value_parser = rate, value_name = "RATE")]
     throttle_rate: f64,
 
-    /// Retry-After on 429 answers (sent in whole seconds, rounded up).
+    /// Retry-After on 429 answers (in whole seconds, rounded up).
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     retry_after: Duration,
 
-    /// Requests per second over which the answer is 429 (token bucket, one second of burst).
+    /// How 429 answers write Retry-After: "seconds" (e.g. 5) or "http-date" (the time to
+    /// retry at, e.g. "Tue, 01 Dec 2026 09:00:05 GMT").
+    #[arg(long, value_enum, default_value_t = RetryAfterFormat::Seconds, value_name = "FORMAT")]
+    retry_after_format: RetryAfterFormat,
+
+    /// Requests per second for each endpoint (OR11, OR21 and A01 each have their own token
+    /// bucket, one second of burst) over which the answer is 429.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     rate_limit: Option<u32>,
 
@@ -79,6 +97,12 @@ struct Cli {
     /// Share of OR11 calls answered 200 with an HTML page instead of JSON.
     #[arg(long, default_value_t = 0.0, value_parser = rate, value_name = "RATE")]
     html_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RetryAfterFormat {
+    Seconds,
+    HttpDate,
 }
 
 fn non_empty(value: &str) -> Result<String, String> {
@@ -138,11 +162,15 @@ async fn main() -> ExitCode {
         orders: cli.orders,
         seed: cli.seed,
         step: cli.step,
+        acceptance_deadline: cli.acceptance_deadline,
+        partial_acceptance: !cli.no_partial_acceptance,
+        catalogue: Catalogue::default(),
         faults: Faults {
             latency: cli.latency,
             error_rate: cli.error_rate,
             throttle_rate: cli.throttle_rate,
             retry_after: cli.retry_after,
+            retry_after_http_date: cli.retry_after_format == RetryAfterFormat::HttpDate,
             rate_limit: cli.rate_limit,
             slow_rate: cli.slow_rate,
             slow_delay: cli.slow_delay,

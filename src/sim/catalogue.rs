@@ -1,6 +1,10 @@
-//! What simulated orders contain: a small Best Buy Canada-like catalogue and customers, drawn
-//! from a seeded generator so the same seed always produces the same orders.
+//! What simulated orders contain: a catalogue (Best Buy Canada-like built-in products, or the
+//! seller's own from `--skus`) and customers, drawn from a seeded generator so the same seed
+//! always produces the same orders.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -8,87 +12,95 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::order::{date, later};
+use super::state::{LineSpec, OrderSpec};
 
 /// A product a simulated shop sells. Prices are in cents so totals add up exactly.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Product {
-    pub offer_sku: &'static str,
-    pub product_sku: &'static str,
-    pub title: &'static str,
+    pub offer_sku: Cow<'static, str>,
+    pub product_sku: Cow<'static, str>,
+    pub title: Cow<'static, str>,
     pub category_code: &'static str,
     pub category_label: &'static str,
     pub unit_cents: u64,
     pub shipping_cents: u64,
 }
 
+/// The unit price of a scripted line whose SKU is in no catalogue.
+const UNKNOWN_SKU_CENTS: u64 = 1_000;
+
 const PRODUCTS: &[Product] = &[
     Product {
-        offer_sku: "SHOP-AIRPODS-PRO2",
-        product_sku: "17153460",
-        title: "Apple AirPods Pro (2nd Generation) Noise Cancelling True Wireless Earbuds with USB-C MagSafe Case",
+        offer_sku: Cow::Borrowed("SHOP-AIRPODS-PRO2"),
+        product_sku: Cow::Borrowed("17153460"),
+        title: Cow::Borrowed(
+            "Apple AirPods Pro (2nd Generation) Noise Cancelling True Wireless Earbuds with USB-C MagSafe Case",
+        ),
         category_code: "CAT_HEADPHONES",
         category_label: "Headphones",
         unit_cents: 32_999,
         shipping_cents: 0,
     },
     Product {
-        offer_sku: "SHOP-SONY-XM5",
-        product_sku: "16305487",
-        title: "Sony WH-1000XM5 Over-Ear Noise Cancelling Bluetooth Headphones - Black",
+        offer_sku: Cow::Borrowed("SHOP-SONY-XM5"),
+        product_sku: Cow::Borrowed("16305487"),
+        title: Cow::Borrowed(
+            "Sony WH-1000XM5 Over-Ear Noise Cancelling Bluetooth Headphones - Black",
+        ),
         category_code: "CAT_HEADPHONES",
         category_label: "Headphones",
         unit_cents: 44_999,
         shipping_cents: 0,
     },
     Product {
-        offer_sku: "SHOP-LG-OLED55",
-        product_sku: "16842915",
-        title: "LG 55\" 4K UHD HDR OLED webOS Smart TV",
+        offer_sku: Cow::Borrowed("SHOP-LG-OLED55"),
+        product_sku: Cow::Borrowed("16842915"),
+        title: Cow::Borrowed("LG 55\" 4K UHD HDR OLED webOS Smart TV"),
         category_code: "CAT_TV",
         category_label: "Televisions",
         unit_cents: 179_999,
         shipping_cents: 4_999,
     },
     Product {
-        offer_sku: "SHOP-SWITCH-OLED",
-        product_sku: "15689336",
-        title: "Nintendo Switch (OLED Model) - White",
+        offer_sku: Cow::Borrowed("SHOP-SWITCH-OLED"),
+        product_sku: Cow::Borrowed("15689336"),
+        title: Cow::Borrowed("Nintendo Switch (OLED Model) - White"),
         category_code: "CAT_CONSOLES",
         category_label: "Video Game Consoles",
         unit_cents: 44_999,
         shipping_cents: 999,
     },
     Product {
-        offer_sku: "SHOP-ANKER-65W",
-        product_sku: "16511287",
-        title: "Anker 65W USB-C GaN Wall Charger",
+        offer_sku: Cow::Borrowed("SHOP-ANKER-65W"),
+        product_sku: Cow::Borrowed("16511287"),
+        title: Cow::Borrowed("Anker 65W USB-C GaN Wall Charger"),
         category_code: "CAT_CHARGERS",
         category_label: "Chargers",
         unit_cents: 5_999,
         shipping_cents: 599,
     },
     Product {
-        offer_sku: "SHOP-LOGI-MX3S",
-        product_sku: "16634212",
-        title: "Logitech MX Master 3S Wireless Optical Mouse - Graphite",
+        offer_sku: Cow::Borrowed("SHOP-LOGI-MX3S"),
+        product_sku: Cow::Borrowed("16634212"),
+        title: Cow::Borrowed("Logitech MX Master 3S Wireless Optical Mouse - Graphite"),
         category_code: "CAT_MICE",
         category_label: "Mice",
         unit_cents: 12_999,
         shipping_cents: 599,
     },
     Product {
-        offer_sku: "SHOP-BREVILLE-BES870",
-        product_sku: "10394612",
-        title: "Breville Barista Express Espresso Machine - Brushed Stainless Steel",
+        offer_sku: Cow::Borrowed("SHOP-BREVILLE-BES870"),
+        product_sku: Cow::Borrowed("10394612"),
+        title: Cow::Borrowed("Breville Barista Express Espresso Machine - Brushed Stainless Steel"),
         category_code: "CAT_COFFEE",
         category_label: "Coffee Machines",
         unit_cents: 84_999,
         shipping_cents: 1_999,
     },
     Product {
-        offer_sku: "SHOP-SAMSUNG-T7-1TB",
-        product_sku: "14947357",
-        title: "Samsung T7 1TB USB 3.2 External Solid State Drive - Grey",
+        offer_sku: Cow::Borrowed("SHOP-SAMSUNG-T7-1TB"),
+        product_sku: Cow::Borrowed("14947357"),
+        title: Cow::Borrowed("Samsung T7 1TB USB 3.2 External Solid State Drive - Grey"),
         category_code: "CAT_STORAGE",
         category_label: "External Storage",
         unit_cents: 15_999,
@@ -137,7 +149,7 @@ pub(crate) struct Customer {
 #[derive(Debug)]
 pub(crate) struct Line {
     pub id: String,
-    pub product: &'static Product,
+    pub product: Arc<Product>,
     pub offer_id: u64,
     pub quantity: u32,
 }
@@ -170,31 +182,140 @@ pub(crate) struct Content {
     pub shipping_deadline: String,
     pub customer: Customer,
     pub lines: Vec<Line>,
+    /// `order_tax_mode` as OR11 shows it; only TAX_EXCLUDED adds taxes to the lines.
+    pub tax_mode: String,
 }
 
 /// Largest number of lines an order may have; real orders rarely have more than a handful.
 pub(crate) const MAX_LINES: u32 = 100;
 
+pub(crate) const TAX_INCLUDED: &str = "TAX_INCLUDED";
+pub(crate) const TAX_EXCLUDED: &str = "TAX_EXCLUDED";
+
+/// What generated orders draw their lines from, and where scripted lines find their defaults.
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    products: Arc<[Arc<Product>]>,
+    by_sku: Arc<HashMap<String, usize>>,
+}
+
+impl Default for Catalogue {
+    /// The built-in products, which the benchmarks' and tests' seeded orders depend on.
+    fn default() -> Catalogue {
+        Catalogue::new(PRODUCTS.to_vec())
+    }
+}
+
+impl Catalogue {
+    fn new(products: Vec<Product>) -> Catalogue {
+        let by_sku = products
+            .iter()
+            .enumerate()
+            .map(|(at, product)| (product.offer_sku.to_string(), at))
+            .collect();
+        Catalogue {
+            products: products.into_iter().map(Arc::new).collect(),
+            by_sku: Arc::new(by_sku),
+        }
+    }
+
+    /// How many SKUs it holds.
+    pub fn len(&self) -> usize {
+        self.products.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+
+    fn get(&self, sku: &str) -> Option<&Arc<Product>> {
+        self.by_sku.get(sku).map(|&at| &self.products[at])
+    }
+
+    fn draw(&self, rng: &mut StdRng) -> Arc<Product> {
+        Arc::clone(&self.products[rng.random_range(0..self.products.len())])
+    }
+}
+
+/// Dollars to cents, rounded; negative and NaN prices read 0.
+fn cents(price: f64) -> u64 {
+    // Saturating float-to-int conversion: the documented way to clamp.
+    (price * 100.0).round() as u64
+}
+
+/// A random line from the catalogue.
+fn random_line(rng: &mut StdRng, catalogue: &Catalogue, id: String) -> Line {
+    Line {
+        id,
+        product: catalogue.draw(rng),
+        offer_id: rng.random_range(2_000..100_000),
+        // Most marketplace lines are a single unit.
+        quantity: if rng.random_range(0..10) < 8 {
+            1
+        } else {
+            rng.random_range(2..=3)
+        },
+    }
+}
+
+/// A line exactly as scripted; what the script leaves out comes from the catalogue.
+fn scripted_line(rng: &mut StdRng, catalogue: &Catalogue, id: String, item: &LineSpec) -> Line {
+    let known = catalogue.get(&item.sku);
+    let product = Product {
+        offer_sku: Cow::Owned(item.sku.clone()),
+        product_sku: match (&item.product_sku, known) {
+            (Some(product_sku), _) => Cow::Owned(product_sku.clone()),
+            (None, Some(known)) => known.product_sku.clone(),
+            (None, None) => Cow::Owned(derived_product_sku(&item.sku)),
+        },
+        title: known.map_or_else(|| Cow::Owned(item.sku.clone()), |known| known.title.clone()),
+        category_code: known.map_or(GENERAL_CATEGORY.0, |known| known.category_code),
+        category_label: known.map_or(GENERAL_CATEGORY.1, |known| known.category_label),
+        unit_cents: item.unit_price.map_or_else(
+            || known.map_or(UNKNOWN_SKU_CENTS, |known| known.unit_cents),
+            cents,
+        ),
+        shipping_cents: known.map_or(0, |known| known.shipping_cents),
+    };
+    Line {
+        id,
+        product: Arc::new(product),
+        offer_id: rng.random_range(2_000..100_000),
+        quantity: item.quantity.max(1),
+    }
+}
+
+/// The marketplace's product id for a SKU it has no product for.
+fn derived_product_sku(sku: &str) -> String {
+    format!("P-{sku}")
+}
+
+/// Category of SKUs from `--skus` and of scripted SKUs in no catalogue.
+const GENERAL_CATEGORY: (&str, &str) = ("CAT_GENERAL", "General");
+
 pub(crate) fn generate(
     rng: &mut StdRng,
+    catalogue: &Catalogue,
     id: String,
     created: DateTime<Utc>,
-    lines: Option<u32>,
+    spec: &OrderSpec,
 ) -> Content {
-    let line_count = lines.map_or_else(|| rng.random_range(1..=3), |n| n.clamp(1, MAX_LINES));
-    let lines = (1..=line_count)
-        .map(|index| Line {
-            id: format!("{id}-{index}"),
-            product: &PRODUCTS[rng.random_range(0..PRODUCTS.len())],
-            offer_id: rng.random_range(2_000..100_000),
-            // Most marketplace lines are a single unit.
-            quantity: if rng.random_range(0..10) < 8 {
-                1
-            } else {
-                rng.random_range(2..=3)
-            },
-        })
-        .collect();
+    let lines = match spec.items.as_deref() {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .take(MAX_LINES as usize)
+            .enumerate()
+            .map(|(at, item)| scripted_line(rng, catalogue, format!("{id}-{}", at + 1), item))
+            .collect(),
+        _ => {
+            let count = spec
+                .lines
+                .map_or_else(|| rng.random_range(1..=3), |n| n.clamp(1, MAX_LINES));
+            (1..=count)
+                .map(|index| random_line(rng, catalogue, format!("{id}-{index}")))
+                .collect()
+        }
+    };
     let (city, province, postal_code) = PLACES[rng.random_range(0..PLACES.len())];
     let customer = Customer {
         id: format!("CUST-{:08}", rng.random_range(0..100_000_000u32)),
@@ -215,5 +336,9 @@ pub(crate) fn generate(
         shipping_deadline: date(later(created, Duration::from_secs(3 * 24 * 3600))),
         customer,
         lines,
+        tax_mode: spec
+            .tax_mode
+            .clone()
+            .unwrap_or_else(|| TAX_INCLUDED.to_owned()),
     }
 }

@@ -51,16 +51,50 @@ async fn add_orders(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
         (None, Some(_)) => return bad(format!("orders: at most {MAX_BATCH}")),
         _ => return bad("give exactly one of count and orders"),
     };
-    if let Some(spec) = specs.iter().find(|spec| {
-        spec.lines
-            .is_some_and(|lines| !(1..=MAX_LINES).contains(&lines))
+    if let Some(problem) = specs.iter().find_map(|spec| {
+        problem(spec).map(|problem| format!("{problem} (order {:?})", spec.order_id))
     }) {
-        return bad(format!(
-            "lines must be between 1 and {MAX_LINES} (order {:?})",
-            spec.order_id
-        ));
+        return bad(problem);
     }
     Json(json!({ "order_ids": sim.add_orders(specs) })).into_response()
+}
+
+/// What is wrong with a scripted order, if anything; the in-process API clamps instead.
+fn problem(spec: &OrderSpec) -> Option<String> {
+    if spec
+        .lines
+        .is_some_and(|lines| !(1..=MAX_LINES).contains(&lines))
+    {
+        return Some(format!("lines must be between 1 and {MAX_LINES}"));
+    }
+    let items = spec.items.as_deref()?;
+    if !(1..=MAX_LINES as usize).contains(&items.len()) {
+        return Some(format!(
+            "items must hold between 1 and {MAX_LINES} lines, not {}",
+            items.len()
+        ));
+    }
+    items.iter().enumerate().find_map(|(at, item)| {
+        let line = at + 1;
+        if item.sku.trim().is_empty() {
+            Some(format!("item {line}: sku must not be empty"))
+        } else if item.quantity == 0 {
+            Some(format!(
+                "item {line} ({}): quantity must be at least 1",
+                item.sku
+            ))
+        } else if item
+            .unit_price
+            .is_some_and(|price| !price.is_finite() || price < 0.0)
+        {
+            Some(format!(
+                "item {line} ({}): unit_price must be a price of 0 or more",
+                item.sku
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 async fn show_order(State(sim): State<Arc<Shared>>, Path(order_id): Path<String>) -> Response {

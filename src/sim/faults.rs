@@ -1,7 +1,7 @@
 //! Fault injection: what can go wrong, the seeded dice that decide when, and the responses a
 //! misbehaving marketplace sends.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,8 +25,12 @@ pub struct Faults {
     pub throttle_rate: f64,
     /// `Retry-After` on every 429, in whole seconds rounded up.
     pub retry_after: Duration,
-    /// Requests per second (token bucket, bursts up to one second's worth) over which the
-    /// answer is 429; `Some(0)` throttles everything.
+    /// Sends `Retry-After` as an HTTP-date (`now + retry_after`, rounded up to the second)
+    /// instead of seconds.
+    pub retry_after_http_date: bool,
+    /// Requests per second for each endpoint (OR11, OR21, A01 and the rest, each its own token
+    /// bucket, bursts up to one second's worth) over which the answer is 429; `Some(0)`
+    /// throttles everything.
     pub rate_limit: Option<u32>,
     /// OR21 calls whose acceptance is applied but whose answer is delayed by `slow_delay`,
     /// past the client's timeout.
@@ -49,6 +53,7 @@ impl Default for Faults {
             error_rate: 0.0,
             throttle_rate: 0.0,
             retry_after: Duration::from_secs(1),
+            retry_after_http_date: false,
             rate_limit: None,
             slow_rate: 0.0,
             slow_delay: Duration::from_secs(30),
@@ -141,9 +146,24 @@ fn html(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
-/// A 429 with `Retry-After` in whole seconds, rounded up.
-pub(crate) fn throttled(retry_after: Duration) -> Response {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+/// `Retry-After` in whole seconds rounded up, or as the HTTP-date that many seconds from now.
+fn retry_after(faults: &Faults) -> HeaderValue {
+    let wait = faults.retry_after;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if !faults.retry_after_http_date {
+        return HeaderValue::from(seconds);
+    }
+    // Rounded up to the next whole second, so the date never asks for less than the wait.
+    let now = SystemTime::now();
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let whole = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 1);
+    let at = whole + Duration::from_secs(seconds);
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .unwrap_or_else(|_| HeaderValue::from(seconds))
+}
+
+/// A 429 with `Retry-After` as `--retry-after-format` says.
+pub(crate) fn throttled(faults: &Faults) -> Response {
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "TOO_MANY_REQUESTS",
@@ -152,7 +172,7 @@ pub(crate) fn throttled(retry_after: Duration) -> Response {
     .into_response();
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        .insert(header::RETRY_AFTER, retry_after(faults));
     response
 }
 
@@ -166,7 +186,7 @@ impl Failure {
             )
             .into_response(),
             Failure::Status(status) => html(status, GATEWAY_PAGE),
-            Failure::Throttle => throttled(faults.retry_after),
+            Failure::Throttle => throttled(faults),
             Failure::Html => html(StatusCode::OK, HTML_PAGE),
         }
     }

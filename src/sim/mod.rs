@@ -2,14 +2,22 @@
 //! benchmarks, with per-order scripts and seeded random faults.
 //!
 //! Order states are computed from the clock when read, so no background task is needed. After
-//! an OR21 204 accepting every line, an order reads WAITING_ACCEPTANCE for one `step` (Mirakl's
-//! lag), then WAITING_DEBIT, WAITING_DEBIT_PAYMENT and SHIPPING one step apart. A step of zero
-//! makes every transition immediate: the order reads SHIPPING right after the 204. Orders fated
-//! to cancel read CANCELED one step after acceptance; stuck ones read WAITING_ACCEPTANCE
-//! forever. Refusing every line makes an order REFUSED at once.
+//! an OR21 204 accepting at least one line, an order reads WAITING_ACCEPTANCE for one `step`
+//! (Mirakl's lag), then WAITING_DEBIT, WAITING_DEBIT_PAYMENT and SHIPPING one step apart. A
+//! step of zero makes every transition immediate: the order reads SHIPPING right after the 204.
+//! Orders fated to cancel read CANCELED one step after acceptance; stuck ones read
+//! WAITING_ACCEPTANCE forever. Refusing every line makes an order REFUSED at once; refusing
+//! only some makes those lines read REFUSED while the others follow the order (unless
+//! `partial_acceptance` is off: then OR21 answers ORDER_PARTIAL_ACCEPTANCE_DISABLED). An order
+//! still undecided `acceptance_deadline` after its creation reads REFUSED with
+//! [`ACCEPTANCE_DEADLINE_REASON`].
 //!
 //! Once decided, an order refuses any further OR21 with ORDER_INVALID_STATE, even while it
 //! still reads WAITING_ACCEPTANCE: that is a double accept, counted in `or21_not_waiting`.
+//!
+//! Orders draw their lines from a [`Catalogue`] (the built-in products unless `--skus` names
+//! the seller's own), or take exact lines from [`OrderSpec::items`]. `--rate-limit` gives each
+//! endpoint its own token bucket; every 429 is counted per endpoint in [`SimStats::throttled`].
 
 mod catalogue;
 mod control;
@@ -27,8 +35,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use catalogue::Catalogue;
 pub use faults::Faults;
-pub use state::{Behaviour, OrderSpec, Scripted, SimStats};
+pub use order::ACCEPTANCE_DEADLINE_REASON;
+pub use state::{Behaviour, LineSpec, OrderSpec, Scripted, SimStats};
+
+use order::Timing;
 
 use state::State;
 
@@ -42,11 +54,20 @@ pub struct SimConfig {
     pub seed: u64,
     /// Time between state transitions after acceptance.
     pub step: Duration,
+    /// Orders still undecided in WAITING_ACCEPTANCE this long after creation read REFUSED with
+    /// `ACCEPTANCE_DEADLINE_REASON`, and OR21 on them answers ORDER_INVALID_STATE.
+    pub acceptance_deadline: Duration,
+    /// OR21 may refuse some lines and accept the others; when false, a mixed decision answers
+    /// ORDER_PARTIAL_ACCEPTANCE_DISABLED.
+    pub partial_acceptance: bool,
+    /// What generated orders draw their lines from.
+    pub catalogue: Catalogue,
     pub faults: Faults,
 }
 
 impl SimConfig {
-    /// No orders, seed 1, a 200 ms step, no faults (`Retry-After` 1 s, slow answers 30 s
+    /// No orders, seed 1, a 200 ms step, Best Buy's 24-hour acceptance deadline, partial
+    /// acceptance on, the built-in products, no faults (`Retry-After` 1 s, slow answers 30 s
     /// when those faults are switched on).
     pub fn new(key: impl Into<String>) -> SimConfig {
         SimConfig {
@@ -54,7 +75,17 @@ impl SimConfig {
             orders: 0,
             seed: 1,
             step: Duration::from_millis(200),
+            acceptance_deadline: Duration::from_secs(24 * 3600),
+            partial_acceptance: true,
+            catalogue: Catalogue::default(),
             faults: Faults::default(),
+        }
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        Timing {
+            step: self.step,
+            acceptance_deadline: self.acceptance_deadline,
         }
     }
 }
@@ -91,7 +122,7 @@ impl Shared {
     }
 
     fn stats(&self) -> SimStats {
-        self.lock().stats(Utc::now(), self.config.step)
+        self.lock().stats(Utc::now(), self.config.timing())
     }
 
     /// One order and its state now, detached from the lock for rendering.
@@ -100,7 +131,7 @@ impl Shared {
         let order = state.order(order_id)?;
         Some((
             Arc::clone(&order.content),
-            order.status(Utc::now(), self.config.step),
+            order.status(Utc::now(), self.config.timing()),
         ))
     }
 }
@@ -153,9 +184,11 @@ impl Simulator {
     /// The Mirakl state code OR11 would show now.
     pub fn order_state(&self, order_id: &str) -> Option<String> {
         let state = self.shared.lock();
-        state
-            .order(order_id)
-            .map(|order| order.state(Utc::now(), self.shared.config.step).to_owned())
+        state.order(order_id).map(|order| {
+            order
+                .state(Utc::now(), self.shared.config.timing())
+                .to_owned()
+        })
     }
 
     /// Stops accepting connections, cuts slow answers short and waits for the server task.

@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 
 use super::Scripted;
-use super::catalogue::Content;
+use super::catalogue::{Content, TAX_EXCLUDED};
 
 pub(crate) const WAITING_ACCEPTANCE: &str = "WAITING_ACCEPTANCE";
 const WAITING_DEBIT: &str = "WAITING_DEBIT";
@@ -21,7 +21,25 @@ const CANCELED: &str = "CANCELED";
 /// customer's reason code; the simulator always blames the customer).
 const CANCEL_REASON: &str = "CUSTOMER_CANCELED";
 
-/// What happens to an order after a 204 that accepted all its lines; fixed when it is created.
+/// The reason an order refused automatically at the acceptance deadline carries. Mirakl's own
+/// code for it is not in its published API, so this is the simulator's choice.
+pub const ACCEPTANCE_DEADLINE_REASON: &str = "AUTO_REFUSED_ACCEPTANCE_DEADLINE";
+
+/// Best Buy Canada's harmonised sales tax, which TAX_EXCLUDED orders carry on every line.
+const HST_CODE: &str = "HST";
+const HST_PERCENT: u64 = 13;
+
+/// The clock settings every state computation needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// Time between state transitions after acceptance.
+    pub step: Duration,
+    /// How long after creation an undecided order is refused automatically.
+    pub acceptance_deadline: Duration,
+}
+
+/// What happens to an order after a 204 that accepted some of its lines; fixed when it is
+/// created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fate {
     /// WAITING_DEBIT, WAITING_DEBIT_PAYMENT, SHIPPING, one step apart.
@@ -35,7 +53,9 @@ pub(crate) enum Fate {
 #[derive(Debug)]
 struct Decision {
     at: DateTime<Utc>,
-    accepted: bool,
+    /// Indexes of the lines refused; every line refused refuses the order.
+    refused_lines: Vec<usize>,
+    all_refused: bool,
 }
 
 /// Where an order is in its life, derived from its decision and the clock.
@@ -50,6 +70,8 @@ enum Phase {
     Shipping,
     Canceled,
     Refused,
+    /// Left undecided in WAITING_ACCEPTANCE past the acceptance deadline.
+    Expired,
 }
 
 /// Why OR21 refused a decision; the routes turn these into Mirakl error codes.
@@ -66,7 +88,8 @@ pub(crate) enum AcceptError {
 /// What a valid OR21 did, for the statistics.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Accepted {
-    All(Fate),
+    /// At least one line accepted: the order goes on to its fate.
+    Lines(Fate),
     Refused,
 }
 
@@ -89,6 +112,8 @@ pub(crate) struct Status {
     updated: DateTime<Utc>,
     decided: Option<DateTime<Utc>>,
     debited: Option<DateTime<Utc>>,
+    /// Indexes of lines that read REFUSED while the order goes on.
+    refused_lines: Vec<usize>,
 }
 
 /// States in which the customer has been debited and the shop may ship: addresses are visible.
@@ -130,14 +155,23 @@ impl Order {
         }
     }
 
-    fn phase(&self, now: DateTime<Utc>, step: Duration) -> Phase {
+    /// When an undecided order is refused automatically.
+    fn deadline(&self, timing: Timing) -> DateTime<Utc> {
+        later(self.content.created, timing.acceptance_deadline)
+    }
+
+    fn phase(&self, now: DateTime<Utc>, timing: Timing) -> Phase {
         let Some(decision) = &self.decision else {
-            return Phase::Initial;
+            return if self.initial_state == WAITING_ACCEPTANCE && now >= self.deadline(timing) {
+                Phase::Expired
+            } else {
+                Phase::Initial
+            };
         };
-        if !decision.accepted {
+        if decision.all_refused {
             return Phase::Refused;
         }
-        match (self.fate, steps_since(decision.at, now, step)) {
+        match (self.fate, steps_since(decision.at, now, timing.step)) {
             (Fate::Stuck, _) | (_, 0) => Phase::Lagging,
             (Fate::Cancels, _) => Phase::Canceled,
             (Fate::Moves, 1) => Phase::Debit,
@@ -147,27 +181,38 @@ impl Order {
     }
 
     /// The Mirakl state code OR11 would show now.
-    pub fn state(&self, now: DateTime<Utc>, step: Duration) -> &str {
-        match self.phase(now, step) {
+    pub fn state(&self, now: DateTime<Utc>, timing: Timing) -> &str {
+        match self.phase(now, timing) {
             Phase::Initial => &self.initial_state,
             Phase::Lagging => WAITING_ACCEPTANCE,
             Phase::Debit => WAITING_DEBIT,
             Phase::DebitPayment => WAITING_DEBIT_PAYMENT,
             Phase::Shipping => SHIPPING,
             Phase::Canceled => CANCELED,
-            Phase::Refused => REFUSED,
+            Phase::Refused | Phase::Expired => REFUSED,
         }
     }
 
     /// When OR11 would say the order last changed.
-    pub fn updated(&self, now: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
-        self.status(now, step).updated
+    pub fn updated(&self, now: DateTime<Utc>, timing: Timing) -> DateTime<Utc> {
+        self.status(now, timing).updated
     }
 
-    pub fn status(&self, now: DateTime<Utc>, step: Duration) -> Status {
-        let phase = self.phase(now, step);
-        let state = self.state(now, step).to_owned();
+    pub fn status(&self, now: DateTime<Utc>, timing: Timing) -> Status {
+        let phase = self.phase(now, timing);
+        let state = self.state(now, timing).to_owned();
         let created = self.content.created;
+        if phase == Phase::Expired {
+            let deadline = self.deadline(timing);
+            return Status {
+                state,
+                reason: Some(ACCEPTANCE_DEADLINE_REASON.to_owned()),
+                updated: deadline,
+                decided: Some(deadline),
+                debited: None,
+                refused_lines: Vec::new(),
+            };
+        }
         let Some(decision) = &self.decision else {
             let decided = (past_debit(&state)
                 || matches!(
@@ -182,11 +227,12 @@ impl Order {
                 updated: created,
                 decided,
                 debited,
+                refused_lines: Vec::new(),
             };
         };
-        let after = |steps: u32| later(decision.at, step.saturating_mul(steps));
+        let after = |steps: u32| later(decision.at, timing.step.saturating_mul(steps));
         let (updated, decided, debited, reason) = match phase {
-            Phase::Initial | Phase::Lagging => (created, None, None, None),
+            Phase::Initial | Phase::Lagging | Phase::Expired => (created, None, None, None),
             Phase::Refused => (decision.at, Some(decision.at), None, None),
             Phase::Debit => (after(1), Some(decision.at), None, None),
             Phase::DebitPayment => (after(2), Some(decision.at), None, None),
@@ -204,6 +250,7 @@ impl Order {
             updated,
             decided,
             debited,
+            refused_lines: decision.refused_lines.clone(),
         }
     }
 
@@ -212,12 +259,18 @@ impl Order {
         &mut self,
         decisions: &[(String, bool)],
         now: DateTime<Utc>,
-        step: Duration,
+        timing: Timing,
+        partial_acceptance: bool,
     ) -> Result<Accepted, AcceptError> {
         // An order already decided is no longer acceptable even while it still reads
         // WAITING_ACCEPTANCE: a second OR21 is a double accept.
-        if self.decision.is_some() || self.initial_state != WAITING_ACCEPTANCE {
-            return Err(AcceptError::InvalidState(self.state(now, step).to_owned()));
+        if self.decision.is_some()
+            || self.initial_state != WAITING_ACCEPTANCE
+            || self.phase(now, timing) == Phase::Expired
+        {
+            return Err(AcceptError::InvalidState(
+                self.state(now, timing).to_owned(),
+            ));
         }
         let mut seen = HashSet::with_capacity(decisions.len());
         for (id, _) in decisions {
@@ -240,15 +293,30 @@ impl Order {
         if !missing.is_empty() {
             return Err(AcceptError::DecisionMissing(missing));
         }
-        let accepted = decisions.iter().all(|(_, accepted)| *accepted);
-        if !accepted && decisions.iter().any(|(_, accepted)| *accepted) {
+        let refused: HashSet<&str> = decisions
+            .iter()
+            .filter(|(_, accepted)| !accepted)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let all_refused = refused.len() == lines.len();
+        if !partial_acceptance && !refused.is_empty() && !all_refused {
             return Err(AcceptError::PartialAcceptance);
         }
-        self.decision = Some(Decision { at: now, accepted });
-        Ok(if accepted {
-            Accepted::All(self.fate)
-        } else {
+        let refused_lines = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| refused.contains(line.id.as_str()))
+            .map(|(at, _)| at)
+            .collect();
+        self.decision = Some(Decision {
+            at: now,
+            refused_lines,
+            all_refused,
+        });
+        Ok(if all_refused {
             Accepted::Refused
+        } else {
+            Accepted::Lines(self.fate)
         })
     }
 }
@@ -317,8 +385,17 @@ struct References<'a> {
     order_reference_for_customer: &'a str,
 }
 
-/// An always-empty JSON array (cancelations, refunds, taxes... the simulator has none).
+/// An always-empty JSON array (cancelations, refunds... the simulator has none).
 type Empty = [u8; 0];
+
+/// A tax on a line's price, as `OR11_Response_200_Orders_OrderLines_Taxes` has it.
+#[derive(Serialize)]
+struct Tax {
+    amount: f64,
+    code: &'static str,
+    rate: u64,
+    tax_calculation_rule: &'static str,
+}
 
 #[derive(Serialize)]
 struct LineView<'a> {
@@ -357,7 +434,7 @@ struct LineView<'a> {
     refunds: Empty,
     shipping_price: f64,
     shipping_taxes: Empty,
-    taxes: Empty,
+    taxes: Vec<Tax>,
     total_commission: f64,
     total_price: f64,
 }
@@ -425,6 +502,16 @@ impl Status {
     }
 }
 
+/// HST on a price in cents, rounded half up to the cent.
+fn hst(price_cents: u64) -> Tax {
+    Tax {
+        amount: money((price_cents * HST_PERCENT + 50) / 100),
+        code: HST_CODE,
+        rate: HST_PERCENT,
+        tax_calculation_rule: "PROPORTIONAL_TO_AMOUNT",
+    }
+}
+
 pub(crate) fn render<'a>(
     content: &'a Content,
     status: &'a Status,
@@ -448,6 +535,7 @@ pub(crate) fn render<'a>(
     let updated = dates.updated.as_str();
     let debited = dates.debited.as_deref();
     let reason = status.reason.as_deref();
+    let taxed = content.tax_mode == TAX_EXCLUDED;
     let order_lines = content
         .lines
         .iter()
@@ -455,6 +543,12 @@ pub(crate) fn render<'a>(
         .map(|(index, line)| {
             let price = line.price_cents();
             let shipping = line.shipping_cents();
+            // Refused lines keep their own state whatever the accepted ones go on to.
+            let (line_state, line_reason) = if status.refused_lines.contains(&index) {
+                (REFUSED, None)
+            } else {
+                (status.state.as_str(), reason)
+            };
             LineView {
                 can_refund: false,
                 cancelations: [],
@@ -470,28 +564,28 @@ pub(crate) fn render<'a>(
                 fees: [],
                 last_updated_date: updated,
                 offer_id: line.offer_id,
-                offer_sku: line.product.offer_sku,
+                offer_sku: &line.product.offer_sku,
                 offer_state_code: "11",
                 order_line_additional_fields: [],
                 order_line_id: &line.id,
                 order_line_index: index + 1,
-                order_line_state: &status.state,
-                order_line_state_reason_code: reason,
+                order_line_state: line_state,
+                order_line_state_reason_code: line_reason,
                 order_line_state_reason_label: None,
                 origin_unit_price: money(line.product.unit_cents),
                 price: money(price),
                 price_additional_info: None,
                 price_unit: money(line.product.unit_cents),
                 product_medias: [],
-                product_shop_sku: line.product.offer_sku,
-                product_sku: line.product.product_sku,
-                product_title: line.product.title,
+                product_shop_sku: &line.product.offer_sku,
+                product_sku: &line.product.product_sku,
+                product_title: &line.product.title,
                 promotions: [],
                 quantity: line.quantity,
                 refunds: [],
                 shipping_price: money(shipping),
                 shipping_taxes: [],
-                taxes: [],
+                taxes: if taxed { vec![hst(price)] } else { Vec::new() },
                 total_commission: money(line.commission_cents()),
                 total_price: money(price + shipping),
             }
@@ -533,7 +627,7 @@ pub(crate) fn render<'a>(
         order_state: &status.state,
         order_state_reason_code: reason,
         order_state_reason_label: None,
-        order_tax_mode: "TAX_EXCLUDED",
+        order_tax_mode: &content.tax_mode,
         order_taxes: [],
         payment_type_camel: "VISA",
         payment_type: "VISA",

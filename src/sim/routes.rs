@@ -108,10 +108,7 @@ async fn gate(State(sim): State<Arc<Shared>>, request: Request, next: Next) -> R
         if delay.is_some() {
             state.count_fault("latency");
         }
-        let limited = authorized && !state.within_rate_limit(&sim.config, Instant::now());
-        if limited {
-            state.count_fault("rate_limit");
-        }
+        let limited = authorized && !state.within_rate_limit(&sim.config, endpoint, Instant::now());
         (delay, limited)
     };
     if let Some(delay) = delay {
@@ -126,7 +123,7 @@ async fn gate(State(sim): State<Arc<Shared>>, request: Request, next: Next) -> R
         .into_response();
     }
     if limited {
-        return faults::throttled(sim.config.faults.retry_after);
+        return faults::throttled(&sim.config.faults);
     }
     next.run(request).await
 }
@@ -240,12 +237,12 @@ async fn or11(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Resp
     let config = &sim.config;
     let (page, slow) = {
         let mut state = sim.lock();
-        let page = state.list(&listing, Utc::now(), config.step);
+        let page = state.list(&listing, Utc::now(), config.timing());
         let injected = match page.scripted {
             Some(scripted) => scripted,
             None => state.dice.fault(&config.faults, Endpoint::Or11),
         };
-        match state.record(injected) {
+        match state.record(Endpoint::Or11, injected) {
             Some(Injected::Fail(failure)) => return failure.respond(&config.faults),
             injected => (page, injected == Some(Injected::Slow)),
         }
@@ -371,7 +368,7 @@ async fn a01(State(sim): State<Arc<Shared>>) -> Response {
     let orders_count = {
         let mut state = sim.lock();
         let injected = state.dice.fault(&sim.config.faults, Endpoint::A01);
-        if let Some(Injected::Fail(failure)) = state.record(injected) {
+        if let Some(Injected::Fail(failure)) = state.record(Endpoint::A01, injected) {
             return failure.respond(&sim.config.faults);
         }
         state.order_count()

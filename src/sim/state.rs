@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::SimConfig;
 use super::catalogue::{self, Content};
-use super::faults::{Dice, Endpoint, Injected, TokenBucket};
-use super::order::{AcceptError, Accepted, Fate, Order, Status, WAITING_ACCEPTANCE};
+use super::faults::{Dice, Endpoint, Failure, Injected, TokenBucket};
+use super::order::{AcceptError, Accepted, Fate, Order, Status, Timing, WAITING_ACCEPTANCE};
 
 /// An order to create, through `POST /sim/orders` or `Simulator::add_orders`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -28,7 +28,40 @@ pub struct OrderSpec {
     pub lines: Option<u32>,
     /// `order_state_reason_code` while the order is in its initial state.
     pub reason_code: Option<String>,
+    /// Exact lines, numbered `ID-1`, `ID-2`...; when set (and not empty), `lines` is ignored.
+    /// At most 100 are kept in process; `POST /sim/orders` refuses more.
+    pub items: Option<Vec<LineSpec>>,
+    /// The order's creation date; default now (seeded orders: spread over the last six hours).
+    pub created_at: Option<DateTime<Utc>>,
+    /// `order_tax_mode`: TAX_INCLUDED (default) or TAX_EXCLUDED, which adds 13 % HST to each
+    /// line's `taxes` on top of its prices. Any other code is shown as given, without taxes.
+    pub tax_mode: Option<String>,
     pub behaviour: Behaviour,
+}
+
+/// One scripted order line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineSpec {
+    /// OR11's `offer_sku` (and `product_shop_sku`).
+    pub sku: String,
+    /// Default 1; 0 counts as 1 in process, `POST /sim/orders` refuses it.
+    pub quantity: u32,
+    /// Per unit, in dollars; default the catalogue's price for `sku`, else 10.00.
+    pub unit_price: Option<f64>,
+    /// Default the catalogue's product for `sku`, else `P-` followed by the SKU.
+    pub product_sku: Option<String>,
+}
+
+impl Default for LineSpec {
+    fn default() -> LineSpec {
+        LineSpec {
+            sku: String::new(),
+            quantity: 1,
+            unit_price: None,
+            product_sku: None,
+        }
+    }
 }
 
 /// Per-order behaviour; scripted entries take precedence over random faults for that order.
@@ -75,6 +108,9 @@ pub struct SimStats {
     /// Per kind: latency, rate_limit, status_500, status_502, status_503, throttle, slow, html,
     /// and cancel/stuck for acceptances of orders that will not move on.
     pub faults_injected: BTreeMap<String, u64>,
+    /// 429 answers per endpoint, from `--rate-limit`, `--throttle-rate` and scripts alike.
+    #[serde(default)]
+    pub throttled: BTreeMap<String, u64>,
 }
 
 /// Seeded orders are created over the six hours before start-up, oldest first (well inside
@@ -106,6 +142,7 @@ struct Counters {
     or21_accepted: u64,
     or21_not_waiting: u64,
     faults: BTreeMap<&'static str, u64>,
+    throttled: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug)]
@@ -116,7 +153,8 @@ pub(crate) struct State {
     content_rng: StdRng,
     fates: Dice,
     pub dice: Dice,
-    bucket: Option<TokenBucket>,
+    /// `--rate-limit`'s token buckets, one per endpoint, created on first use.
+    buckets: BTreeMap<&'static str, TokenBucket>,
     counters: Counters,
 }
 
@@ -131,10 +169,7 @@ impl State {
             content_rng: StdRng::seed_from_u64(config.seed),
             fates: Dice::new(config.seed ^ 0x5eed_fa7e),
             dice: Dice::new(config.seed ^ 0xd1ce_0000),
-            bucket: config
-                .faults
-                .rate_limit
-                .map(|rate| TokenBucket::new(rate, Instant::now())),
+            buckets: BTreeMap::new(),
             counters: Counters::default(),
         };
         let count = config.orders as u128;
@@ -161,11 +196,18 @@ impl State {
     }
 
     pub fn add(&mut self, spec: OrderSpec, config: &SimConfig, created: DateTime<Utc>) -> String {
-        let id = match spec.order_id {
-            Some(id) => id,
+        let id = match &spec.order_id {
+            Some(id) => id.clone(),
             None => self.next_id(),
         };
-        let content = catalogue::generate(&mut self.content_rng, id.clone(), created, spec.lines);
+        let created = spec.created_at.unwrap_or(created);
+        let content = catalogue::generate(
+            &mut self.content_rng,
+            &config.catalogue,
+            id.clone(),
+            created,
+            &spec,
+        );
         let draw = self.fates.fate_draw();
         let faults = &config.faults;
         let behaviour = spec.behaviour;
@@ -212,12 +254,30 @@ impl State {
         *self.counters.faults.entry(key).or_default() += 1;
     }
 
-    /// False when `--rate-limit` says this request is one too many.
-    pub fn within_rate_limit(&mut self, config: &SimConfig, now: Instant) -> bool {
-        match (&mut self.bucket, config.faults.rate_limit) {
-            (Some(bucket), Some(rate)) => bucket.take(rate, now),
-            _ => true,
+    /// False when `--rate-limit` says this request is one too many for its endpoint; counted.
+    pub fn within_rate_limit(
+        &mut self,
+        config: &SimConfig,
+        endpoint: Endpoint,
+        now: Instant,
+    ) -> bool {
+        let Some(rate) = config.faults.rate_limit else {
+            return true;
+        };
+        let within = self
+            .buckets
+            .entry(endpoint.key())
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .take(rate, now);
+        if !within {
+            self.count_fault("rate_limit");
+            self.count_throttled(endpoint);
         }
+        within
+    }
+
+    fn count_throttled(&mut self, endpoint: Endpoint) {
+        *self.counters.throttled.entry(endpoint.key()).or_default() += 1;
     }
 
     /// The fault for this request: the order's script first, else the dice. Counted.
@@ -231,13 +291,16 @@ impl State {
             Some(script) => Injected::scripted(&script),
             None => self.dice.fault(&config.faults, Endpoint::Or21),
         };
-        self.record(injected)
+        self.record(Endpoint::Or21, injected)
     }
 
     /// Counts an injected fault and passes it on.
-    pub fn record(&mut self, injected: Option<Injected>) -> Option<Injected> {
+    pub fn record(&mut self, endpoint: Endpoint, injected: Option<Injected>) -> Option<Injected> {
         if let Some(injected) = injected {
             self.count_fault(injected.key());
+            if injected == Injected::Fail(Failure::Throttle) {
+                self.count_throttled(endpoint);
+            }
         }
         injected
     }
@@ -251,13 +314,13 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<(), AcceptError> {
         let at = *self.index.get(id).ok_or(AcceptError::OrderNotFound)?;
-        match self.orders[at].decide(decisions, now, config.step) {
+        match self.orders[at].decide(decisions, now, config.timing(), config.partial_acceptance) {
             Ok(outcome) => {
                 self.counters.or21_accepted += 1;
                 match outcome {
-                    Accepted::All(Fate::Cancels) => self.count_fault("cancel"),
-                    Accepted::All(Fate::Stuck) => self.count_fault("stuck"),
-                    Accepted::All(Fate::Moves) | Accepted::Refused => {}
+                    Accepted::Lines(Fate::Cancels) => self.count_fault("cancel"),
+                    Accepted::Lines(Fate::Stuck) => self.count_fault("stuck"),
+                    Accepted::Lines(Fate::Moves) | Accepted::Refused => {}
                 }
                 Ok(())
             }
@@ -273,7 +336,7 @@ impl State {
     /// OR11: the matching orders sorted by creation date then id, one page of them, and the
     /// script of the first order on the page that had one (every such order consumes one
     /// entry).
-    pub fn list(&mut self, listing: &Listing, now: DateTime<Utc>, step: Duration) -> Page {
+    pub fn list(&mut self, listing: &Listing, now: DateTime<Utc>, timing: Timing) -> Page {
         let mut matches: Vec<usize> = match &listing.order_ids {
             Some(ids) => {
                 let mut seen = HashSet::with_capacity(ids.len());
@@ -289,10 +352,10 @@ impl State {
             listing
                 .states
                 .as_ref()
-                .is_none_or(|states| states.contains(order.state(now, step)))
+                .is_none_or(|states| states.contains(order.state(now, timing)))
                 && listing
                     .start_update
-                    .is_none_or(|start| order.updated(now, step) >= start)
+                    .is_none_or(|start| order.updated(now, timing) >= start)
         });
         matches.sort_by(|&a, &b| {
             let (a, b) = (&self.orders[a].content, &self.orders[b].content);
@@ -315,7 +378,7 @@ impl State {
             .into_iter()
             .map(|at| {
                 let order = &self.orders[at];
-                (Arc::clone(&order.content), order.status(now, step))
+                (Arc::clone(&order.content), order.status(now, timing))
             })
             .collect();
         Page {
@@ -325,10 +388,10 @@ impl State {
         }
     }
 
-    pub fn stats(&self, now: DateTime<Utc>, step: Duration) -> SimStats {
+    pub fn stats(&self, now: DateTime<Utc>, timing: Timing) -> SimStats {
         let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
         for order in &self.orders {
-            *by_state.entry(order.state(now, step)).or_default() += 1;
+            *by_state.entry(order.state(now, timing)).or_default() += 1;
         }
         let owned = |map: &BTreeMap<&str, u64>| {
             map.iter()
@@ -347,6 +410,7 @@ impl State {
             or21_accepted: self.counters.or21_accepted,
             or21_not_waiting: self.counters.or21_not_waiting,
             faults_injected: owned(&self.counters.faults),
+            throttled: owned(&self.counters.throttled),
         }
     }
 }
