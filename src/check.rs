@@ -2,7 +2,8 @@
 //! ✗ with what was found, so an operator fixing a deployment sees every problem in one go.
 //!
 //! The checks: the configuration loads; the database answers; its migrations match this
-//! binary's; the marketplace answers A01 and accepts the key. The key is never printed.
+//! binary's; with rules on, the stock relation is usable; the marketplace answers A01 and
+//! accepts the key. The key is never printed.
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub struct CheckReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckLine {
-    /// `configuration`, `database`, `migrations` or `marketplace`.
+    /// `configuration`, `database`, `migrations`, `stock` (rules on) or `marketplace`.
     pub check: &'static str,
     pub ok: bool,
     /// What was found: on success what was reached, on failure why and what to do.
@@ -99,6 +100,9 @@ pub async fn run_checks(settings: &Settings) -> CheckReport {
         Ok(pool) => {
             checks.push(database_version(&pool, settings).await);
             checks.push(migrations(&pool).await);
+            if settings.rules.enabled {
+                checks.push(stock_relation(&pool, &settings.rules.stock_relation).await);
+            }
             pool
         }
         Err(err) => {
@@ -148,6 +152,26 @@ async fn migrations(pool: &PgPool) -> CheckLine {
         return passed("migrations", format!("all {count} applied"));
     }
     failed("migrations", describe_migrations(&state))
+}
+
+async fn stock_relation(pool: &PgPool, relation: &str) -> CheckLine {
+    match db::stock::inspect_stock_relation(pool, relation).await {
+        Ok(columns) => {
+            let optional: Vec<&str> = [
+                ("min_price", columns.min_price),
+                ("backorder", columns.backorder),
+            ]
+            .into_iter()
+            .filter_map(|(name, present)| present.then_some(name))
+            .collect();
+            let extra = match optional.is_empty() {
+                true => String::new(),
+                false => format!(", {}", optional.join(", ")),
+            };
+            passed("stock", format!("{relation} has sku, available{extra}"))
+        }
+        Err(err) => failed("stock", err.to_string()),
+    }
 }
 
 fn describe_migrations(state: &MigrationState) -> String {

@@ -256,6 +256,9 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     if settings.database.migrate_on_start {
         db::migrate(&pool, &settings.database).await?;
     }
+    if settings.rules.enabled {
+        db::stock::inspect_stock_relation(&pool, &settings.rules.stock_relation).await?;
+    }
     let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
         .context("setting up the marketplace client")?;
     let server = match settings.server.listen {

@@ -165,17 +165,30 @@ async fn preflight_records_decided_orders_without_sending_or21(pool: PgPool) {
     }
     let summary = run_once(&app).await;
     assert_eq!(
-        (summary.accepted, summary.cancelled, summary.failed),
-        (2, 2, 0)
+        (
+            summary.accepted,
+            summary.refused,
+            summary.cancelled,
+            summary.failed
+        ),
+        (2, 1, 1, 0)
     );
     assert_eq!(app.sim.stats().requests.get("OR21"), None, "no OR21 at all");
 
+    // Issue 9: REFUSED is recorded as `refused`, its reason code in its own column.
     let (status, note) = app.current_status("REF-1").await;
-    assert_eq!(status, "cancelled");
+    assert_eq!(status, "refused");
     assert_eq!(
         note.as_deref(),
         Some("Order is REFUSED at the marketplace (reason: OUT_OF_STOCK).")
     );
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT reason_code FROM order_status_history WHERE order_id = 'REF-1' AND status = 'refused'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("reason code");
+    assert_eq!(reason.as_deref(), Some("OUT_OF_STOCK"));
     assert_eq!(app.current_status("CAN-1").await.0, "cancelled");
     let (status, note) = app.current_status("SHIP-1").await;
     assert_eq!(status, "accepted");

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use order_acceptance::config::{ApiCallsSettings, MarketplaceSettings, RetrySettings};
-use order_acceptance::marketplace::{Endpoint, MarketplaceClient, MarketplaceError, OrderState};
+use order_acceptance::marketplace::{
+    Endpoint, LineDecision, MarketplaceClient, MarketplaceError, OrderState,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -483,7 +485,7 @@ async fn not_found_404(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("X-404", &["X-404-1".into()])
+        .accept_order("X-404", &[LineDecision::accept("X-404-1")])
         .await
         .unwrap_err();
     let MarketplaceError::NotFound {
@@ -516,7 +518,7 @@ async fn order_invalid_state_400_is_invalid_state(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("S-1", &["S-1-1".into()])
+        .accept_order("S-1", &[LineDecision::accept("S-1-1")])
         .await
         .unwrap_err();
     let MarketplaceError::InvalidState { order_id, code, .. } = &err else {
@@ -540,7 +542,7 @@ async fn order_invalid_state_in_the_message_field_is_recognised(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("S-2", &["S-2-1".into()])
+        .accept_order("S-2", &[LineDecision::accept("S-2-1")])
         .await
         .unwrap_err();
     assert!(
@@ -562,7 +564,7 @@ async fn another_400_is_rejected_with_its_code(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("R-1", &["R-1-9".into()])
+        .accept_order("R-1", &[LineDecision::accept("R-1-9")])
         .await
         .unwrap_err();
     let MarketplaceError::Rejected {
@@ -645,7 +647,7 @@ async fn or21_500_returns_at_once_as_maybe_taken_effect(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("M-1", &["M-1-1".into()])
+        .accept_order("M-1", &[LineDecision::accept("M-1-1")])
         .await
         .unwrap_err();
     assert!(err.is_transient() && err.may_have_taken_effect(), "{err:?}");
@@ -668,7 +670,10 @@ async fn or21_503_is_retried_and_then_succeeds(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
 
-    client.accept_order("N-1", &["N-1-1".into()]).await.unwrap();
+    client
+        .accept_order("N-1", &[LineDecision::accept("N-1-1")])
+        .await
+        .unwrap();
     let rows = rows(&pool).await;
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[0].status_code, rows[0].attempt), (Some(503), Some(1)));
@@ -686,7 +691,7 @@ async fn or21_503_every_time_is_transient_and_not_taken_effect(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("N-2", &["N-2-1".into()])
+        .accept_order("N-2", &[LineDecision::accept("N-2-1")])
         .await
         .unwrap_err();
     assert!(
@@ -760,7 +765,7 @@ async fn a_429_on_or21_is_retried_as_nothing_happened(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("Q-1", &["Q-1-1".into()])
+        .accept_order("Q-1", &[LineDecision::accept("Q-1-1")])
         .await
         .unwrap_err();
     assert!(
@@ -813,7 +818,7 @@ async fn an_or21_timeout_returns_at_once_as_maybe_taken_effect(pool: PgPool) {
 
     let started = Instant::now();
     let err = client
-        .accept_order("T-2", &["T-2-1".into()])
+        .accept_order("T-2", &[LineDecision::accept("T-2-1")])
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -850,7 +855,7 @@ async fn connection_refused_is_transient_and_did_not_take_effect(pool: PgPool) {
     let client = client(&settings(&refused_url()), &pool);
 
     let err = client
-        .accept_order("C-1", &["C-1-1".into()])
+        .accept_order("C-1", &[LineDecision::accept("C-1-1")])
         .await
         .unwrap_err();
     assert!(
@@ -880,7 +885,7 @@ async fn or21_answering_200_instead_of_204_is_not_a_success(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("W-1", &["W-1-1".into()])
+        .accept_order("W-1", &[LineDecision::accept("W-1-1")])
         .await
         .unwrap_err();
     assert!(matches!(err, MarketplaceError::Malformed { .. }), "{err:?}");
@@ -914,7 +919,10 @@ async fn or21_sends_the_documented_request_and_records_one_row(pool: PgPool) {
     let client = client(&settings, &pool);
 
     client
-        .accept_order("A-1", &["A-1-1".into(), "A-1-2".into()])
+        .accept_order(
+            "A-1",
+            &[LineDecision::accept("A-1-1"), LineDecision::accept("A-1-2")],
+        )
         .await
         .unwrap();
     server.verify().await;
@@ -1009,7 +1017,7 @@ async fn base_urls_with_prefix_or_trailing_slash_and_odd_order_ids(pool: PgPool)
     }
     for base in [server.uri(), format!("{}/", server.uri())] {
         client(&settings(&base), &pool)
-            .accept_order("A/B 1", &["L".into()])
+            .accept_order("A/B 1", &[LineDecision::accept("L")])
             .await
             .unwrap();
     }
@@ -1029,7 +1037,10 @@ async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
         .await
         .unwrap();
     let client = client(&settings(&server.uri()), &pool);
-    client.accept_order("D-1", &["D-1-1".into()]).await.unwrap();
+    client
+        .accept_order("D-1", &[LineDecision::accept("D-1-1")])
+        .await
+        .unwrap();
     server.verify().await;
 }
 
@@ -1093,10 +1104,13 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
 
     let logs = all_logs();
     let mut errors = Vec::new();
-    client.accept_order("K-1", &["K-1-1".into()]).await.unwrap();
+    client
+        .accept_order("K-1", &[LineDecision::accept("K-1-1")])
+        .await
+        .unwrap();
     errors.push(
         client
-            .accept_order("K-2", &["K-2-1".into()])
+            .accept_order("K-2", &[LineDecision::accept("K-2-1")])
             .await
             .unwrap_err(),
     );
@@ -1204,9 +1218,19 @@ async fn requests_follow_the_openapi_spec(pool: PgPool) {
     settings.shop_id = Some("2001".into());
     let client = client(&settings, &pool);
 
-    client.accept_order("O-1", &["O-1-1".into()]).await.unwrap();
     client
-        .accept_order("O-2", &["O-2-1".into(), "O-2-2".into(), "O-2-3".into()])
+        .accept_order("O-1", &[LineDecision::accept("O-1-1")])
+        .await
+        .unwrap();
+    client
+        .accept_order(
+            "O-2",
+            &[
+                LineDecision::accept("O-2-1"),
+                LineDecision::accept("O-2-2"),
+                LineDecision::accept("O-2-3"),
+            ],
+        )
         .await
         .unwrap();
     client.orders_by_ids(&ids(120)).await.unwrap();

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use order_acceptance::sim::{
-    ACCEPTANCE_DEADLINE_REASON, Behaviour, Faults, LineSpec, OrderSpec, Scripted, SimConfig,
-    Simulator,
+    ACCEPTANCE_DEADLINE_REASON, Behaviour, Catalogue, Faults, LineSpec, OrderSpec, Scripted,
+    SimConfig, Simulator,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -591,6 +591,161 @@ async fn post_sim_orders_refuses_bad_scripted_lines() {
     );
     assert_eq!(money(&created["order_lines"][0]["price"]), 899.98);
     sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The catalogue (--skus)
+
+#[tokio::test]
+async fn generated_orders_draw_their_lines_from_the_catalogue() {
+    let sim = start(SimConfig {
+        orders: 20,
+        catalogue: Catalogue::from_list("SKU-A:19.99, SKU-B:5").unwrap(),
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![with_items("K-1", vec![line("SKU-B")])]);
+    let body = or11(&sim, "paginate=false").await;
+    assert_valid(&openapi(), "OR11_Response_200", &body);
+    let mut seen = std::collections::BTreeMap::new();
+    for order in body["orders"].as_array().unwrap() {
+        for line in order["order_lines"].as_array().unwrap() {
+            let sku = line["offer_sku"].as_str().unwrap().to_owned();
+            assert_eq!(line["product_sku"], format!("P-{sku}"));
+            assert_eq!(line["product_title"], sku.as_str());
+            assert_eq!(money(&line["shipping_price"]), 0.0);
+            seen.insert(sku, money(&line["price_unit"]));
+        }
+    }
+    assert_eq!(
+        seen,
+        [("SKU-A".to_owned(), 19.99), ("SKU-B".to_owned(), 5.0)].into()
+    );
+    // A scripted line takes its price from the catalogue.
+    let scripted = order(&sim, "K-1").await;
+    assert_eq!(money(&scripted["order_lines"][0]["price_unit"]), 5.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_demo_catalogue_reads_with_titles_and_built_in_products() {
+    let catalogue = Catalogue::from_arg("config/demo-catalogue.csv").unwrap();
+    assert!((8..=12).contains(&catalogue.len()), "{}", catalogue.len());
+    let sim = start(SimConfig {
+        catalogue,
+        ..config()
+    })
+    .await;
+    sim.add_orders(vec![with_items(
+        "DEMO-1",
+        vec![line("SHOP-LG-OLED55"), line("SHOP-KOBO-CLARA-BW")],
+    )]);
+    let lines = &order(&sim, "DEMO-1").await["order_lines"];
+    // A built-in SKU keeps its product id and shipping; quoted titles keep commas and quotes.
+    assert_eq!(lines[0]["product_sku"], "16842915");
+    assert_eq!(money(&lines[0]["shipping_price"]), 49.99);
+    assert_eq!(
+        lines[0]["product_title"],
+        "LG 55\" 4K UHD HDR OLED webOS Smart TV"
+    );
+    assert_eq!(
+        lines[1]["product_title"],
+        "Kobo Clara BW 6\" eReader, Black"
+    );
+    assert_eq!(money(&lines[1]["price_unit"]), 179.99);
+    sim.shutdown().await;
+}
+
+#[test]
+fn catalogue_files_and_lists_parse_with_or_without_a_header() {
+    let file = Catalogue::from_csv("c.csv", "sku,unit_price,title\nA,1.50,First\n\nB,2\n").unwrap();
+    assert_eq!(file.len(), 2);
+    let headerless =
+        Catalogue::from_csv("c.csv", "A,1\r\nB,2,\"Second, with a comma\"\r\n").unwrap();
+    assert_eq!(headerless.len(), 2);
+    assert_eq!(Catalogue::from_list("A:1").unwrap().len(), 1);
+    // A colon in the path: a file that exists wins over reading the value as a list.
+    let path = std::env::temp_dir().join(format!("sim-catalogue:{}.csv", std::process::id()));
+    std::fs::write(&path, "sku,unit_price\nX,3\n").unwrap();
+    let from_file = Catalogue::from_arg(path.to_str().unwrap());
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(from_file.unwrap().len(), 1);
+}
+
+#[test]
+fn bad_catalogues_are_refused_naming_the_line_or_entry() {
+    let csv_cases = [
+        (
+            "sku,unit_price\nA,1\nB,abc\n",
+            "c.csv line 3: unit_price \"abc\" for B is not a price",
+        ),
+        ("A,1\nB,-2\n", "line 2: unit_price \"-2\" for B"),
+        (
+            "A,1,T,extra\n",
+            "line 1: expected sku,unit_price[,title], found 4 fields",
+        ),
+        (
+            "A\n",
+            "line 1: expected sku,unit_price[,title], found 1 fields",
+        ),
+        ("A,1\n,2\n", "line 2: the SKU is empty"),
+        (
+            "A,1\nB,2\nA,3\n",
+            "line 3: SKU A is already in the catalogue above",
+        ),
+        ("sku,unit_price\n", "catalogue file c.csv holds no SKU"),
+        ("", "holds no SKU"),
+    ];
+    for (text, expected) in csv_cases {
+        let error = Catalogue::from_csv("c.csv", text).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text:?}: {error}");
+    }
+    let list_cases = [
+        ("A:1,B", "entry 2 (\"B\"): expected SKU:PRICE"),
+        ("A:1,B:NaN", "entry 2 (\"B:NaN\"): unit_price \"NaN\""),
+        ("A:1,:2", "entry 2 (\":2\"): the SKU is empty"),
+        ("A:1,A:2", "SKU A is already in the catalogue above"),
+    ];
+    for (list, expected) in list_cases {
+        let error = Catalogue::from_list(list).unwrap_err().to_string();
+        assert!(error.contains(expected), "{list:?}: {error}");
+    }
+    let missing = Catalogue::from_arg("no-such-catalogue.csv")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("cannot read the catalogue file no-such-catalogue.csv"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn the_binary_documents_the_new_flags_and_refuses_a_bad_catalogue() {
+    let binary = env!("CARGO_BIN_EXE_marketplace-sim");
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--skus",
+        "--acceptance-deadline",
+        "--no-partial-acceptance",
+        "--retry-after-format",
+        "--rate-limit",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    let bad = std::process::Command::new(binary)
+        .args(["--key", "k", "--skus", "A:1,B:two"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        stderr.contains("catalogue list entry 2 (\"B:two\")"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

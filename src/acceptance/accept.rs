@@ -1,4 +1,4 @@
-//! Accept: OR21 for each order still waiting, every line accepted, at most
+//! Accept: OR21 for each order still waiting, each line accepted or refused as decided, at most
 //! `acceptance.concurrency` calls in flight.
 //!
 //! OR21 is not idempotent. When its answer is lost (a timeout or a 5xx after the request was
@@ -11,8 +11,8 @@ use futures::{StreamExt, TryStreamExt, future, stream};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::decide::Decided;
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
-use super::preflight::ToAccept;
 use super::{Context, RunError};
 use crate::db::queue::Claim;
 use crate::marketplace::MarketplaceError;
@@ -32,7 +32,7 @@ enum Step {
 
 pub async fn accept_all(
     ctx: &Context,
-    batches: mpsc::Receiver<Vec<ToAccept>>,
+    batches: mpsc::Receiver<Vec<Decided>>,
     awaiting: mpsc::UnboundedSender<Awaiting>,
     outcomes: OutcomeSender,
 ) -> Result<(), RunError> {
@@ -57,13 +57,13 @@ pub async fn accept_all(
         .await
 }
 
-async fn accept_one(ctx: &Context, order: ToAccept) -> Result<Step, RunError> {
+async fn accept_one(ctx: &Context, order: Decided) -> Result<Step, RunError> {
     let id = &order.claim.order_id;
     if order.accepted_before {
         tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
         return Ok(confirm(order.claim));
     }
-    match ctx.client.accept_order(id, &order.line_ids).await {
+    match ctx.client.accept_order(id, &order.lines).await {
         Ok(()) => Ok(confirm(order.claim)),
         Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
         Err(err @ MarketplaceError::InvalidState { .. }) => {
@@ -86,9 +86,9 @@ fn confirm(claim: Claim) -> Step {
 }
 
 /// An OR21 error that certainly did not accept the order.
-fn refused_or_failed(order: ToAccept, err: MarketplaceError) -> Outcome {
+fn refused_or_failed(order: Decided, err: MarketplaceError) -> Outcome {
     let id = order.claim.order_id.clone();
-    let payload = json!({"stage": "accept", "error": err.to_string(), "line_ids": order.line_ids});
+    let payload = json!({"stage": "accept", "error": err.to_string(), "lines": order.lines});
     if err.is_transient() {
         let details = format!(
             "OR21 for order {id} failed: {err}. Nothing was accepted; a later run tries again."
@@ -98,7 +98,7 @@ fn refused_or_failed(order: ToAccept, err: MarketplaceError) -> Outcome {
     let details = format!(
         "The marketplace refused to accept order {id}: {err}. Check the order in the seller portal; accept or refuse it there, or fix the cause and use `failures retry`."
     );
-    Outcome::failed(order.claim, Retry::Never, details, payload)
+    Outcome::refused_by_or21(order.claim, details, payload)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ enum Resend {
 /// real state; sends OR21 again only when allowed and the order still reads WAITING_ACCEPTANCE.
 async fn settle_from_state(
     ctx: &Context,
-    order: ToAccept,
+    order: Decided,
     err: MarketplaceError,
     resend: Resend,
 ) -> Result<Step, RunError> {
@@ -153,9 +153,14 @@ async fn settle_from_state(
                 "Confirmed as '{}' after OR21 answered: {err}.",
                 current.order_state
             );
-            Ok(Step::Decided(Outcome::accepted(order.claim, note)))
+            Ok(Step::Decided(Outcome::accepted_as_read(
+                order.claim,
+                &current,
+                note,
+            )))
         }
-        Reading::Cancelled { note } => Ok(Step::Decided(Outcome::cancelled(order.claim, note))),
+        Reading::Refused(ending) => Ok(Step::Decided(Outcome::refused(order.claim, ending))),
+        Reading::Cancelled(ending) => Ok(Step::Decided(Outcome::cancelled(order.claim, ending))),
         // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
         // acceptance is on its way through; validation confirms it or gives up.
         Reading::Waiting if matches!(err, MarketplaceError::InvalidState { .. }) => {
@@ -182,12 +187,12 @@ async fn settle_from_state(
 /// The order provably still waits after a lost answer: sending again cannot accept it twice.
 async fn resend_once(
     ctx: &Context,
-    order: ToAccept,
+    order: Decided,
     first: MarketplaceError,
 ) -> Result<Step, RunError> {
     let id = order.claim.order_id.clone();
     tracing::info!(order_id = %id, "order still WAITING_ACCEPTANCE after a lost OR21 answer; sending OR21 again");
-    match ctx.client.accept_order(&id, &order.line_ids).await {
+    match ctx.client.accept_order(&id, &order.lines).await {
         Ok(()) => Ok(confirm(order.claim)),
         Err(err @ MarketplaceError::Unauthorized { .. }) => Err(RunError::Unauthorized(err)),
         // The first OR21 did take effect after all.

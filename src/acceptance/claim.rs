@@ -1,15 +1,16 @@
 //! Claim: takes due orders (all, or only those a scoped run names) in batches until none is left,
-//! checks each batch with preflight, and hands the orders still waiting for acceptance to the
-//! accept stage.
+//! checks each batch with preflight, decides its lines, and hands the orders to send OR21 for to
+//! the accept stage.
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::decide::{Decided, Decider};
 use super::import::FreshLines;
 use super::outcome::Outcome;
-use super::preflight::{self, ToAccept};
+use super::preflight;
 use super::{Context, RunError, Tally};
 use crate::db::queue;
 
@@ -18,11 +19,12 @@ pub async fn claim_until_drained(
     stop: &CancellationToken,
     fresh: &FreshLines,
     only: Option<&[String]>,
-    batches: mpsc::Sender<Vec<ToAccept>>,
+    batches: mpsc::Sender<Vec<Decided>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     tally: &Tally,
 ) -> Result<(), RunError> {
     let settings = &ctx.settings.acceptance;
+    let decider = Decider::for_run(ctx).await?;
     while !stop.is_cancelled() {
         // Claim only when the accept stage has room, so claimed orders do not wait long
         // under their lease. A closed channel means the accept stage stopped on an error,
@@ -49,7 +51,8 @@ pub async fn claim_until_drained(
         tracing::info!(claimed = claims.len(), "claimed a batch");
 
         let checked = preflight::check(ctx, claims, fresh, &outcomes).await?;
-        slot.send(checked.to_accept);
+        let decided = decider.decide(ctx, checked.to_accept, &outcomes).await?;
+        slot.send(decided);
         if checked.marketplace_unreachable {
             tracing::warn!(
                 "stopping claims for this run: the marketplace could not be read; the orders of this batch are retried by a later run"

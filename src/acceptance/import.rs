@@ -9,10 +9,9 @@ use std::sync::{Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::outcome::line_ids;
 use super::{Context, RunError, Tally};
 use crate::db::queue::{self, StoredOrder};
-use crate::marketplace::{MarketplaceError, Order, OrderState, OrdersPage};
+use crate::marketplace::{MarketplaceError, Order, OrderState, OrderTerms, OrdersPage};
 
 /// OR11's largest page.
 const PAGE_SIZE: u64 = 100;
@@ -21,22 +20,22 @@ const PAGE_SIZE: u64 = 100;
 /// flight is a hundred parsed orders in memory.
 const PAGES_AT_ONCE: usize = 4;
 
-/// The line ids the import read for the orders this run stored, for preflight. That read is
+/// The lines and amounts the import read for the orders this run stored, for preflight. That read is
 /// seconds old, so preflight does not read these orders again when this run is the first to
 /// claim them: an order decided in between is caught by OR21's ORDER_INVALID_STATE and re-read
 /// then.
 #[derive(Default)]
-pub struct FreshLines(Mutex<HashMap<String, Vec<String>>>);
+pub struct FreshLines(Mutex<HashMap<String, OrderTerms>>);
 
 impl FreshLines {
-    pub(super) fn insert(&self, order_id: String, lines: Vec<String>) {
+    pub(super) fn insert(&self, order_id: String, terms: OrderTerms) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(order_id, lines);
+            .insert(order_id, terms);
     }
 
-    pub fn take(&self, order_id: &str) -> Option<Vec<String>> {
+    pub fn take(&self, order_id: &str) -> Option<OrderTerms> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -107,10 +106,13 @@ async fn store_page(
         .map(|o| (o.order_id.as_str(), o))
         .collect();
     for id in new_ids {
-        let lines = by_id.remove(id.as_str()).map(line_ids).unwrap_or_default();
         // An order listed without lines is read again by preflight.
-        if !lines.is_empty() {
-            fresh.insert(id, lines);
+        if let Some(terms) = by_id
+            .remove(id.as_str())
+            .map(Order::terms)
+            .filter(|terms| !terms.lines.is_empty())
+        {
+            fresh.insert(id, terms);
         }
     }
     Ok(())

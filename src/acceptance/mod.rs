@@ -1,9 +1,9 @@
-//! One acceptance run: import, then claim → preflight → accept → validate → record, as a
-//! pipeline so the next batch is claimed and checked while the current one is being accepted,
-//! and accepted orders are confirmed while later ones are still being accepted.
+//! One acceptance run: import, then claim → preflight → decide → accept → validate → record, as
+//! a pipeline so the next batch is claimed, checked and decided while the current one is being
+//! accepted, and accepted orders are confirmed while later ones are still being accepted.
 //!
 //! ```text
-//!  claim (+ preflight) ──batches──▶ accept ──204s──▶ validate
+//!  claim (+ preflight, decide) ──batches──▶ accept ──204s──▶ validate
 //!          │                          │                 │
 //!          └──────── outcomes ────────┴─────────────────┴──▶ record
 //! ```
@@ -16,6 +16,7 @@
 mod accept;
 mod claim;
 pub mod deadline;
+mod decide;
 mod import;
 pub mod outcome;
 mod preflight;
@@ -75,7 +76,10 @@ pub struct RunSummary {
     pub imported: u64,
     pub claimed: u64,
     pub accepted: u64,
+    pub refused: u64,
     pub cancelled: u64,
+    /// Sent to the review queue: a person decides.
+    pub in_review: u64,
     pub failed: u64,
     /// Of the failed: those a later run retries by itself.
     pub retry_scheduled: u64,
@@ -126,6 +130,8 @@ pub enum RunError {
         doing: &'static str,
         source: sqlx::Error,
     },
+    #[error("{0}; no order was claimed by this run")]
+    StockRelation(crate::db::stock::StockRelationError),
 }
 
 impl RunError {
@@ -140,7 +146,9 @@ struct Tally {
     imported: AtomicU64,
     claimed: AtomicU64,
     accepted: AtomicU64,
+    refused: AtomicU64,
     cancelled: AtomicU64,
+    in_review: AtomicU64,
     failed: AtomicU64,
     retry_scheduled: AtomicU64,
 }
@@ -155,7 +163,9 @@ impl Tally {
             imported: self.imported.load(Ordering::Relaxed),
             claimed: self.claimed.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
+            in_review: self.in_review.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retry_scheduled: self.retry_scheduled.load(Ordering::Relaxed),
             api_calls,
@@ -245,7 +255,9 @@ async fn run_scoped(
         imported = summary.imported,
         claimed = summary.claimed,
         accepted = summary.accepted,
+        refused = summary.refused,
         cancelled = summary.cancelled,
+        in_review = summary.in_review,
         failed = summary.failed,
         retry_scheduled = summary.retry_scheduled,
         api_calls = summary.api_calls,
@@ -293,11 +305,13 @@ pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["run", summary.result.as_str()]);
-    let rows: [(&str, String); 8] = [
+    let rows: [(&str, String); 10] = [
         ("imported", summary.imported.to_string()),
         ("claimed", summary.claimed.to_string()),
         ("accepted", summary.accepted.to_string()),
+        ("refused", summary.refused.to_string()),
         ("cancelled", summary.cancelled.to_string()),
+        ("in review", summary.in_review.to_string()),
         ("failed", summary.failed.to_string()),
         (
             "  of which retried later",

@@ -1,43 +1,83 @@
 //! What an order's marketplace state means for us, and what became of each claimed order.
 //! Preflight, accept and validate all decide from the same reading of a state.
 
+use serde_json::{Value, json};
+
 use crate::db::queue::Claim;
 use crate::marketplace::{Order, OrderState};
 
 /// What a state read from OR11 tells about the acceptance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
     /// WAITING_ACCEPTANCE: not decided yet (or, right after a 204, lag).
     Waiting,
     /// WAITING_DEBIT or any later state of an accepted order.
     Accepted,
-    /// REFUSED or CANCELED; the note says which, with the reason code.
-    Cancelled { note: String },
+    /// REFUSED: every line refused, by this worker or by the marketplace (e.g. automatically at
+    /// its acceptance deadline).
+    Refused(Ending),
+    /// CANCELED, by the operator or the customer.
+    Cancelled(Ending),
     /// A state in which an order can be neither accepted nor counted as accepted (STAGING, or a
     /// state Mirakl added after this code was written).
     Undecidable,
+}
+
+/// How an order ended at the marketplace, as the history records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    pub note: String,
+    /// `order_state_reason_code`, kept in its own history column.
+    pub reason_code: Option<String>,
+    pub lines: Value,
+}
+
+impl Ending {
+    fn of(order: &Order) -> Self {
+        let state = &order.order_state;
+        let note = match &order.order_state_reason_code {
+            Some(reason) => format!("Order is {state} at the marketplace (reason: {reason})."),
+            None => format!("Order is {state} at the marketplace."),
+        };
+        Ending {
+            note,
+            reason_code: order.order_state_reason_code.clone(),
+            lines: line_states(order),
+        }
+    }
 }
 
 pub fn read(order: &Order) -> Reading {
     match &order.order_state {
         OrderState::WaitingAcceptance => Reading::Waiting,
         state if state.proves_acceptance() => Reading::Accepted,
-        state @ (OrderState::Refused | OrderState::Canceled) => Reading::Cancelled {
-            note: match &order.order_state_reason_code {
-                Some(reason) => format!("Order is {state} at the marketplace (reason: {reason})."),
-                None => format!("Order is {state} at the marketplace."),
-            },
-        },
+        OrderState::Refused => Reading::Refused(Ending::of(order)),
+        OrderState::Canceled => Reading::Cancelled(Ending::of(order)),
         _ => Reading::Undecidable,
     }
 }
 
-/// The line ids OR21 must decide on, all of them.
-pub fn line_ids(order: &Order) -> Vec<String> {
+/// The order's lines as the history's `lines` column keeps them; `accepted` is null while a
+/// line's state says neither.
+pub fn line_states(order: &Order) -> Value {
     order
         .order_lines
         .iter()
-        .map(|line| line.order_line_id.clone())
+        .map(|line| {
+            let state = &line.order_line_state;
+            let accepted = match state {
+                OrderState::Refused => Some(false),
+                state if state.proves_acceptance() => Some(true),
+                _ => None,
+            };
+            json!({
+                "order_line_id": line.order_line_id,
+                "offer_sku": line.offer_sku,
+                "quantity": line.quantity,
+                "state": state.as_str(),
+                "accepted": accepted,
+            })
+        })
         .collect()
 }
 
@@ -50,9 +90,39 @@ pub struct Outcome {
 
 #[derive(Debug)]
 pub enum Verdict {
-    Accepted { note: String },
-    Cancelled { note: String },
+    /// `lines`: the line states, when the order was read.
+    Accepted {
+        note: String,
+        lines: Option<Value>,
+    },
+    Refused(Ending),
+    Cancelled(Ending),
+    /// A rule sent a line to review: a person decides, and no OR21 was sent.
+    InReview {
+        note: String,
+        lines: Value,
+    },
     Failed(Failure),
+}
+
+impl Verdict {
+    /// An order the marketplace shows accepted; the note names the lines it shows refused.
+    pub fn accepted_as_read(order: &Order, note: String) -> Self {
+        let refused: Vec<&str> = order
+            .order_lines
+            .iter()
+            .filter(|line| line.order_line_state == OrderState::Refused)
+            .map(|line| line.order_line_id.as_str())
+            .collect();
+        let note = match refused.is_empty() {
+            true => note,
+            false => format!("{note} Lines refused: {}.", refused.join(", ")),
+        };
+        Verdict::Accepted {
+            note,
+            lines: Some(line_states(order)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,6 +132,9 @@ pub struct Failure {
     /// The evidence: the order as last seen, the error, the response.
     pub payload: serde_json::Value,
     pub retry: Retry,
+    /// OR21 certainly accepted nothing and is not retried: the stock reserved for the order goes
+    /// back.
+    pub releases_reservations: bool,
 }
 
 /// Whether a later run may try the order again by itself.
@@ -78,14 +151,35 @@ impl Outcome {
     pub fn accepted(claim: Claim, note: String) -> Self {
         Self {
             claim,
-            verdict: Verdict::Accepted { note },
+            verdict: Verdict::Accepted { note, lines: None },
         }
     }
 
-    pub fn cancelled(claim: Claim, note: String) -> Self {
+    pub fn accepted_as_read(claim: Claim, order: &Order, note: String) -> Self {
         Self {
             claim,
-            verdict: Verdict::Cancelled { note },
+            verdict: Verdict::accepted_as_read(order, note),
+        }
+    }
+
+    pub fn refused(claim: Claim, ending: Ending) -> Self {
+        Self {
+            claim,
+            verdict: Verdict::Refused(ending),
+        }
+    }
+
+    pub fn cancelled(claim: Claim, ending: Ending) -> Self {
+        Self {
+            claim,
+            verdict: Verdict::Cancelled(ending),
+        }
+    }
+
+    pub fn in_review(claim: Claim, note: String, lines: Value) -> Self {
+        Self {
+            claim,
+            verdict: Verdict::InReview { note, lines },
         }
     }
 
@@ -96,6 +190,20 @@ impl Outcome {
                 details,
                 payload,
                 retry,
+                releases_reservations: false,
+            }),
+        }
+    }
+
+    /// OR21 was answered with an error that certainly accepted nothing and cannot pass.
+    pub fn refused_by_or21(claim: Claim, details: String, payload: serde_json::Value) -> Self {
+        Self {
+            claim,
+            verdict: Verdict::Failed(Failure {
+                details,
+                payload,
+                retry: Retry::Never,
+                releases_reservations: true,
             }),
         }
     }

@@ -7,17 +7,17 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 
 use super::import::{FreshLines, stored_order};
-use super::outcome::{Outcome, OutcomeSender, Reading, Retry, line_ids, read, report};
+use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
 use super::{Context, RunError};
 use crate::db::api_calls;
 use crate::db::queue::{self, Claim};
-use crate::marketplace::{MarketplaceError, Order};
+use crate::marketplace::{MarketplaceError, Order, OrderTerms};
 
-/// A claimed order still waiting for acceptance, with the line ids OR21 must decide on.
+/// A claimed order still waiting for acceptance, with the lines OR21 must decide on.
 #[derive(Debug)]
 pub struct ToAccept {
     pub claim: Claim,
-    pub line_ids: Vec<String>,
+    pub terms: OrderTerms,
     /// An earlier attempt's OR21 was answered 204 (its run died before recording the outcome):
     /// the order only needs confirming, and OR21 is not sent again.
     pub accepted_before: bool,
@@ -44,9 +44,9 @@ pub async fn check(
         // Only a first claim may trust the import's read: a later attempt means another run
         // held the order since, and may have accepted it before it died.
         match fresh.take(&claim.order_id).filter(|_| claim.attempt == 1) {
-            Some(line_ids) => checked.to_accept.push(ToAccept {
+            Some(terms) => checked.to_accept.push(ToAccept {
                 claim,
-                line_ids,
+                terms,
                 accepted_before: false,
             }),
             None => to_read.push(claim),
@@ -125,8 +125,7 @@ fn decide(claim: Claim, order: Order, accepted_before: bool) -> Result<ToAccept,
     let payload = || json!({"stage": "preflight", "order": order.raw});
     match read(&order) {
         Reading::Waiting => {
-            let line_ids = line_ids(&order);
-            if line_ids.is_empty() {
+            if order.order_lines.is_empty() {
                 let details = format!(
                     "Order {} is WAITING_ACCEPTANCE but the marketplace lists no order lines, so OR21 cannot decide on them. Accept or refuse it in the seller portal.",
                     claim.order_id
@@ -135,7 +134,7 @@ fn decide(claim: Claim, order: Order, accepted_before: bool) -> Result<ToAccept,
             }
             Ok(ToAccept {
                 claim,
-                line_ids,
+                terms: order.terms(),
                 accepted_before,
             })
         }
@@ -144,9 +143,10 @@ fn decide(claim: Claim, order: Order, accepted_before: bool) -> Result<ToAccept,
                 "Already {} at the marketplace before this run sent OR21: accepted elsewhere (e.g. in the seller portal) or by a run that stopped before recording it.",
                 order.order_state
             );
-            Err(Outcome::accepted(claim, note))
+            Err(Outcome::accepted_as_read(claim, &order, note))
         }
-        Reading::Cancelled { note } => Err(Outcome::cancelled(claim, note)),
+        Reading::Refused(ending) => Err(Outcome::refused(claim, ending)),
+        Reading::Cancelled(ending) => Err(Outcome::cancelled(claim, ending)),
         Reading::Undecidable => {
             let details = format!(
                 "Order {} is {} at the marketplace: it can be neither accepted nor counted as accepted. A later run reads it again.",
@@ -207,7 +207,12 @@ mod tests {
         let ctx = Context::new(pool, client, Arc::new(settings));
 
         let fresh = FreshLines::default();
-        fresh.insert("X-1".into(), vec!["X-1-1".into()]);
+        let stale = Order::from_json(serde_json::json!({
+            "order_id": "X-1", "order_state": "WAITING_ACCEPTANCE",
+            "order_lines": [{"order_line_id": "X-1-1"}]
+        }))
+        .expect("order");
+        fresh.insert("X-1".into(), stale.terms());
         let claim = Claim {
             order_id: "X-1".into(),
             attempt: 2,
@@ -220,7 +225,7 @@ mod tests {
         assert!(checked.to_accept.is_empty(), "{:?}", checked.to_accept);
         let outcome = recorded.try_recv().expect("an outcome");
         assert!(
-            matches!(&outcome.verdict, Verdict::Accepted { note } if note.starts_with("Already SHIPPING")),
+            matches!(&outcome.verdict, Verdict::Accepted { note, .. } if note.starts_with("Already SHIPPING")),
             "{outcome:?}"
         );
         assert_eq!(sim.stats().requests.get("OR11"), Some(&1));

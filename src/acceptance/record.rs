@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::outcome::{Outcome, Retry, Verdict};
+use super::outcome::{Failure, Outcome, Retry, Verdict};
 use super::{Context, RunError, Tally};
 use crate::config::AcceptanceSettings;
 use crate::db::outcomes::{self, FailureRecord, OutcomeRecord};
+use crate::db::queue::Claim;
 
 /// Outcomes written per transaction.
 const BATCH: usize = 100;
@@ -38,43 +39,75 @@ pub async fn record_all(
 /// Turns a verdict into rows; a transient failure gets a retry time while attempts are left.
 fn to_record(outcome: Outcome, settings: &AcceptanceSettings) -> OutcomeRecord {
     let Outcome { claim, verdict } = outcome;
-    let (status, note, retry_in, failure) = match verdict {
-        Verdict::Accepted { note } => ("accepted", note, None, None),
-        Verdict::Cancelled { note } => ("cancelled", note, None, None),
-        Verdict::Failed(failure) => {
-            let retry_in = match failure.retry {
-                Retry::WhenDue => retry_delay(settings, claim.attempt),
-                Retry::Never => None,
-            };
-            let details = match (failure.retry, retry_in) {
-                (Retry::WhenDue, Some(delay)) => format!(
-                    "{} Attempt {} of {}; next attempt in {}.",
-                    failure.details,
-                    claim.attempt,
-                    settings.max_attempts,
-                    humantime::format_duration(delay)
-                ),
-                (Retry::WhenDue, None) => format!(
-                    "{} That was the last of {} attempts (acceptance.max_attempts): a person must decide.",
-                    failure.details, settings.max_attempts
-                ),
-                (Retry::Never, _) => failure.details,
-            };
-            let failure = FailureRecord {
-                details: details.clone(),
-                payload: failure.payload,
-                retryable: retry_in.is_some(),
-            };
-            ("acceptance_failed", details, retry_in, Some(failure))
-        }
+    let record = |status, note, reason_code, lines, release| OutcomeRecord {
+        order_id: claim.order_id.clone(),
+        attempt: claim.attempt,
+        status,
+        note,
+        reason_code,
+        lines,
+        release_reservations: release,
+        // Only a status no later run changes by itself ends a person's decision.
+        carries_out_review: status != "in_review",
+        retry_in: None,
+        failure: None,
+    };
+    match verdict {
+        Verdict::Accepted { note, lines } => record("accepted", note, None, lines, None),
+        Verdict::Refused(ending) => record(
+            "refused",
+            ending.note,
+            ending.reason_code,
+            Some(ending.lines),
+            Some("refused"),
+        ),
+        Verdict::Cancelled(ending) => record(
+            "cancelled",
+            ending.note,
+            ending.reason_code,
+            Some(ending.lines),
+            Some("cancelled"),
+        ),
+        Verdict::InReview { note, lines } => record("in_review", note, None, Some(lines), None),
+        Verdict::Failed(failure) => failed(claim, failure, settings),
+    }
+}
+
+fn failed(claim: Claim, failure: Failure, settings: &AcceptanceSettings) -> OutcomeRecord {
+    let retry_in = match failure.retry {
+        Retry::WhenDue => retry_delay(settings, claim.attempt),
+        Retry::Never => None,
+    };
+    let details = match (failure.retry, retry_in) {
+        (Retry::WhenDue, Some(delay)) => format!(
+            "{} Attempt {} of {}; next attempt in {}.",
+            failure.details,
+            claim.attempt,
+            settings.max_attempts,
+            humantime::format_duration(delay)
+        ),
+        (Retry::WhenDue, None) => format!(
+            "{} That was the last of {} attempts (acceptance.max_attempts): a person must decide.",
+            failure.details, settings.max_attempts
+        ),
+        (Retry::Never, _) => failure.details,
     };
     OutcomeRecord {
         order_id: claim.order_id,
         attempt: claim.attempt,
-        status,
-        note,
+        status: "acceptance_failed",
+        note: details.clone(),
+        reason_code: None,
+        lines: None,
+        release_reservations: failure.releases_reservations.then_some("or21_failed"),
+        // A failure retried later still has the person's decision to carry out.
+        carries_out_review: retry_in.is_none(),
         retry_in,
-        failure,
+        failure: Some(FailureRecord {
+            details,
+            payload: failure.payload,
+            retryable: retry_in.is_some(),
+        }),
     }
 }
 
@@ -90,7 +123,9 @@ fn retry_delay(settings: &AcceptanceSettings, attempt: i32) -> Option<Duration> 
 fn count(record: &OutcomeRecord, tally: &Tally) {
     let counter = match record.status {
         "accepted" => &tally.accepted,
+        "refused" => &tally.refused,
         "cancelled" => &tally.cancelled,
+        "in_review" => &tally.in_review,
         _ => &tally.failed,
     };
     Tally::add(counter, 1);

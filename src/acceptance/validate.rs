@@ -134,11 +134,13 @@ fn verdict(ctx: &Context, watch: &Watch) -> Option<Verdict> {
         Some(order) => match read(order) {
             Reading::Accepted => {
                 let note = format!("Validated as '{}'.", order.order_state);
-                return Some(Verdict::Accepted { note });
+                return Some(Verdict::accepted_as_read(order, note));
             }
-            Reading::Cancelled { note } => {
-                let note = format!("Cancelled after acceptance: {note}");
-                return Some(Verdict::Cancelled { note });
+            // Refused after a 204: OR21 refused every line, as decided.
+            Reading::Refused(ending) => return Some(Verdict::Refused(ending)),
+            Reading::Cancelled(mut ending) => {
+                ending.note = format!("Cancelled after acceptance: {}", ending.note);
+                return Some(Verdict::Cancelled(ending));
             }
             Reading::Waiting | Reading::Undecidable => order.order_state.to_string(),
         },
@@ -163,6 +165,7 @@ fn verdict(ctx: &Context, watch: &Watch) -> Option<Verdict> {
         details,
         payload,
         retry: Retry::Never,
+        releases_reservations: false,
     }))
 }
 

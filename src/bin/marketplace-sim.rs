@@ -32,6 +32,12 @@ struct Cli {
     #[arg(long, default_value_t = 0, value_name = "N")]
     orders: usize,
 
+    /// The catalogue generated orders draw their lines from: a CSV file of
+    /// sku,unit_price[,title] lines (header line allowed; e.g. config/demo-catalogue.csv) or
+    /// an inline list like "SKU1:19.99,SKU2:5". Default: eight built-in Best Buy-like products.
+    #[arg(long, value_parser = catalogue, value_name = "FILE|LIST")]
+    skus: Option<Catalogue>,
+
     /// Seed for order contents, order fates and faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -113,6 +119,10 @@ fn non_empty(value: &str) -> Result<String, String> {
     }
 }
 
+fn catalogue(value: &str) -> Result<Catalogue, String> {
+    Catalogue::from_arg(value).map_err(|error| error.to_string())
+}
+
 fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
         .map_err(|error| format!("{error} (expected e.g. 200ms, 1s, 5m)"))
@@ -164,7 +174,7 @@ async fn main() -> ExitCode {
         step: cli.step,
         acceptance_deadline: cli.acceptance_deadline,
         partial_acceptance: !cli.no_partial_acceptance,
-        catalogue: Catalogue::default(),
+        catalogue: cli.skus.unwrap_or_default(),
         faults: Faults {
             latency: cli.latency,
             error_rate: cli.error_rate,

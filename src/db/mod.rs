@@ -2,12 +2,14 @@
 //! grouped by table.
 
 pub mod api_calls;
+pub mod decisions;
 pub mod failures;
 pub mod orders;
 pub mod outcomes;
 pub mod queue;
 pub mod review;
 pub mod runs;
+pub mod stock;
 
 use secrecy::ExposeSecret;
 use sqlx::PgPool;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::{decisions, stock};
+
 /// The process name on every failure this worker writes.
 pub const PROCESS_NAME: &str = "OrderAcceptance";
 
@@ -16,9 +18,17 @@ const RESOLVED_BY_WORKER: &str = "order-acceptance";
 pub struct OutcomeRecord {
     pub order_id: String,
     pub attempt: i32,
-    /// `accepted`, `cancelled` or `acceptance_failed`.
+    /// `accepted`, `refused`, `cancelled`, `in_review` or `acceptance_failed`.
     pub status: &'static str,
     pub note: String,
+    /// The marketplace's `order_state_reason_code` of a refused or cancelled order.
+    pub reason_code: Option<String>,
+    /// The order's lines as the outcome saw them (history `lines`).
+    pub lines: Option<serde_json::Value>,
+    /// Why the order's open stock reservations go back, when they do.
+    pub release_reservations: Option<&'static str>,
+    /// The outcome ends the person's pending review decision for the order, if it has one.
+    pub carries_out_review: bool,
     /// For a failure a later run retries: how long from now.
     pub retry_in: Option<Duration>,
     pub failure: Option<FailureRecord>,
@@ -32,7 +42,8 @@ pub struct FailureRecord {
 }
 
 /// Stores a batch of outcomes in one transaction, so an order never has its history row without
-/// its failure row or the other way round.
+/// its failure row or the other way round, and reservations and review decisions are closed with
+/// the outcome that closes them.
 ///
 /// Open retryable failures of the same orders are resolved first: the order has now been
 /// decided, or a newer failure row (below) supersedes them, so the inbox shows one line per
@@ -45,6 +56,10 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
     let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
     let statuses: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
     let notes: Vec<&str> = outcomes.iter().map(|o| o.note.as_str()).collect();
+    let reason_codes: Vec<Option<&str>> =
+        outcomes.iter().map(|o| o.reason_code.as_deref()).collect();
+    let lines: Vec<Option<&serde_json::Value>> =
+        outcomes.iter().map(|o| o.lines.as_ref()).collect();
     let retry_secs: Vec<Option<f64>> = outcomes
         .iter()
         .map(|o| o.retry_in.map(|d| d.as_secs_f64()))
@@ -57,11 +72,13 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
     let mut tx = pool.begin().await?;
     sqlx::query(
         r#"
-        INSERT INTO order_status_history (order_id, status, notes, attempt, next_attempt_at)
+        INSERT INTO order_status_history
+            (order_id, status, notes, attempt, next_attempt_at, reason_code, lines)
         SELECT order_id, status, note, attempt,
-               now() + make_interval(secs => retry_secs)
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[])
-             AS o(order_id, status, note, attempt, retry_secs)
+               now() + make_interval(secs => retry_secs), reason_code, lines
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::text[],
+                    $7::jsonb[])
+             AS o(order_id, status, note, attempt, retry_secs, reason_code, lines)
         "#,
     )
     .bind(&ids)
@@ -69,8 +86,22 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
     .bind(&notes)
     .bind(&attempts)
     .bind(&retry_secs)
+    .bind(&reason_codes)
+    .bind(&lines)
     .execute(&mut *tx)
     .await?;
+
+    let releases: Vec<(&str, &str)> = outcomes
+        .iter()
+        .filter_map(|o| o.release_reservations.map(|why| (o.order_id.as_str(), why)))
+        .collect();
+    stock::release_orders(&mut tx, &releases).await?;
+    let reviews_done: Vec<(&str, &str)> = outcomes
+        .iter()
+        .filter(|o| o.carries_out_review)
+        .map(|o| (o.order_id.as_str(), o.status))
+        .collect();
+    decisions::mark_reviews_carried_out(&mut tx, &reviews_done).await?;
 
     sqlx::query(
         r#"

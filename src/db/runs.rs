@@ -27,7 +27,8 @@ pub async fn finish_run(
         r#"
         UPDATE acceptance_runs
         SET finished_at = now(), result = $2, imported = $3, claimed = $4, accepted = $5,
-            cancelled = $6, failed = $7, retry_scheduled = $8, api_calls = $9, error = $10
+            cancelled = $6, failed = $7, retry_scheduled = $8, api_calls = $9, error = $10,
+            refused = $11, in_review = $12
         WHERE run_id = $1
         "#,
     )
@@ -41,6 +42,8 @@ pub async fn finish_run(
     .bind(count(summary.retry_scheduled))
     .bind(count(summary.api_calls))
     .bind(error)
+    .bind(count(summary.refused))
+    .bind(count(summary.in_review))
     .execute(pool)
     .await?;
     Ok(())
@@ -62,7 +65,9 @@ pub struct RunRecord {
     pub imported: i32,
     pub claimed: i32,
     pub accepted: i32,
+    pub refused: i32,
     pub cancelled: i32,
+    pub in_review: i32,
     pub failed: i32,
     pub retry_scheduled: i32,
     pub api_calls: i32,
@@ -73,7 +78,7 @@ pub struct RunRecord {
 pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
-                cancelled, failed, retry_scheduled, api_calls, error
+                refused, cancelled, in_review, failed, retry_scheduled, api_calls, error
          FROM acceptance_runs
          ORDER BY started_at DESC, run_id DESC
          LIMIT 1",

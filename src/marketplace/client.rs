@@ -21,7 +21,7 @@ use url::Url;
 
 use super::error::{Endpoint, MarketplaceError};
 use super::retry::{RetryPolicy, retry_after};
-use super::types::{Account, Order, OrderState, OrdersPage, kind};
+use super::types::{Account, LineDecision, Order, OrderState, OrdersPage, kind};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
 use crate::db::api_calls::{self, NewApiCall};
 
@@ -196,15 +196,16 @@ impl MarketplaceClient {
         self.list_orders(&query).await
     }
 
-    /// OR21: accepts every line given. 204 is the only success.
+    /// OR21: accepts or refuses each line as decided (all refused refuses the order). 204 is the
+    /// only success.
     pub async fn accept_order(
         &self,
         order_id: &str,
-        line_ids: &[String],
+        decisions: &[LineDecision],
     ) -> Result<(), MarketplaceError> {
-        let lines: Vec<Value> = line_ids
+        let lines: Vec<Value> = decisions
             .iter()
-            .map(|id| json!({ "id": id, "accepted": true }))
+            .map(|line| json!({ "id": line.order_line_id, "accepted": line.accepted }))
             .collect();
         let payload = json!({ "order_lines": lines });
         let call = Call {

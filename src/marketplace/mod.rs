@@ -10,4 +10,6 @@ mod types;
 
 pub use client::MarketplaceClient;
 pub use error::{Endpoint, MarketplaceError};
-pub use types::{Account, Order, OrderLine, OrderState, OrdersPage};
+pub use types::{
+    Account, LineDecision, Order, OrderLine, OrderState, OrderTerms, OrdersPage, TaxMode,
+};

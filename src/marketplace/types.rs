@@ -121,15 +121,74 @@ pub struct Order {
     pub order_state: OrderState,
     pub order_state_reason_code: Option<String>,
     pub created_date: Option<DateTime<Utc>>,
+    /// Whether line prices include taxes; `None` when OR11 leaves it out or sends a new mode.
+    pub order_tax_mode: Option<TaxMode>,
+    pub shipping_price: Option<f64>,
+    /// Lines and shipping, without taxes when the order is TAX_EXCLUDED.
+    pub total_price: Option<f64>,
     pub order_lines: Vec<OrderLine>,
     /// The order object exactly as OR11 returned it.
     pub raw: Value,
 }
 
+/// What the acceptance rules read of an order, without the rest of its JSON (the import keeps
+/// these for every order it stores, so they must stay small).
+#[derive(Debug, Clone)]
+pub struct OrderTerms {
+    pub order_tax_mode: Option<TaxMode>,
+    pub shipping_price: Option<f64>,
+    pub total_price: Option<f64>,
+    pub lines: Vec<OrderLine>,
+}
+
+/// OR11's `order_tax_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaxMode {
+    TaxIncluded,
+    TaxExcluded,
+}
+
+/// An order line. Everything but the id and state is what the acceptance rules read; a field
+/// OR11 leaves out (or sends with the wrong type) is `None`, never a parse failure.
 #[derive(Debug, Clone)]
 pub struct OrderLine {
     pub order_line_id: String,
     pub order_line_state: OrderState,
+    pub offer_sku: Option<String>,
+    pub product_sku: Option<String>,
+    pub quantity: Option<u32>,
+    pub price_unit: Option<f64>,
+    /// `price_unit` × `quantity`, less promotions.
+    pub price: Option<f64>,
+    pub shipping_price: Option<f64>,
+    pub total_price: Option<f64>,
+    /// The sum of the line's `taxes[].amount` (for the whole quantity).
+    pub taxes: Option<f64>,
+    /// The sum of the line's `shipping_taxes[].amount`.
+    pub shipping_taxes: Option<f64>,
+}
+
+/// One line of an OR21 body: the shop accepts or refuses the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineDecision {
+    pub order_line_id: String,
+    pub accepted: bool,
+}
+
+impl LineDecision {
+    pub fn accept(order_line_id: impl Into<String>) -> Self {
+        Self {
+            order_line_id: order_line_id.into(),
+            accepted: true,
+        }
+    }
+
+    pub fn refuse(order_line_id: impl Into<String>) -> Self {
+        Self {
+            order_line_id: order_line_id.into(),
+            accepted: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -194,17 +253,48 @@ impl Order {
                 Ok(OrderLine {
                     order_line_id: order_line_id.to_owned(),
                     order_line_state,
+                    offer_sku: required_str(line.get("offer_sku")).map(str::to_owned),
+                    product_sku: required_str(line.get("product_sku")).map(str::to_owned),
+                    quantity: line
+                        .get("quantity")
+                        .and_then(Value::as_u64)
+                        .and_then(|q| u32::try_from(q).ok()),
+                    price_unit: amount(line.get("price_unit")),
+                    price: amount(line.get("price")),
+                    shipping_price: amount(line.get("shipping_price")),
+                    total_price: amount(line.get("total_price")),
+                    taxes: tax_total(line.get("taxes")),
+                    shipping_taxes: tax_total(line.get("shipping_taxes")),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let order_tax_mode = match object.get("order_tax_mode").and_then(Value::as_str) {
+            Some("TAX_INCLUDED") => Some(TaxMode::TaxIncluded),
+            Some("TAX_EXCLUDED") => Some(TaxMode::TaxExcluded),
+            _ => None,
+        };
         Ok(Order {
             order_id,
             order_state,
             order_state_reason_code,
             created_date,
+            order_tax_mode,
+            shipping_price: amount(object.get("shipping_price")),
+            total_price: amount(object.get("total_price")),
             order_lines,
             raw,
         })
+    }
+}
+
+impl Order {
+    pub fn terms(&self) -> OrderTerms {
+        OrderTerms {
+            order_tax_mode: self.order_tax_mode,
+            shipping_price: self.shipping_price,
+            total_price: self.total_price,
+            lines: self.order_lines.clone(),
+        }
     }
 }
 
@@ -236,6 +326,21 @@ fn required_str(value: Option<&Value>) -> Option<&str> {
 
 fn optional_str(value: Option<&Value>) -> Option<String> {
     value.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A finite JSON number; anything else (absent, null, text, NaN) is unknown.
+fn amount(value: Option<&Value>) -> Option<f64> {
+    value.and_then(Value::as_f64).filter(|n| n.is_finite())
+}
+
+/// The sum of `[{ "amount": ... }]`; `None` when there is no array or an amount is unreadable,
+/// so a partly readable tax list is never taken for the whole of it.
+fn tax_total(value: Option<&Value>) -> Option<f64> {
+    value?
+        .as_array()?
+        .iter()
+        .map(|tax| amount(tax.get("amount")))
+        .sum()
 }
 
 pub(crate) fn kind(value: &Value) -> &'static str {
@@ -304,5 +409,38 @@ mod tests {
             err.contains("A-2") && err.contains("order_line_id"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn line_terms_are_read_when_present_and_none_when_not() {
+        let order = Order::from_json(serde_json::json!({
+            "order_id": "A-3", "order_state": "WAITING_ACCEPTANCE", "order_tax_mode": "TAX_EXCLUDED",
+            "shipping_price": 8, "total_price": 173,
+            "order_lines": [
+                {"order_line_id": "A-3-1", "offer_sku": "S2000", "product_sku": "P1", "quantity": 3,
+                 "price_unit": 55, "price": 165, "shipping_price": 8, "total_price": 173,
+                 "taxes": [{"amount": 10, "code": "tax1"}, {"amount": 10.5, "code": "tax2"}],
+                 "shipping_taxes": [{"amount": 1, "code": "tax1"}]},
+                {"order_line_id": "A-3-2", "offer_sku": "", "quantity": "two", "price_unit": null,
+                 "taxes": [{"amount": 1}, {"code": "no amount"}]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(order.order_tax_mode, Some(TaxMode::TaxExcluded));
+        assert_eq!(
+            (order.shipping_price, order.total_price),
+            (Some(8.0), Some(173.0))
+        );
+        let full = &order.order_lines[0];
+        assert_eq!(full.offer_sku.as_deref(), Some("S2000"));
+        assert_eq!(full.product_sku.as_deref(), Some("P1"));
+        assert_eq!(full.quantity, Some(3));
+        assert_eq!((full.price_unit, full.price), (Some(55.0), Some(165.0)));
+        assert_eq!((full.taxes, full.shipping_taxes), (Some(20.5), Some(1.0)));
+        let sparse = &order.order_lines[1];
+        assert_eq!(sparse.offer_sku, None);
+        assert_eq!(sparse.quantity, None);
+        assert_eq!(sparse.price_unit, None);
+        assert_eq!(sparse.taxes, None);
     }
 }

@@ -3,7 +3,8 @@
 //! always produces the same orders.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,6 +207,28 @@ impl Default for Catalogue {
     }
 }
 
+/// Why `--skus` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error(
+        "cannot read the catalogue file {path}: {source}. Give a CSV file of \
+         sku,unit_price[,title] lines, or an inline list like SKU1:19.99,SKU2:5"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// One line of the file, or one entry of the list, is wrong.
+    #[error("{place}: {problem}. Fix that {kind} and start again")]
+    Entry {
+        place: String,
+        kind: &'static str,
+        problem: String,
+    },
+    #[error("{origin} holds no SKU. Give at least one sku,unit_price line (or SKU:PRICE entry)")]
+    Empty { origin: String },
+}
+
 impl Catalogue {
     fn new(products: Vec<Product>) -> Catalogue {
         let by_sku = products
@@ -217,6 +240,77 @@ impl Catalogue {
             products: products.into_iter().map(Arc::new).collect(),
             by_sku: Arc::new(by_sku),
         }
+    }
+
+    /// `--skus`: the CSV file at `value` if there is one, else an inline `SKU:PRICE,...` list.
+    pub fn from_arg(value: &str) -> Result<Catalogue, CatalogueError> {
+        let path = Path::new(value);
+        if path.is_file() || !value.contains(':') {
+            let text = std::fs::read_to_string(path).map_err(|source| CatalogueError::Read {
+                path: value.to_owned(),
+                source,
+            })?;
+            return Catalogue::from_csv(value, &text);
+        }
+        Catalogue::from_list(value)
+    }
+
+    /// `sku,unit_price[,title]` lines (standard CSV quoting), with an optional header line
+    /// starting `sku`; blank lines are skipped. `origin` names the file in errors.
+    pub fn from_csv(origin: &str, text: &str) -> Result<Catalogue, CatalogueError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let mut builder = Builder::default();
+        for (at, record) in reader.records().enumerate() {
+            let record = record.map_err(|error| {
+                let line = error.position().map_or(at as u64 + 1, csv::Position::line);
+                entry(origin, line, error.to_string())
+            })?;
+            let line = record.position().map_or(at as u64 + 1, csv::Position::line);
+            let fields: Vec<&str> = record.iter().collect();
+            match fields.as_slice() {
+                [] | [""] => {}
+                [sku, ..] if at == 0 && sku.eq_ignore_ascii_case("sku") => {}
+                [sku, price] => builder
+                    .add(sku, price, None)
+                    .map_err(|problem| entry(origin, line, problem))?,
+                [sku, price, title] => builder
+                    .add(sku, price, Some(title))
+                    .map_err(|problem| entry(origin, line, problem))?,
+                _ => {
+                    return Err(entry(
+                        origin,
+                        line,
+                        format!(
+                            "expected sku,unit_price[,title], found {} fields",
+                            fields.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        builder.build(format!("catalogue file {origin}"))
+    }
+
+    /// `SKU1:19.99,SKU2:5`.
+    pub fn from_list(list: &str) -> Result<Catalogue, CatalogueError> {
+        let mut builder = Builder::default();
+        for (at, item) in list.split(',').map(str::trim).enumerate() {
+            let place = || format!("catalogue list entry {} ({item:?})", at + 1);
+            let problem = match item.split_once(':') {
+                None => Err("expected SKU:PRICE, e.g. SHOP-MOUSE:19.99".to_owned()),
+                Some((sku, price)) => builder.add(sku.trim(), price.trim(), None),
+            };
+            problem.map_err(|problem| CatalogueError::Entry {
+                place: place(),
+                kind: "entry",
+                problem,
+            })?;
+        }
+        builder.build("the catalogue list".to_owned())
     }
 
     /// How many SKUs it holds.
@@ -234,6 +328,66 @@ impl Catalogue {
 
     fn draw(&self, rng: &mut StdRng) -> Arc<Product> {
         Arc::clone(&self.products[rng.random_range(0..self.products.len())])
+    }
+}
+
+fn entry(origin: &str, line: u64, problem: String) -> CatalogueError {
+    CatalogueError::Entry {
+        place: format!("catalogue file {origin} line {line}"),
+        kind: "line",
+        problem,
+    }
+}
+
+/// A catalogue being read: its products so far, each SKU once.
+#[derive(Default)]
+struct Builder {
+    products: Vec<Product>,
+    skus: HashSet<String>,
+}
+
+impl Builder {
+    fn add(&mut self, sku: &str, price: &str, title: Option<&str>) -> Result<(), String> {
+        if sku.is_empty() {
+            return Err("the SKU is empty".to_owned());
+        }
+        let unit_price = price
+            .parse::<f64>()
+            .ok()
+            .filter(|price| price.is_finite() && *price >= 0.0)
+            .ok_or_else(|| {
+                format!("unit_price {price:?} for {sku} is not a price in dollars, like 19.99")
+            })?;
+        if !self.skus.insert(sku.to_owned()) {
+            return Err(format!("SKU {sku} is already in the catalogue above"));
+        }
+        // A built-in SKU keeps its product id, category and shipping; the rest is the seller's.
+        let builtin = PRODUCTS.iter().find(|product| product.offer_sku == sku);
+        let title = title.filter(|title| !title.is_empty());
+        self.products.push(Product {
+            offer_sku: Cow::Owned(sku.to_owned()),
+            product_sku: builtin.map_or_else(
+                || Cow::Owned(derived_product_sku(sku)),
+                |known| known.product_sku.clone(),
+            ),
+            title: match (title, builtin) {
+                (Some(title), _) => Cow::Owned(title.to_owned()),
+                (None, Some(known)) => known.title.clone(),
+                (None, None) => Cow::Owned(sku.to_owned()),
+            },
+            category_code: builtin.map_or(GENERAL_CATEGORY.0, |known| known.category_code),
+            category_label: builtin.map_or(GENERAL_CATEGORY.1, |known| known.category_label),
+            unit_cents: cents(unit_price),
+            shipping_cents: builtin.map_or(0, |known| known.shipping_cents),
+        });
+        Ok(())
+    }
+
+    fn build(self, origin: String) -> Result<Catalogue, CatalogueError> {
+        if self.products.is_empty() {
+            return Err(CatalogueError::Empty { origin });
+        }
+        Ok(Catalogue::new(self.products))
     }
 }
 

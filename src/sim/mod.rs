@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use catalogue::Catalogue;
+pub use catalogue::{Catalogue, CatalogueError};
 pub use faults::Faults;
 pub use order::ACCEPTANCE_DEADLINE_REASON;
 pub use state::{Behaviour, LineSpec, OrderSpec, Scripted, SimStats};

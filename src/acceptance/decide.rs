@@ -1,0 +1,769 @@
+//! Decide: for each batch of claimed orders still waiting, which lines to accept, refuse or leave
+//! to a person, before any OR21.
+//!
+//! With `rules.enabled = false` and no person's decision pending, every line is accepted and the
+//! database is asked nothing more than whether a decision is pending. Otherwise one short
+//! transaction per batch (never across an HTTP call):
+//!
+//! 1. lock the batch's SKUs (advisory locks in ascending key order: deadlock-free between
+//!    replicas, and valid whether the stock relation is a table or a view);
+//! 2. read their stock rows and the units other orders' open reservations hold;
+//! 3. decide each line: a pending review decision says what the person chose; otherwise the
+//!    rules below, line by line, the most cautious action winning;
+//! 4. reserve stock for the accepted lines of orders going to OR21 (an open reservation of the
+//!    same line, left by a claim that died before OR21, is kept instead of taking more);
+//! 5. write one `acceptance_decisions` row per line saying why.
+//!
+//! Any line in review puts the whole order in review: no OR21, outcome `in_review`.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::outcome::{Outcome, OutcomeSender, report};
+use super::preflight::ToAccept;
+use super::{Context, RunError};
+use crate::config::{RuleAction, RulesSettings};
+use crate::db::decisions::{self, LineDecisionRecord, PendingReview};
+use crate::db::queue::Claim;
+use crate::db::stock::{self, Reservation, StockColumns, StockRow};
+use crate::marketplace::{LineDecision, OrderLine, OrderTerms, TaxMode};
+
+/// An order ready for OR21: each line accepted or refused.
+#[derive(Debug)]
+pub struct Decided {
+    pub claim: Claim,
+    pub lines: Vec<LineDecision>,
+    /// An earlier attempt's OR21 was answered 204: confirm, do not send again.
+    pub accepted_before: bool,
+}
+
+/// What the decide stage keeps for the length of a run.
+pub struct Decider {
+    /// Set when rules are on: the optional columns of the stock relation.
+    stock_columns: Option<StockColumns>,
+}
+
+impl Decider {
+    /// With rules on, checks the stock relation once for the run and warns once about the rows
+    /// the rules ignore.
+    pub async fn for_run(ctx: &Context) -> Result<Self, RunError> {
+        let rules = &ctx.settings.rules;
+        if !rules.enabled {
+            return Ok(Self {
+                stock_columns: None,
+            });
+        }
+        let columns = stock::inspect_stock_relation(&ctx.pool, &rules.stock_relation)
+            .await
+            .map_err(RunError::StockRelation)?;
+        let unusable = stock::count_unusable_rows(&ctx.pool, &rules.stock_relation)
+            .await
+            .map_err(RunError::database("reading the stock relation"))?;
+        if unusable > 0 {
+            tracing::warn!(
+                relation = %rules.stock_relation,
+                rows = unusable,
+                "stock rows with a NULL sku or a NULL or negative available are ignored: lines of their SKU count as unknown. Fix the rows (or the view) in the stock relation"
+            );
+        }
+        Ok(Self {
+            stock_columns: Some(columns),
+        })
+    }
+
+    /// Decides a batch; orders in review go straight to the record stage.
+    pub async fn decide(
+        &self,
+        ctx: &Context,
+        orders: Vec<ToAccept>,
+        outcomes: &OutcomeSender,
+    ) -> Result<Vec<Decided>, RunError> {
+        // An order whose OR21 was already answered 204 has had its decisions made and sent.
+        let (confirm_only, to_decide): (Vec<ToAccept>, Vec<ToAccept>) =
+            orders.into_iter().partition(|order| order.accepted_before);
+        let mut decided: Vec<Decided> = confirm_only.into_iter().map(accept_every_line).collect();
+
+        let ids: Vec<&str> = to_decide
+            .iter()
+            .map(|o| o.claim.order_id.as_str())
+            .collect();
+        let mut reviews: HashMap<String, PendingReview> =
+            decisions::pending_reviews(&ctx.pool, &ids)
+                .await
+                .map_err(RunError::database("reading pending review decisions"))?
+                .into_iter()
+                .map(|review| (review.order_id.clone(), review))
+                .collect();
+        if self.stock_columns.is_none() && reviews.is_empty() {
+            decided.extend(to_decide.into_iter().map(accept_every_line));
+            return Ok(decided);
+        }
+
+        let (by_person, by_rules): (Vec<ToAccept>, Vec<ToAccept>) = to_decide
+            .into_iter()
+            .partition(|order| reviews.contains_key(&order.claim.order_id));
+        // Rules off: the orders no person decided are accepted as before, outside the transaction.
+        let by_rules = match self.stock_columns {
+            Some(_) => by_rules,
+            None => {
+                decided.extend(by_rules.into_iter().map(accept_every_line));
+                Vec::new()
+            }
+        };
+        let plans = self
+            .decide_in_one_transaction(ctx, by_person, by_rules, &mut reviews)
+            .await
+            .map_err(RunError::database("deciding order lines"))?;
+        for plan in plans {
+            match plan {
+                Plan::Send(order) => decided.push(order),
+                Plan::Review(outcome) => report(outcomes, outcome),
+            }
+        }
+        Ok(decided)
+    }
+
+    async fn decide_in_one_transaction(
+        &self,
+        ctx: &Context,
+        by_person: Vec<ToAccept>,
+        by_rules: Vec<ToAccept>,
+        reviews: &mut HashMap<String, PendingReview>,
+    ) -> Result<Vec<Plan>, sqlx::Error> {
+        let rules = &ctx.settings.rules;
+        let all = || by_person.iter().chain(by_rules.iter());
+        let mut skus: Vec<&str> = all()
+            .flat_map(|order| order.terms.lines.iter())
+            .flat_map(|line| [line.offer_sku.as_deref(), line.product_sku.as_deref()])
+            .flatten()
+            .collect();
+        skus.sort_unstable();
+        skus.dedup();
+        let ids: Vec<&str> = all().map(|o| o.claim.order_id.as_str()).collect();
+
+        let mut tx = ctx.pool.begin().await?;
+        stock::lock_skus(&mut tx, &skus).await?;
+        let mut shelf = match self.stock_columns {
+            Some(columns) => Shelf {
+                rows: stock::stock_of(&mut tx, &rules.stock_relation, columns, &skus).await?,
+                reserved: stock::reserved_units(&mut tx, &skus, &ids, rules.reservation_ttl)
+                    .await?,
+                taken: HashMap::new(),
+            },
+            None => Shelf::default(),
+        };
+
+        let mut plans = Vec::with_capacity(ids.len());
+        let mut writes = Writes::default();
+        for order in by_person {
+            let Some(review) = reviews.remove(&order.claim.order_id) else {
+                continue;
+            };
+            let lines = as_the_person_decided(&order.terms, &review, &mut shelf);
+            plans.push(writes.plan(order, lines, &review.decided_by, &mut shelf));
+        }
+        for order in by_rules {
+            let lines = by_the_rules(&order.terms, rules, &shelf);
+            plans.push(writes.plan(order, lines, "rules", &mut shelf));
+        }
+        stock::reserve(&mut tx, &writes.reservations()).await?;
+        stock::release_lines(&mut tx, &writes.releases()).await?;
+        decisions::insert_line_decisions(&mut tx, &writes.records).await?;
+        tx.commit().await?;
+        Ok(plans)
+    }
+}
+
+fn accept_every_line(order: ToAccept) -> Decided {
+    Decided {
+        lines: order
+            .terms
+            .lines
+            .iter()
+            .map(|line| LineDecision::accept(&line.order_line_id))
+            .collect(),
+        claim: order.claim,
+        accepted_before: order.accepted_before,
+    }
+}
+
+enum Plan {
+    Send(Decided),
+    Review(Outcome),
+}
+
+/// The stock of the batch's SKUs as this transaction sees it.
+#[derive(Default)]
+struct Shelf {
+    rows: HashMap<String, StockRow>,
+    /// Units held by other orders' open reservations.
+    reserved: HashMap<String, i64>,
+    /// Units promised to lines decided earlier in this batch.
+    taken: HashMap<String, i64>,
+}
+
+impl Shelf {
+    /// The line's SKU: its offer_sku when the stock relation knows it, else its product_sku
+    /// when that is known, else (unknown) the offer_sku, or the product_sku if it has none.
+    fn sku_of<'a>(&self, line: &'a OrderLine) -> Option<&'a str> {
+        let offer = line.offer_sku.as_deref();
+        let product = line.product_sku.as_deref();
+        [offer, product]
+            .into_iter()
+            .flatten()
+            .find(|sku| self.rows.contains_key(*sku))
+            .or(offer)
+            .or(product)
+    }
+
+    fn reserved(&self, sku: &str) -> i64 {
+        self.reserved.get(sku).copied().unwrap_or(0) + self.taken.get(sku).copied().unwrap_or(0)
+    }
+}
+
+/// One line's decision and why.
+#[derive(Debug, Clone, PartialEq)]
+struct Judgement {
+    order_line_id: String,
+    action: RuleAction,
+    rule: &'static str,
+    sku: Option<String>,
+    quantity: Option<u32>,
+    available: Option<i64>,
+    reserved: Option<i64>,
+    unit_price: Option<f64>,
+    floor_price: Option<f64>,
+    reason: String,
+}
+
+/// A review decision: `accept` accepts the lines it names (all when none) and refuses the
+/// others; `refuse` the other way round. Accepted lines reserve stock even beyond what is
+/// available: the person overrides the count.
+fn as_the_person_decided(
+    terms: &OrderTerms,
+    review: &PendingReview,
+    shelf: &mut Shelf,
+) -> Vec<Judgement> {
+    let names = |line: &OrderLine| {
+        review
+            .lines
+            .as_ref()
+            .is_none_or(|lines| lines.contains(&line.order_line_id))
+    };
+    let note = review
+        .note
+        .as_deref()
+        .map_or(String::new(), |note| format!(": {note}"));
+    terms
+        .lines
+        .iter()
+        .map(|line| {
+            let accepted = names(line) == (review.action == "accept");
+            let sku = shelf.sku_of(line);
+            let (verb, action) = match accepted {
+                true => ("accepted", RuleAction::Accept),
+                false => ("refused", RuleAction::Refuse),
+            };
+            Judgement {
+                order_line_id: line.order_line_id.clone(),
+                action,
+                rule: "review_decision",
+                sku: sku.map(str::to_owned),
+                quantity: line.quantity,
+                available: sku
+                    .and_then(|sku| shelf.rows.get(sku))
+                    .map(|row| row.available),
+                reserved: sku.map(|sku| shelf.reserved(sku)),
+                unit_price: None,
+                floor_price: None,
+                reason: format!(
+                    "Line {} {verb} by {} in review (review #{}){note}.",
+                    line.order_line_id, review.decided_by, review.review_id
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Every line against the rules, as if the order were accepted whole: the stock a line takes is
+/// counted for the lines after it in the same order.
+fn by_the_rules(terms: &OrderTerms, rules: &RulesSettings, shelf: &Shelf) -> Vec<Judgement> {
+    let total = order_total(terms);
+    let mut taken_here: HashMap<&str, i64> = HashMap::new();
+    terms
+        .lines
+        .iter()
+        .map(|line| {
+            let judgement =
+                judge_line(line, terms.order_tax_mode, total, rules, shelf, &taken_here);
+            if judgement.action == RuleAction::Accept
+                && let (Some(sku), Some(quantity)) = (shelf.sku_of(line), line.quantity)
+            {
+                *taken_here.entry(sku).or_default() += i64::from(quantity);
+            }
+            judgement
+        })
+        .collect()
+}
+
+fn judge_line(
+    line: &OrderLine,
+    tax_mode: Option<TaxMode>,
+    order_total: Option<f64>,
+    rules: &RulesSettings,
+    shelf: &Shelf,
+    taken_here: &HashMap<&str, i64>,
+) -> Judgement {
+    let id = &line.order_line_id;
+    let sku = shelf.sku_of(line);
+    let row = sku.and_then(|sku| shelf.rows.get(sku));
+    let reserved = sku.map(|sku| shelf.reserved(sku) + taken_here.get(sku).copied().unwrap_or(0));
+    let unit_price = unit_price_with_taxes(line, tax_mode);
+    let floor_price = row
+        .and_then(|row| row.min_price)
+        .map(|min| min * (1.0 - rules.max_price_drop));
+    let judgement = |action, rule, reason| Judgement {
+        order_line_id: id.clone(),
+        action,
+        rule,
+        sku: sku.map(str::to_owned),
+        quantity: line.quantity,
+        available: row.map(|row| row.available),
+        reserved,
+        unit_price,
+        floor_price,
+        reason,
+    };
+    let relation = &rules.stock_relation;
+    let sku_text = sku.unwrap_or("(none)");
+
+    let mut candidates = Vec::new();
+    if let (Some(limit), Some(total)) = (rules.max_order_total, order_total)
+        && total > limit
+    {
+        candidates.push(judgement(
+            rules.order_total_above_limit,
+            "order_total_above_limit",
+            format!(
+                "Line {id}: the order total {total:.2} is above rules.max_order_total {limit:.2}."
+            ),
+        ));
+    }
+    let Some(quantity) = line.quantity else {
+        let unreadable = judgement(
+            RuleAction::Review,
+            "unreadable_line",
+            format!("Line {id}: OR11 gives no quantity, so no rule can judge it."),
+        );
+        return most_cautious(candidates, unreadable);
+    };
+    let Some(row) = row else {
+        let unknown = judgement(
+            rules.unknown_sku,
+            "unknown_sku",
+            format!("Line {id}: SKU {sku_text} is not in {relation} (or its row is unusable)."),
+        );
+        return most_cautious(candidates, unknown);
+    };
+    if let Some(floor) = floor_price {
+        match unit_price {
+            Some(price) if price < floor => candidates.push(judgement(
+                rules.price_below_floor,
+                "price_below_floor",
+                format!(
+                    "Line {id}: unit price {price:.2} (tax included) is below the floor {floor:.2} for SKU {sku_text}."
+                ),
+            )),
+            Some(_) => {}
+            None => candidates.push(judgement(
+                RuleAction::Review,
+                "unreadable_line",
+                format!("Line {id}: OR11 gives no price to hold against the floor {floor:.2}."),
+            )),
+        }
+    }
+    let reserved = reserved.unwrap_or(0);
+    let free = row.available - reserved;
+    let (action, rule, reason) = if free >= i64::from(quantity) {
+        (
+            RuleAction::Accept,
+            "in_stock",
+            format!(
+                "Line {id}: {quantity} of SKU {sku_text} in stock ({} available, {reserved} reserved).",
+                row.available
+            ),
+        )
+    } else if row.backorder {
+        (
+            rules.backorder,
+            "backorder",
+            format!(
+                "Line {id}: {quantity} of SKU {sku_text} wanted, {free} free ({} available, {reserved} reserved); backorder allowed.",
+                row.available
+            ),
+        )
+    } else {
+        (
+            rules.insufficient_stock,
+            "insufficient_stock",
+            format!(
+                "Line {id}: {quantity} of SKU {sku_text} wanted, {free} free ({} available, {reserved} reserved).",
+                row.available
+            ),
+        )
+    };
+    most_cautious(candidates, judgement(action, rule, reason))
+}
+
+/// Review before refuse before accept; the first rule checked wins a tie.
+fn most_cautious(earlier: Vec<Judgement>, last: Judgement) -> Judgement {
+    let weight = |action: RuleAction| match action {
+        RuleAction::Review => 2,
+        RuleAction::Refuse => 1,
+        RuleAction::Accept => 0,
+    };
+    earlier.into_iter().rev().fold(last, |best, candidate| {
+        match weight(candidate.action) >= weight(best.action) {
+            true => candidate,
+            false => best,
+        }
+    })
+}
+
+/// The unit price the floor is held against. The floor is tax-included, so a TAX_EXCLUDED line
+/// gets its taxes per unit added (missing taxes count as none).
+fn unit_price_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<f64> {
+    let quantity = f64::from(line.quantity.filter(|q| *q > 0)?);
+    let unit = line
+        .price_unit
+        .or(line.price.map(|price| price / quantity))?;
+    Some(match tax_mode {
+        Some(TaxMode::TaxExcluded) => unit + line.taxes.unwrap_or(0.0) / quantity,
+        _ => unit,
+    })
+}
+
+/// Lines and shipping, tax included: OR11's total, plus the line and shipping taxes when the
+/// order is TAX_EXCLUDED.
+fn order_total(terms: &OrderTerms) -> Option<f64> {
+    let before_taxes = terms.total_price.or_else(|| {
+        let lines: Option<f64> = terms
+            .lines
+            .iter()
+            .map(|line| line.total_price.or(line.price))
+            .sum();
+        Some(lines? + terms.shipping_price.unwrap_or(0.0))
+    })?;
+    let taxes: f64 = match terms.order_tax_mode {
+        Some(TaxMode::TaxExcluded) => terms
+            .lines
+            .iter()
+            .map(|line| line.taxes.unwrap_or(0.0) + line.shipping_taxes.unwrap_or(0.0))
+            .sum(),
+        _ => 0.0,
+    };
+    Some(before_taxes + taxes)
+}
+
+/// What the transaction writes, gathered while the batch is decided.
+#[derive(Default)]
+struct Writes {
+    /// (order, line, sku, quantity) of accepted lines of orders going to OR21.
+    reserve: Vec<(String, String, String, i32)>,
+    /// (order, line, reason) of lines whose earlier reservation, if any, goes back.
+    release: Vec<(String, String, &'static str)>,
+    records: Vec<LineDecisionRecord>,
+}
+
+impl Writes {
+    /// Turns an order's line judgements into its plan, and notes what to write for it.
+    fn plan(
+        &mut self,
+        order: ToAccept,
+        judgements: Vec<Judgement>,
+        decided_by: &str,
+        shelf: &mut Shelf,
+    ) -> Plan {
+        let id = order.claim.order_id.clone();
+        let in_review = judgements.iter().any(|j| j.action == RuleAction::Review);
+        for j in &judgements {
+            let keeps_stock = j.action == RuleAction::Accept && !in_review;
+            match (keeps_stock, &j.sku, j.quantity) {
+                (true, Some(sku), Some(quantity)) => {
+                    *shelf.taken.entry(sku.clone()).or_default() += i64::from(quantity);
+                    self.reserve.push((
+                        id.clone(),
+                        j.order_line_id.clone(),
+                        sku.clone(),
+                        i32::try_from(quantity).unwrap_or(i32::MAX),
+                    ));
+                }
+                (true, ..) => {}
+                (false, ..) => {
+                    let reason = if in_review { "in_review" } else { "refused" };
+                    self.release
+                        .push((id.clone(), j.order_line_id.clone(), reason));
+                }
+            }
+            self.records.push(LineDecisionRecord {
+                order_id: id.clone(),
+                order_line_id: j.order_line_id.clone(),
+                attempt: order.claim.attempt,
+                action: j.action.as_str(),
+                rule: j.rule,
+                sku: j.sku.clone(),
+                quantity: j.quantity.and_then(|q| i32::try_from(q).ok()),
+                available: j.available,
+                reserved: j.reserved,
+                unit_price: j.unit_price,
+                floor_price: j.floor_price,
+                reason: j.reason.clone(),
+                decided_by: decided_by.to_string(),
+            });
+        }
+        if in_review {
+            return Plan::Review(in_review_outcome(order.claim, &judgements));
+        }
+        Plan::Send(Decided {
+            claim: order.claim,
+            lines: judgements
+                .iter()
+                .map(|j| LineDecision {
+                    order_line_id: j.order_line_id.clone(),
+                    accepted: j.action == RuleAction::Accept,
+                })
+                .collect(),
+            accepted_before: false,
+        })
+    }
+
+    fn reservations(&self) -> Vec<Reservation<'_>> {
+        self.reserve
+            .iter()
+            .map(|(order, line, sku, quantity)| Reservation {
+                order_id: order,
+                order_line_id: line,
+                sku,
+                quantity: *quantity,
+            })
+            .collect()
+    }
+
+    fn releases(&self) -> Vec<(&str, &str, &str)> {
+        self.release
+            .iter()
+            .map(|(order, line, reason)| (order.as_str(), line.as_str(), *reason))
+            .collect()
+    }
+}
+
+/// The note names each line a person must look at and why.
+fn in_review_outcome(claim: Claim, judgements: &[Judgement]) -> Outcome {
+    let why: Vec<&str> = judgements
+        .iter()
+        .filter(|j| j.action == RuleAction::Review)
+        .map(|j| j.reason.as_str())
+        .collect();
+    let note = format!(
+        "In review: a person must decide (`order-acceptance review list`). {}",
+        why.join(" ")
+    );
+    let lines: Value = judgements
+        .iter()
+        .map(|j| {
+            json!({
+                "order_line_id": j.order_line_id,
+                "offer_sku": j.sku,
+                "quantity": j.quantity,
+                "state": "WAITING_ACCEPTANCE",
+                "accepted": null,
+                "action": j.action.as_str(),
+                "rule": j.rule,
+            })
+        })
+        .collect();
+    Outcome::in_review(claim, note, lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Needs, Settings};
+    use crate::marketplace::OrderState;
+
+    fn rules(overrides: &[(&str, &str)]) -> RulesSettings {
+        let env: Vec<(String, String)> = [
+            ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
+            ("ORDER_ACCEPTANCE__RULES__ENABLED", "true"),
+        ]
+        .iter()
+        .chain(overrides)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Settings::load_from(None, Needs::DatabaseOnly, env)
+            .expect("settings")
+            .rules
+    }
+
+    fn line(id: &str, sku: &str, quantity: u32, price_unit: f64) -> OrderLine {
+        OrderLine {
+            order_line_id: id.into(),
+            order_line_state: OrderState::WaitingAcceptance,
+            offer_sku: Some(sku.into()),
+            product_sku: None,
+            quantity: Some(quantity),
+            price_unit: Some(price_unit),
+            price: Some(price_unit * f64::from(quantity)),
+            shipping_price: Some(0.0),
+            total_price: Some(price_unit * f64::from(quantity)),
+            taxes: None,
+            shipping_taxes: None,
+        }
+    }
+
+    fn terms(lines: Vec<OrderLine>) -> OrderTerms {
+        OrderTerms {
+            order_tax_mode: Some(TaxMode::TaxIncluded),
+            shipping_price: Some(0.0),
+            total_price: None,
+            lines,
+        }
+    }
+
+    fn shelf(rows: &[(&str, i64, Option<f64>, bool)]) -> Shelf {
+        Shelf {
+            rows: rows
+                .iter()
+                .map(|(sku, available, min_price, backorder)| {
+                    let row = StockRow {
+                        available: *available,
+                        min_price: *min_price,
+                        backorder: *backorder,
+                    };
+                    (sku.to_string(), row)
+                })
+                .collect(),
+            ..Shelf::default()
+        }
+    }
+
+    fn verdicts(judgements: &[Judgement]) -> Vec<(&str, &str)> {
+        judgements
+            .iter()
+            .map(|j| (j.action.as_str(), j.rule))
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_gives_its_default_action() {
+        let rules = rules(&[]);
+        let shelf = shelf(&[
+            ("IN", 5, None, false),
+            ("SHORT", 1, None, false),
+            ("BACK", 0, None, true),
+            ("FLOOR", 9, Some(100.0), false),
+        ]);
+        let order = terms(vec![
+            line("L1", "IN", 2, 10.0),
+            line("L2", "NOWHERE", 1, 10.0),
+            line("L3", "SHORT", 2, 10.0),
+            line("L4", "BACK", 3, 10.0),
+            line("L5", "FLOOR", 1, 99.99),
+        ]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [
+                ("accept", "in_stock"),
+                ("review", "unknown_sku"),
+                ("review", "insufficient_stock"),
+                ("accept", "backorder"),
+                ("review", "price_below_floor"),
+            ]
+        );
+    }
+
+    #[test]
+    fn two_lines_of_one_sku_share_its_stock() {
+        let rules = rules(&[("ORDER_ACCEPTANCE__RULES__INSUFFICIENT_STOCK", "refuse")]);
+        let shelf = shelf(&[("A", 3, None, false)]);
+        let order = terms(vec![line("L1", "A", 2, 1.0), line("L2", "A", 2, 1.0)]);
+        let judged = by_the_rules(&order, &rules, &shelf);
+        assert_eq!(
+            verdicts(&judged),
+            [("accept", "in_stock"), ("refuse", "insufficient_stock")]
+        );
+        assert_eq!(judged[1].reserved, Some(2));
+    }
+
+    #[test]
+    fn the_floor_is_tax_included_so_tax_excluded_prices_get_their_taxes() {
+        let rules = rules(&[("ORDER_ACCEPTANCE__RULES__MAX_PRICE_DROP", "0.1")]);
+        let shelf = shelf(&[("A", 9, Some(100.0), false)]);
+        // 85 before taxes, 10 of taxes per unit: 95 with taxes, above the floor of 90.
+        let mut taxed = line("L1", "A", 2, 85.0);
+        taxed.taxes = Some(20.0);
+        let mut order = terms(vec![taxed]);
+        order.order_tax_mode = Some(TaxMode::TaxExcluded);
+        let judged = by_the_rules(&order, &rules, &shelf);
+        assert_eq!(verdicts(&judged), [("accept", "in_stock")]);
+        assert_eq!(judged[0].unit_price, Some(95.0));
+        assert_eq!(judged[0].floor_price, Some(90.0));
+
+        order.order_tax_mode = Some(TaxMode::TaxIncluded);
+        let judged = by_the_rules(&order, &rules, &shelf);
+        assert_eq!(verdicts(&judged), [("review", "price_below_floor")]);
+    }
+
+    #[test]
+    fn an_order_above_the_limit_sends_every_line_to_its_action() {
+        let rules = rules(&[("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "100")]);
+        let shelf = shelf(&[("A", 9, None, false)]);
+        let order = terms(vec![line("L1", "A", 1, 60.0), line("L2", "A", 1, 60.0)]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [
+                ("review", "order_total_above_limit"),
+                ("review", "order_total_above_limit")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_most_cautious_rule_wins_and_unreadable_lines_go_to_review() {
+        let rules = rules(&[
+            ("ORDER_ACCEPTANCE__RULES__UNKNOWN_SKU", "refuse"),
+            ("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "1"),
+        ]);
+        let shelf = shelf(&[]);
+        let mut no_quantity = line("L2", "A", 1, 5.0);
+        no_quantity.quantity = None;
+        let order = terms(vec![line("L1", "A", 1, 5.0), no_quantity]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [
+                ("review", "order_total_above_limit"),
+                ("review", "order_total_above_limit")
+            ]
+        );
+        let rules = rules_without_limit();
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [("refuse", "unknown_sku"), ("review", "unreadable_line")]
+        );
+    }
+
+    fn rules_without_limit() -> RulesSettings {
+        rules(&[("ORDER_ACCEPTANCE__RULES__UNKNOWN_SKU", "refuse")])
+    }
+
+    #[test]
+    fn lines_match_on_offer_sku_then_product_sku() {
+        let shelf = shelf(&[("P-1", 1, None, false)]);
+        let mut both = line("L1", "O-1", 1, 1.0);
+        both.product_sku = Some("P-1".into());
+        assert_eq!(shelf.sku_of(&both), Some("P-1"));
+        let only_offer = line("L2", "O-2", 1, 1.0);
+        assert_eq!(shelf.sku_of(&only_offer), Some("O-2"));
+    }
+}

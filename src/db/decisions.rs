@@ -1,0 +1,134 @@
+//! Why each line was accepted, refused or sent to review (`acceptance_decisions`), and the
+//! people's decisions the run carries out (`review_decisions`).
+
+use sqlx::{PgConnection, PgPool};
+
+/// One line's decision, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineDecisionRecord {
+    pub order_id: String,
+    pub order_line_id: String,
+    pub attempt: i32,
+    /// accept, refuse or review.
+    pub action: &'static str,
+    pub rule: &'static str,
+    pub sku: Option<String>,
+    pub quantity: Option<i32>,
+    pub available: Option<i64>,
+    pub reserved: Option<i64>,
+    pub unit_price: Option<f64>,
+    pub floor_price: Option<f64>,
+    pub reason: String,
+    /// `rules`, or the person whose review decision this carries out.
+    pub decided_by: String,
+}
+
+pub async fn insert_line_decisions(
+    conn: &mut PgConnection,
+    decisions: &[LineDecisionRecord],
+) -> Result<(), sqlx::Error> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let column =
+        |f: fn(&LineDecisionRecord) -> &str| -> Vec<&str> { decisions.iter().map(f).collect() };
+    let orders = column(|d| &d.order_id);
+    let lines = column(|d| &d.order_line_id);
+    let actions = column(|d| d.action);
+    let rules = column(|d| d.rule);
+    let reasons = column(|d| &d.reason);
+    let deciders = column(|d| &d.decided_by);
+    let attempts: Vec<i32> = decisions.iter().map(|d| d.attempt).collect();
+    let skus: Vec<Option<&str>> = decisions.iter().map(|d| d.sku.as_deref()).collect();
+    let quantities: Vec<Option<i32>> = decisions.iter().map(|d| d.quantity).collect();
+    let available: Vec<Option<i64>> = decisions.iter().map(|d| d.available).collect();
+    let reserved: Vec<Option<i64>> = decisions.iter().map(|d| d.reserved).collect();
+    let prices: Vec<Option<f64>> = decisions.iter().map(|d| d.unit_price).collect();
+    let floors: Vec<Option<f64>> = decisions.iter().map(|d| d.floor_price).collect();
+    sqlx::query(
+        r#"
+        INSERT INTO acceptance_decisions
+            (order_id, order_line_id, attempt, action, rule, sku, quantity, available, reserved,
+             unit_price, floor_price, reason, decided_by)
+        SELECT order_id, order_line_id, attempt, action, rule, sku, quantity, available::int,
+               reserved::int, round(unit_price::numeric, 4), round(floor_price::numeric, 4),
+               reason, decided_by
+        FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                    $7::int[], $8::int8[], $9::int8[], $10::float8[], $11::float8[], $12::text[],
+                    $13::text[])
+             AS d(order_id, order_line_id, attempt, action, rule, sku, quantity, available,
+                  reserved, unit_price, floor_price, reason, decided_by)
+        "#,
+    )
+    .bind(&orders)
+    .bind(&lines)
+    .bind(&attempts)
+    .bind(&actions)
+    .bind(&rules)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&available)
+    .bind(&reserved)
+    .bind(&prices)
+    .bind(&floors)
+    .bind(&reasons)
+    .bind(&deciders)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A person's decision on an order in review, waiting for a run to carry it out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingReview {
+    pub review_id: i64,
+    pub order_id: String,
+    /// accept or refuse.
+    pub action: String,
+    /// The lines the action names; `None`: all of them.
+    pub lines: Option<Vec<String>>,
+    pub note: Option<String>,
+    pub decided_by: String,
+}
+
+/// The decisions not carried out yet for these orders (at most one per order).
+pub async fn pending_reviews(
+    pool: &PgPool,
+    order_ids: &[&str],
+) -> Result<Vec<PendingReview>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT review_id, order_id, action, lines, note, decided_by
+        FROM review_decisions
+        WHERE order_id = ANY($1::text[]) AND carried_out_at IS NULL
+        "#,
+    )
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks the pending decisions of these orders (order, outcome status) carried out.
+pub async fn mark_reviews_carried_out(
+    conn: &mut PgConnection,
+    outcomes: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = outcomes.iter().map(|(order, _)| *order).collect();
+    let statuses: Vec<&str> = outcomes.iter().map(|(_, status)| *status).collect();
+    sqlx::query(
+        r#"
+        UPDATE review_decisions r
+        SET carried_out_at = now(), outcome = x.status
+        FROM unnest($1::text[], $2::text[]) AS x(order_id, status)
+        WHERE r.order_id = x.order_id AND r.carried_out_at IS NULL
+        "#,
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
