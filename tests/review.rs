@@ -14,7 +14,7 @@ use order_acceptance::inbox::{self, render};
 use order_acceptance::review::{
     self, DEADLINE_POLICY, Decision, ReviewAction, ReviewError, queue_decision,
 };
-use order_acceptance::sim::OrderSpec;
+use order_acceptance::sim::{LineSpec, OrderSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -904,4 +904,314 @@ async fn the_cli_needs_the_marketplace_key_only_with_now(pool: PgPool) {
         before,
         "nothing decided without a run to do it"
     );
+}
+
+// End to end with the rules: review → decision → the next run --------------------------------
+
+/// Rules on (import on, so the order's creation date comes from the marketplace), plus
+/// `overrides`.
+async fn rules_app(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![("ORDER_ACCEPTANCE__RULES__ENABLED", "true")];
+    env.extend_from_slice(overrides);
+    app(pool, &env).await
+}
+
+/// An order of two lines at the simulator, created `hours` ago: `{id}-1` of a SKU with stock,
+/// `{id}-2` of a SKU the stock does not know, so the rules send it to review.
+async fn two_line_order(app: &TestApp, id: &str, hours: i64) {
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some(id.into()),
+        items: Some(vec![
+            LineSpec {
+                sku: "IN-STOCK".into(),
+                quantity: 1,
+                ..LineSpec::default()
+            },
+            LineSpec {
+                sku: "NOT-LISTED".into(),
+                quantity: 1,
+                ..LineSpec::default()
+            },
+        ]),
+        created_at: Some(Utc::now() - TimeDelta::hours(hours)),
+        ..OrderSpec::default()
+    }]);
+    sqlx::query("INSERT INTO acceptance_stock (sku, available) VALUES ('IN-STOCK', 10) ON CONFLICT DO NOTHING")
+        .execute(&app.pool)
+        .await
+        .expect("stock");
+}
+
+async fn run_once(app: &TestApp) -> acceptance::RunSummary {
+    acceptance::run(&app.worker(), &CancellationToken::new())
+        .await
+        .expect("run completes")
+}
+
+/// Puts a fresh two-line order in review through a run, and checks the list shows why.
+async fn sent_to_review(app: &TestApp, id: &str, hours: i64) {
+    two_line_order(app, id, hours).await;
+    let summary = run_once(app).await;
+    assert_eq!(summary.in_review, 1, "{summary:?}");
+    assert_eq!(app.current_status(id).await.0, "in_review");
+    let list = review::list_in_review(&app.pool, Utc::now())
+        .await
+        .expect("list");
+    let listed = list
+        .orders
+        .iter()
+        .find(|o| o.order.order_id == id)
+        .expect("listed");
+    let rules: Vec<(String, String)> = listed
+        .lines
+        .iter()
+        .map(|d| (d.order_line_id.clone(), d.rule.clone()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (format!("{id}-1"), "in_stock".to_string()),
+            (format!("{id}-2"), "unknown_sku".to_string())
+        ]
+    );
+}
+
+/// (line id, accepted) of each line in the order's OR21 bodies (Mirakl names the id `id`), one
+/// list per call.
+async fn or21_lines(app: &TestApp, id: &str) -> Vec<Vec<(String, bool)>> {
+    let bodies: Vec<Value> = sqlx::query_scalar(
+        "SELECT request_payload FROM api_calls WHERE endpoint = 'OR21' AND related_id = $1 ORDER BY call_id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("OR21 calls");
+    bodies
+        .iter()
+        .map(|body| {
+            body["order_lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|line| {
+                    (
+                        line["id"].as_str().unwrap_or_default().to_string(),
+                        line["accepted"].as_bool().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// (outcome, carried out?) of the order's review decisions.
+async fn carried_out(app: &TestApp, id: &str) -> Vec<(Option<String>, bool)> {
+    sqlx::query_as(
+        "SELECT outcome, carried_out_at IS NOT NULL FROM review_decisions WHERE order_id = $1 ORDER BY review_id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("review decisions")
+}
+
+fn lines(id: &str, accepted: [bool; 2]) -> Vec<Vec<(String, bool)>> {
+    vec![vec![
+        (format!("{id}-1"), accepted[0]),
+        (format!("{id}-2"), accepted[1]),
+    ]]
+}
+
+#[sqlx::test]
+async fn review_accept_is_carried_out_by_the_next_run(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sent_to_review(&app, "E2E-A", 2).await;
+    assert!(
+        or21_lines(&app, "E2E-A").await.is_empty(),
+        "no OR21 while in review"
+    );
+
+    queue_decision(&app.pool, &decision("E2E-A", ReviewAction::Accept, None))
+        .await
+        .expect("decide");
+    let summary = run_once(&app).await;
+
+    assert_eq!((summary.claimed, summary.accepted), (1, 1));
+    assert_eq!(app.current_status("E2E-A").await.0, "accepted");
+    assert_eq!(
+        or21_lines(&app, "E2E-A").await,
+        lines("E2E-A", [true, true])
+    );
+    assert_ne!(
+        app.sim.order_state("E2E-A").as_deref(),
+        Some("WAITING_ACCEPTANCE")
+    );
+    assert_eq!(
+        carried_out(&app, "E2E-A").await,
+        [(Some("accepted".into()), true)]
+    );
+    let report = inbox::order_report(&app.pool, "E2E-A")
+        .await
+        .expect("order");
+    let by: Vec<&str> = report
+        .line_decisions
+        .iter()
+        .rev()
+        .take(2)
+        .map(|d| d.decided_by.as_str())
+        .collect();
+    assert_eq!(
+        by,
+        ["alice", "alice"],
+        "the last claim carried out alice's decision"
+    );
+    assert!(
+        render::order(&report).contains("(accepted)"),
+        "carried out, with its outcome"
+    );
+}
+
+#[sqlx::test]
+async fn review_refuse_refuses_the_order_at_the_marketplace(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sent_to_review(&app, "E2E-R", 2).await;
+
+    queue_decision(&app.pool, &decision("E2E-R", ReviewAction::Refuse, None))
+        .await
+        .expect("decide");
+    let summary = run_once(&app).await;
+
+    assert_eq!(summary.refused, 1);
+    assert_eq!(app.current_status("E2E-R").await.0, "refused");
+    assert_eq!(
+        or21_lines(&app, "E2E-R").await,
+        lines("E2E-R", [false, false])
+    );
+    assert_eq!(app.sim.order_state("E2E-R").as_deref(), Some("REFUSED"));
+    assert_eq!(
+        carried_out(&app, "E2E-R").await,
+        [(Some("refused".into()), true)]
+    );
+}
+
+#[sqlx::test]
+async fn review_accept_of_some_lines_refuses_the_others(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sent_to_review(&app, "E2E-P", 2).await;
+
+    queue_decision(
+        &app.pool,
+        &decision("E2E-P", ReviewAction::Accept, Some(&["E2E-P-1"])),
+    )
+    .await
+    .expect("decide");
+    run_once(&app).await;
+
+    assert_eq!(app.current_status("E2E-P").await.0, "accepted");
+    assert_eq!(
+        or21_lines(&app, "E2E-P").await,
+        lines("E2E-P", [true, false])
+    );
+    let report = inbox::order_report(&app.pool, "E2E-P")
+        .await
+        .expect("order");
+    let states: Vec<(Option<&str>, Option<bool>)> = report
+        .line_states
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|line| (line.order_line_id.as_deref(), line.accepted))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (Some("E2E-P-1"), Some(true)),
+            (Some("E2E-P-2"), Some(false))
+        ],
+        "order ID shows which line was refused"
+    );
+    assert!(
+        render::order(&report).contains("REFUSED"),
+        "{}",
+        render::order(&report)
+    );
+}
+
+#[sqlx::test]
+async fn review_refuse_now_refuses_at_once_through_the_same_path(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sent_to_review(&app, "E2E-N", 2).await;
+
+    let decided = review::decide_now(
+        &app.worker(),
+        &CancellationToken::new(),
+        &decision("E2E-N", ReviewAction::Refuse, Some(&["E2E-N-2"])),
+    )
+    .await
+    .expect("decided and carried out");
+
+    assert_eq!((decided.run.claimed, decided.run.accepted), (1, 1));
+    let outcome = decided.outcome.as_ref().expect("a status");
+    assert_eq!(
+        outcome.status, "accepted",
+        "line 2 refused, line 1 accepted"
+    );
+    assert_eq!(
+        or21_lines(&app, "E2E-N").await,
+        lines("E2E-N", [true, false])
+    );
+    assert_eq!(
+        carried_out(&app, "E2E-N").await,
+        [(Some("accepted".into()), true)]
+    );
+}
+
+#[sqlx::test]
+async fn deadline_accept_and_refuse_carry_out_their_decision_in_the_next_run(pool: PgPool) {
+    for (policy, status, sent) in [("accept", "accepted", true), ("refuse", "refused", false)] {
+        let app = rules_app(
+            pool.clone(),
+            &[("ORDER_ACCEPTANCE__RULES__ON_DEADLINE", policy)],
+        )
+        .await;
+        let near = format!("DL-{policy}");
+        let far = format!("FAR-{policy}");
+        sent_to_review(&app, &near, 23).await;
+        sent_to_review(&app, &far, 12).await;
+
+        run_once(&app).await;
+
+        assert_eq!(app.current_status(&near).await.0, status, "{policy}");
+        assert_eq!(or21_lines(&app, &near).await, lines(&near, [sent, sent]));
+        assert_eq!(
+            review_rows(&app.pool, &near).await[0].3,
+            DEADLINE_POLICY,
+            "{policy}"
+        );
+        assert_eq!(
+            carried_out(&app, &near).await,
+            [(Some(status.into()), true)]
+        );
+        assert_eq!(app.current_status(&far).await.0, "in_review", "{policy}");
+        assert!(or21_lines(&app, &far).await.is_empty());
+    }
+}
+
+#[sqlx::test]
+async fn deadline_review_leaves_the_order_and_one_failure_across_runs(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sent_to_review(&app, "DL-R", 23).await;
+
+    run_once(&app).await;
+    run_once(&app).await;
+
+    assert_eq!(app.current_status("DL-R").await.0, "in_review");
+    assert!(or21_lines(&app, "DL-R").await.is_empty());
+    let failures = open_failures(&app.pool, "DL-R").await;
+    assert_eq!(
+        failures.len(),
+        1,
+        "one failure, not one per run: {failures:?}"
+    );
+    assert!(failures[0].0.contains("review refuse DL-R --note TEXT"));
 }
