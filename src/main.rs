@@ -64,8 +64,8 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// Orders per status, the oldest pending order, orders close to the deadline, open
-    /// failures and the last run.
+    /// Orders per status, orders in review, the oldest pending order, the nearest deadline,
+    /// orders close to it, open failures and the last run.
     Status {
         #[command(flatten)]
         output: Output,

@@ -35,7 +35,8 @@ pub enum ReviewError {
     )]
     NotInReview { order_id: String, status: String },
     #[error(
-        "order {order_id} is already decided: {action} by {decided_by} at {decided_at} (review decision #{review_id}), and the worker's next run carries it out; nothing was changed. See `order-acceptance order {order_id}`"
+        "order {order_id} is already decided: {action} by {decided_by} at {} (review decision #{review_id}), and the worker's next run carries it out; nothing was changed. See `order-acceptance order {order_id}`",
+        decided_at.format("%Y-%m-%d %H:%M:%S UTC")
     )]
     AlreadyDecided {
         order_id: String,

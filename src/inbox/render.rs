@@ -498,9 +498,17 @@ pub fn review_list(list: &ReviewList) -> String {
 
 /// `review accept|refuse`.
 pub fn queued(queued: &Queued) -> String {
-    let decision = &queued.decision;
     format!(
-        "Review decision #{} queued for order {}: {} {} by {}{}.\nHistory row #{} (pending_acceptance): the next run carries it out.",
+        "{}\nHistory row #{} (pending_acceptance): the next run carries it out.",
+        decision_line(&queued.decision),
+        queued.history_id
+    )
+}
+
+/// One review decision in a sentence: which order, what, who, why.
+fn decision_line(decision: &ReviewDecision) -> String {
+    format!(
+        "Review decision #{} queued for order {}: {} {} by {}{}.",
         decision.review_id,
         decision.order_id,
         decision.action,
@@ -509,8 +517,7 @@ pub fn queued(queued: &Queued) -> String {
         decision
             .note
             .as_deref()
-            .map_or_else(String::new, |note| format!(" ({note})")),
-        queued.history_id
+            .map_or_else(String::new, |note| format!(" ({note})"))
     )
 }
 
@@ -526,8 +533,8 @@ pub fn decided_now(decided: &DecidedNow) -> String {
         None => format!("Order {order_id} has no status history."),
     };
     format!(
-        "{}\n{}\n{outcome}",
-        queued(&decided.queued),
+        "{}\nCarried out at once by a run over this order:\n{}\n{outcome}",
+        decision_line(&decided.queued.decision),
         acceptance::summary_table(&decided.run)
     )
 }
@@ -540,7 +547,7 @@ fn last_run(run: Option<&RunRecord>) -> String {
         .finished_at
         .map_or_else(|| "still running".to_string(), timestamp);
     let mut text = format!(
-        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, cancelled {}, failed {}, retry scheduled {}, API calls {}",
+        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, refused {}, cancelled {}, in review {}, failed {}, retry scheduled {}, API calls {}",
         run.run_id,
         run.worker_id,
         run.result,
@@ -549,7 +556,9 @@ fn last_run(run: Option<&RunRecord>) -> String {
         run.imported,
         run.claimed,
         run.accepted,
+        run.refused,
         run.cancelled,
+        run.in_review,
         run.failed,
         run.retry_scheduled,
         run.api_calls
