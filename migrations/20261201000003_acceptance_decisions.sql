@@ -132,14 +132,15 @@ FROM order_current_status cs
 JOIN order_status_history h ON h.history_id = cs.history_id
 WHERE cs.status = 'in_review';
 
-CREATE OR REPLACE VIEW daily_outcomes AS
-SELECT ("timestamp" AT TIME ZONE 'UTC')::date                  AS day,
-       count(DISTINCT order_id) FILTER (WHERE status = 'accepting') AS orders_claimed,
-       count(*) FILTER (WHERE status = 'accepted')               AS accepted,
-       count(*) FILTER (WHERE status = 'cancelled')              AS cancelled,
-       count(*) FILTER (WHERE status = 'acceptance_failed')      AS failed_attempts,
-       count(*) FILTER (WHERE status = 'refused')                AS refused,
-       count(*) FILTER (WHERE status = 'in_review')              AS sent_to_review
+-- Decisions per UTC day, counted in history rows. A view of its own, so daily_outcomes (migration
+-- 2) keeps its shape and that migration can still be re-run as it is.
+CREATE OR REPLACE VIEW daily_decisions AS
+SELECT ("timestamp" AT TIME ZONE 'UTC')::date            AS day,
+       count(*) FILTER (WHERE status = 'accepted')        AS accepted,
+       count(*) FILTER (WHERE status = 'refused')         AS refused,
+       count(*) FILTER (WHERE status = 'cancelled')       AS cancelled,
+       count(*) FILTER (WHERE status = 'in_review')       AS sent_to_review,
+       count(*) FILTER (WHERE status = 'acceptance_failed') AS failed_attempts
 FROM order_status_history
-WHERE status IN ('accepting', 'accepted', 'cancelled', 'acceptance_failed', 'refused', 'in_review')
+WHERE status IN ('accepted', 'refused', 'cancelled', 'in_review', 'acceptance_failed')
 GROUP BY 1;

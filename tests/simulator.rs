@@ -420,6 +420,7 @@ async fn refusing_some_lines_accepts_the_order_with_those_lines_refused() {
         .map(|l| l["order_line_state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["SHIPPING", "REFUSED", "SHIPPING"]);
+    assert_eq!(sim.line_states("P-1").unwrap(), states);
     assert!(order["acceptance_decision_date"].is_string());
     let (status, code) = error_code(or21(&sim, "P-1", body).await).await;
     assert_eq!(

@@ -171,7 +171,8 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
-    /// In-process `POST /sim/orders`; returns the new ids. `lines` is clamped to 1..=100.
+    /// In-process `POST /sim/orders`; returns the new ids. `lines` is clamped to 1..=100,
+    /// `items` cut to 100 and quantities of 0 count as 1.
     pub fn add_orders(&self, specs: Vec<OrderSpec>) -> Vec<String> {
         self.shared.add_orders(specs)
     }
@@ -189,6 +190,16 @@ impl Simulator {
                 .state(Utc::now(), self.shared.config.timing())
                 .to_owned()
         })
+    }
+
+    /// Each line's `order_line_state` as OR11 would show it now, in line order.
+    pub fn line_states(&self, order_id: &str) -> Option<Vec<String>> {
+        let (content, status) = self.shared.snapshot(order_id)?;
+        Some(
+            (0..content.lines.len())
+                .map(|index| status.line(index).0.to_owned())
+                .collect(),
+        )
     }
 
     /// Stops accepting connections, cuts slow answers short and waits for the server task.

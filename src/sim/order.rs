@@ -494,6 +494,16 @@ pub(crate) struct Dates {
 }
 
 impl Status {
+    /// A line's state and reason code: refused lines keep their own whatever the accepted ones
+    /// go on to.
+    pub fn line(&self, index: usize) -> (&str, Option<&str>) {
+        if self.refused_lines.contains(&index) {
+            (REFUSED, None)
+        } else {
+            (&self.state, self.reason.as_deref())
+        }
+    }
+
     pub fn dates(&self) -> Dates {
         Dates {
             updated: date(self.updated),
@@ -543,12 +553,7 @@ pub(crate) fn render<'a>(
         .map(|(index, line)| {
             let price = line.price_cents();
             let shipping = line.shipping_cents();
-            // Refused lines keep their own state whatever the accepted ones go on to.
-            let (line_state, line_reason) = if status.refused_lines.contains(&index) {
-                (REFUSED, None)
-            } else {
-                (status.state.as_str(), reason)
-            };
+            let (line_state, line_reason) = status.line(index);
             LineView {
                 can_refund: false,
                 cancelations: [],

@@ -22,6 +22,7 @@ pub struct OrderSpec {
     /// Default: the next `SIM-NNNNNN-A`. An existing id is replaced by the new order.
     pub order_id: Option<String>,
     /// Default WAITING_ACCEPTANCE; any code, even one Mirakl does not have (e.g. "PARTY").
+    /// Only orders created in WAITING_ACCEPTANCE are refused at the acceptance deadline.
     pub state: Option<String>,
     /// Default: random, 1 to 3. Clamped to 1..=100 in process; `POST /sim/orders` refuses
     /// values outside that range.
