@@ -1089,6 +1089,10 @@ async fn review_refuse_refuses_the_order_at_the_marketplace(pool: PgPool) {
     );
     assert_eq!(app.sim.order_state("E2E-R").as_deref(), Some("REFUSED"));
     assert_eq!(
+        app.sim.line_states("E2E-R"),
+        Some(vec!["REFUSED".to_string(), "REFUSED".to_string()])
+    );
+    assert_eq!(
         carried_out(&app, "E2E-R").await,
         [(Some("refused".into()), true)]
     );
@@ -1111,6 +1115,12 @@ async fn review_accept_of_some_lines_refuses_the_others(pool: PgPool) {
     assert_eq!(
         or21_lines(&app, "E2E-P").await,
         lines("E2E-P", [true, false])
+    );
+    let at_the_marketplace = app.sim.line_states("E2E-P").unwrap_or_default();
+    assert_ne!(at_the_marketplace[0], "WAITING_ACCEPTANCE");
+    assert_eq!(
+        at_the_marketplace[1], "REFUSED",
+        "the simulator refused line 2"
     );
     let report = inbox::order_report(&app.pool, "E2E-P")
         .await
