@@ -473,6 +473,81 @@ async fn two_decisions_at_once_one_wins_the_other_is_told(pool: PgPool) {
     assert_eq!(pending, 2, "the import's row and the winner's");
 }
 
+/// Waits, bounded, until some session of this test's database waits for a lock.
+async fn someone_waits_for_a_lock(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody waited for a lock within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[sqlx::test]
+async fn a_decision_written_around_the_lock_is_caught_by_the_unique_index(pool: PgPool) {
+    seed_in_review(&pool, "U-1", hours_before(Utc::now(), 4), 1).await;
+    // Another tool writes a decision without taking the order's lock, and has not committed.
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO review_decisions (order_id, action, decided_by) VALUES ('U-1', 'refuse', 'other-tool')",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("insert");
+    let deciding = tokio::spawn({
+        let pool = pool.clone();
+        async move { queue_decision(&pool, &decision("U-1", ReviewAction::Accept, None)).await }
+    });
+    someone_waits_for_a_lock(&pool).await;
+    other.commit().await.expect("commit");
+
+    let err = deciding
+        .await
+        .expect("the task ends")
+        .expect_err("the other decision won");
+    assert!(
+        matches!(&err, ReviewError::DecidedMeanwhile { order_id } if order_id == "U-1"),
+        "{err}"
+    );
+    assert_eq!(review_rows(&pool, "U-1").await.len(), 1);
+    assert_eq!(
+        status_of(&pool, "U-1").await.0,
+        "in_review",
+        "no pending row added"
+    );
+}
+
+#[sqlx::test]
+async fn list_and_policy_say_when_the_deadline_has_passed(pool: PgPool) {
+    let now = whole_second_now();
+    seed_in_review(&pool, "LATE-1", hours_before(now, 25), 1).await;
+    let list = review::list_in_review(&pool, now).await.expect("list");
+    assert_eq!(list.orders[0].time_left_seconds, -3600);
+    let text = render::review_list(&list);
+    assert!(text.contains("(passed 1h ago)"), "{text}");
+
+    let app = app(pool, &[]).await;
+    deadline::apply_policy(&app.worker(), now)
+        .await
+        .expect("policy");
+    let failures = open_failures(&app.pool, "LATE-1").await;
+    assert!(
+        failures[0].0.contains("its deadline passed at"),
+        "{failures:?}"
+    );
+}
+
 // `--now`: a run over one order ------------------------------------------------------------
 
 /// An order waiting at the simulator and in review here, created `hours` ago.

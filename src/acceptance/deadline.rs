@@ -42,9 +42,8 @@ async fn decide(
         action,
         lines: None,
         note: Some(format!(
-            "still in review {} before the marketplace's deadline ({}); rules.on_deadline = {}",
-            time_left(order, now),
-            order.deadline.to_rfc3339(),
+            "still in review, and {}; rules.on_deadline = {}",
+            deadline_phrase(order, now),
             action.as_str()
         )),
         decided_by: DEADLINE_POLICY.to_string(),
@@ -79,9 +78,8 @@ async fn flag_for_a_person(
 ) -> Result<(), RunError> {
     let order_id = &order.order_id;
     let details = format!(
-        "Order {order_id} is still in review and the marketplace refuses it at {} (24 h after its creation; {} left). Decide it now: `order-acceptance review accept {order_id}` or `order-acceptance review refuse {order_id} --note TEXT` (see `order-acceptance review list`). rules.on_deadline = review leaves it to a person; accept or refuse lets the worker decide.",
-        order.deadline.to_rfc3339(),
-        time_left(order, now)
+        "Order {order_id} is still in review and {}. Decide it now: `order-acceptance review accept {order_id}` or `order-acceptance review refuse {order_id} --note TEXT` (see `order-acceptance review list`). rules.on_deadline = review leaves it to a person; accept or refuse lets the worker decide.",
+        deadline_phrase(order, now)
     );
     let payload = json!({
         "stage": DEADLINE_STAGE,
@@ -96,8 +94,16 @@ async fn flag_for_a_person(
     Ok(())
 }
 
-/// The time left to the deadline, for people (`0s` once it has passed).
-fn time_left(order: &InReviewOrder, now: DateTime<Utc>) -> String {
-    let left = (order.deadline - now).to_std().unwrap_or_default();
-    humantime::format_duration(std::time::Duration::from_secs(left.as_secs())).to_string()
+/// Where the order stands against its deadline, for people.
+fn deadline_phrase(order: &InReviewOrder, now: DateTime<Utc>) -> String {
+    let at = order.deadline.format("%Y-%m-%d %H:%M:%S UTC");
+    match (order.deadline - now).to_std() {
+        Ok(left) => format!(
+            "the marketplace refuses it at {at}, 24 h after its creation ({} left)",
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+        ),
+        Err(_) => format!(
+            "its deadline passed at {at}: the marketplace has likely refused it already, which the run carrying out a decision records"
+        ),
+    }
 }
