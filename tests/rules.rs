@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{TestApp, spawn_app};
+use common::{API_KEY, TestApp, spawn_app, test_env};
 use order_acceptance::acceptance::{self, RunSummary};
-use order_acceptance::sim::{Behaviour, OrderSpec};
+use order_acceptance::sim::{
+    ACCEPTANCE_DEADLINE_REASON, Behaviour, LineSpec, OrderSpec, SimConfig,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,59 @@ async fn rules_app(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
     ];
     env.extend_from_slice(overrides);
     spawn_app(pool, |_| {}, &env).await
+}
+
+/// Rules on, import off, with the simulator configured by `configure`.
+async fn rules_app_with(
+    pool: PgPool,
+    configure: impl FnOnce(&mut SimConfig),
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    let mut env = vec![
+        ("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false"),
+        ("ORDER_ACCEPTANCE__RULES__ENABLED", "true"),
+    ];
+    env.extend_from_slice(overrides);
+    spawn_app(pool, configure, &env).await
+}
+
+fn item(sku: &str, quantity: u32, unit_price: f64) -> LineSpec {
+    LineSpec {
+        sku: sku.into(),
+        quantity,
+        unit_price: Some(unit_price),
+        product_sku: None,
+    }
+}
+
+/// An order with exactly these lines (`ID-1`, `ID-2`...), handed to the worker.
+async fn order_of(app: &TestApp, id: &str, items: Vec<LineSpec>, tax_mode: Option<&str>) {
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some(id.into()),
+        items: Some(items),
+        tax_mode: tax_mode.map(Into::into),
+        ..OrderSpec::default()
+    }]);
+    app.insert_pending(id, json!({"order_id": id})).await;
+}
+
+async fn priced_stock(
+    app: &TestApp,
+    sku: &str,
+    available: i32,
+    min_price: Option<f64>,
+    backorder: bool,
+) {
+    sqlx::query(
+        "INSERT INTO acceptance_stock (sku, available, min_price, backorder) VALUES ($1, $2, $3::float8::numeric, $4)",
+    )
+    .bind(sku)
+    .bind(available)
+    .bind(min_price)
+    .bind(backorder)
+    .execute(&app.pool)
+    .await
+    .expect("stock row");
 }
 
 /// An order of one line in the simulator, handed to the worker as an upstream system would.
@@ -345,4 +400,359 @@ async fn with_rules_off_a_review_decision_still_replaces_them(pool: PgPool) {
         decisions(&app, "OFF-2").await.is_empty(),
         "rules off: no decision rows, as before"
     );
+}
+
+#[sqlx::test]
+async fn backorder_accepts_a_line_short_of_stock_and_still_reserves_it(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    priced_stock(&app, "BACK", 1, None, true).await;
+    order_of(&app, "BO-1", vec![item("BACK", 3, 20.0)], None).await;
+
+    assert_eq!(run_once(&app).await.accepted, 1);
+    assert_eq!(decisions(&app, "BO-1").await[0].2, "backorder");
+    assert_eq!(reservations(&app, "BO-1").await[0].1, 3);
+}
+
+#[sqlx::test]
+async fn the_price_floor_counts_taxes_on_tax_excluded_orders(pool: PgPool) {
+    let app = rules_app(pool, &[("ORDER_ACCEPTANCE__RULES__MAX_PRICE_DROP", "0.05")]).await;
+    // The floor: 100 × (1 − 0.05) = 95, tax included.
+    priced_stock(&app, "TV", 10, Some(100.0), false).await;
+    // 90 before 13 % HST is 101.70 with it: above the floor.
+    order_of(
+        &app,
+        "TAX-EX",
+        vec![item("TV", 1, 90.0)],
+        Some("TAX_EXCLUDED"),
+    )
+    .await;
+    // 90 tax included is below it.
+    order_of(
+        &app,
+        "TAX-IN",
+        vec![item("TV", 1, 90.0)],
+        Some("TAX_INCLUDED"),
+    )
+    .await;
+
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.in_review), (1, 1));
+    assert_eq!(app.current_status("TAX-EX").await.0, "accepted");
+    let (status, note) = app.current_status("TAX-IN").await;
+    assert_eq!(status, "in_review");
+    assert!(note.unwrap_or_default().contains("below the floor 95.00"));
+    let (price, floor): (f64, f64) = sqlx::query_as(
+        "SELECT unit_price::float8, floor_price::float8 FROM acceptance_decisions WHERE order_id = 'TAX-EX'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("decision");
+    assert!((price - 101.7).abs() < 0.001, "{price}");
+    assert!((floor - 95.0).abs() < 0.001, "{floor}");
+}
+
+#[sqlx::test]
+async fn an_order_above_the_total_limit_goes_to_review(pool: PgPool) {
+    let app = rules_app(pool, &[("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "100")]).await;
+    priced_stock(&app, "A", 10, None, false).await;
+    order_of(
+        &app,
+        "BIG-1",
+        vec![item("A", 1, 60.0), item("A", 1, 60.0)],
+        None,
+    )
+    .await;
+    order_of(&app, "SMALL-1", vec![item("A", 1, 60.0)], None).await;
+
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.in_review), (1, 1));
+    assert_eq!(app.current_status("BIG-1").await.0, "in_review");
+    assert_eq!(
+        decisions(&app, "BIG-1").await[0].2,
+        "order_total_above_limit"
+    );
+    assert!(
+        reservations(&app, "BIG-1").await.is_empty(),
+        "no stock for an order in review"
+    );
+}
+
+#[sqlx::test]
+async fn refused_lines_of_an_accepted_order_are_recorded(pool: PgPool) {
+    let app = rules_app(pool, &[("ORDER_ACCEPTANCE__RULES__UNKNOWN_SKU", "refuse")]).await;
+    priced_stock(&app, "KNOWN", 5, None, false).await;
+    order_of(
+        &app,
+        "MIX-1",
+        vec![item("KNOWN", 1, 10.0), item("GONE", 1, 10.0)],
+        None,
+    )
+    .await;
+
+    let summary = run_once(&app).await;
+    assert_eq!(summary.accepted, 1);
+    let sent = or21_bodies(&app, "MIX-1").await;
+    assert_eq!(
+        sent[0]["order_lines"],
+        json!([{"id": "MIX-1-1", "accepted": true}, {"id": "MIX-1-2", "accepted": false}])
+    );
+    let (status, note) = app.current_status("MIX-1").await;
+    assert_eq!(status, "accepted");
+    assert!(note.unwrap_or_default().contains("Lines refused: MIX-1-2."));
+    let lines: Value = sqlx::query_scalar(
+        "SELECT lines FROM order_status_history WHERE order_id = 'MIX-1' AND status = 'accepted'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("lines");
+    assert_eq!(lines[0]["accepted"], json!(true));
+    assert_eq!(lines[1]["state"], "REFUSED");
+    assert_eq!(lines[1]["accepted"], json!(false));
+    let kept = reservations(&app, "MIX-1").await;
+    assert_eq!(
+        kept.len(),
+        1,
+        "only the accepted line holds stock: {kept:?}"
+    );
+}
+
+#[sqlx::test]
+async fn a_certain_or21_failure_gives_the_stock_back(pool: PgPool) {
+    // Partial acceptance switched off at the marketplace: a mixed OR21 is refused outright.
+    let app = rules_app_with(
+        pool,
+        |sim| sim.partial_acceptance = false,
+        &[("ORDER_ACCEPTANCE__RULES__UNKNOWN_SKU", "refuse")],
+    )
+    .await;
+    priced_stock(&app, "KNOWN", 5, None, false).await;
+    order_of(
+        &app,
+        "PART-1",
+        vec![item("KNOWN", 1, 10.0), item("GONE", 1, 10.0)],
+        None,
+    )
+    .await;
+
+    let summary = run_once(&app).await;
+    assert_eq!(summary.failed, 1);
+    let (_, _, released, reason) = reservations(&app, "PART-1").await.remove(0);
+    assert!(released);
+    assert_eq!(reason.as_deref(), Some("or21_failed"));
+}
+
+#[sqlx::test]
+async fn an_order_the_marketplace_refused_at_its_deadline_is_recorded_refused(pool: PgPool) {
+    let app = rules_app_with(
+        pool,
+        |sim| sim.acceptance_deadline = std::time::Duration::from_secs(3600),
+        &[],
+    )
+    .await;
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some("LATE-1".into()),
+        created_at: Some(chrono::Utc::now() - chrono::Duration::hours(2)),
+        items: Some(vec![item("A", 1, 10.0)]),
+        ..OrderSpec::default()
+    }]);
+    app.insert_pending("LATE-1", json!({"order_id": "LATE-1"}))
+        .await;
+
+    let summary = run_once(&app).await;
+    assert_eq!(summary.refused, 1);
+    assert_eq!(app.or21_calls("LATE-1"), 0);
+    let (status, reason): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, reason_code FROM order_status_history WHERE order_id = 'LATE-1' ORDER BY history_id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("outcome");
+    assert_eq!(status, "refused");
+    assert_eq!(reason.as_deref(), Some(ACCEPTANCE_DEADLINE_REASON));
+}
+
+/// Four replicas decide 200 orders for one SKU with 50 units at once: exactly 50 lines are
+/// accepted, the rest wait in review, and no unit is promised twice. Twenty rounds, fresh
+/// orders each time.
+#[sqlx::test]
+async fn four_runs_at_once_never_over_commit(pool: PgPool) {
+    let app = rules_app(
+        pool,
+        &[
+            ("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "25"),
+            ("ORDER_ACCEPTANCE__ACCEPTANCE__CONCURRENCY", "16"),
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "20ms"),
+        ],
+    )
+    .await;
+    for round in 0..20 {
+        let sku = format!("HOT-{round}");
+        priced_stock(&app, &sku, 50, None, false).await;
+        let ids: Vec<String> = (0..200).map(|n| format!("R{round}-{n:03}")).collect();
+        app.sim.add_orders(
+            ids.iter()
+                .map(|id| OrderSpec {
+                    order_id: Some(id.clone()),
+                    items: Some(vec![item(&sku, 1, 10.0)]),
+                    ..OrderSpec::default()
+                })
+                .collect(),
+        );
+        insert_pending_many(&app, &ids).await;
+
+        let workers = [app.worker(), app.worker(), app.worker(), app.worker()];
+        let stop = CancellationToken::new();
+        let (a, b, c, d) = tokio::join!(
+            acceptance::run(&workers[0], &stop),
+            acceptance::run(&workers[1], &stop),
+            acceptance::run(&workers[2], &stop),
+            acceptance::run(&workers[3], &stop),
+        );
+        let runs = [a, b, c, d].map(|run| run.expect("run completes"));
+        let accepted: u64 = runs.iter().map(|r| r.accepted).sum();
+        let in_review: u64 = runs.iter().map(|r| r.in_review).sum();
+        assert_eq!((accepted, in_review), (50, 150), "round {round}");
+
+        let (reserved, lines): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(quantity), 0)::int8, count(*) FROM stock_reservations WHERE sku = $1 AND released_at IS NULL",
+        )
+        .bind(&sku)
+        .fetch_one(&app.pool)
+        .await
+        .expect("reservations");
+        assert_eq!((reserved, lines), (50, 50), "round {round}: over-commit");
+        let accepted_at_marketplace = ids
+            .iter()
+            .filter(|id| app.sim.order_state(id).as_deref() != Some("WAITING_ACCEPTANCE"))
+            .count();
+        assert_eq!(accepted_at_marketplace, 50, "round {round}");
+    }
+}
+
+/// Hands orders to the worker in one transaction, as an upstream system would.
+async fn insert_pending_many(app: &TestApp, ids: &[String]) {
+    let raws: Vec<Value> = ids.iter().map(|id| json!({"order_id": id})).collect();
+    let mut tx = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO orders (order_id, raw_order_data) SELECT * FROM unnest($1::text[], $2::jsonb[])")
+        .bind(ids)
+        .bind(&raws)
+        .execute(&mut *tx)
+        .await
+        .expect("orders");
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, status, notes) SELECT unnest($1::text[]), 'pending_acceptance', 'from upstream'",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await
+    .expect("pending rows");
+    tx.commit().await.expect("commit");
+}
+
+// The binary: `check` and start-up ----------------------------------------------------------
+
+/// The URL of this test's own database, for the child process.
+fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("scripts/test exports DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_string();
+    url.set_path(&database);
+    url.to_string()
+}
+
+/// Runs `order-acceptance ARGS` with the test settings, rules on, and `overrides`; returns the
+/// exit code and everything it printed.
+async fn binary(app: &TestApp, args: &[&str], overrides: &[(&str, &str)]) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-acceptance"))
+        .args(args)
+        .env_clear()
+        .envs(test_env(&app.sim.url(), API_KEY))
+        .env("DATABASE_URL", database_url(&app.pool))
+        .env("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false")
+        .env("ORDER_ACCEPTANCE__RULES__ENABLED", "true")
+        .env("ORDER_ACCEPTANCE__LOG__FORMAT", "json")
+        .envs(overrides.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[sqlx::test]
+async fn a_missing_stock_relation_is_refused_by_check_and_at_start_up(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    one_line_order(&app, "WAIT-1", Behaviour::default()).await;
+    let missing = [("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "no_such_stock")];
+
+    let (code, text) = binary(&app, &["check"], &missing).await;
+    assert_eq!(code, 1, "{text}");
+    let stock_line = text
+        .lines()
+        .find(|line| line.starts_with("✗ stock"))
+        .unwrap_or_else(|| panic!("no failed stock line in {text}"));
+    assert!(stock_line.contains("no_such_stock") && stock_line.contains("does not exist"));
+
+    let (code, text) = binary(&app, &["--once"], &missing).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the stock relation no_such_stock"), "{text}");
+    assert_eq!(app.current_status("WAIT-1").await.0, "pending_acceptance");
+    assert_eq!(app.sim.stats().requests.get("OR21"), None);
+}
+
+#[sqlx::test]
+async fn a_stock_relation_without_available_is_refused_by_check(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sqlx::query("CREATE VIEW thin_stock AS SELECT sku FROM acceptance_stock")
+        .execute(&app.pool)
+        .await
+        .expect("view");
+    let (code, text) = binary(
+        &app,
+        &["check"],
+        &[("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "thin_stock")],
+    )
+    .await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("thin_stock") && text.contains("has no column available"),
+        "{text}"
+    );
+
+    let (code, text) = binary(&app, &["check"], &[]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("✓ stock         acceptance_stock has sku, available, min_price, backorder"),
+        "{text}"
+    );
+}
+
+#[sqlx::test]
+async fn unusable_stock_rows_are_warned_about_once_per_run(pool: PgPool) {
+    let app = rules_app(pool, &[("ORDER_ACCEPTANCE__ACCEPTANCE__BATCH_SIZE", "1")]).await;
+    order_of(&app, "W-1", vec![item("NEG", 1, 10.0)], None).await;
+    order_of(&app, "W-2", vec![item("NEG", 1, 10.0)], None).await;
+    stock(&app, Some("NEG"), -1).await;
+    stock(&app, None, 4).await;
+
+    let (code, text) = binary(&app, &["--once"], &[]).await;
+    assert_eq!(code, 0, "{text}");
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("are ignored"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("\"rows\":2"), "{}", warnings[0]);
+    assert_eq!(app.current_status("W-1").await.0, "in_review");
+    assert_eq!(app.current_status("W-2").await.0, "in_review");
 }
