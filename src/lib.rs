@@ -10,6 +10,7 @@ pub mod db;
 pub mod healthcheck;
 pub mod inbox;
 pub mod marketplace;
+pub mod review;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -16,6 +16,7 @@ use order_acceptance::config::{Needs, Settings};
 use order_acceptance::db::failures::FailureFilter;
 use order_acceptance::inbox::{self, render};
 use order_acceptance::marketplace::MarketplaceClient;
+use order_acceptance::review::{self, Decision, ReviewAction};
 use order_acceptance::{check, db, healthcheck, scheduler, server, telemetry};
 
 /// Accepts new orders on a Mirakl marketplace (Best Buy Canada and others) and records every
@@ -53,15 +54,18 @@ enum Command {
     /// The failure inbox: what a person has to look at.
     #[command(subcommand)]
     Failures(FailuresCommand),
-    /// One order's status timeline, failures and API calls.
+    /// The review queue: orders the rules left to a person, and their decisions.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+    /// One order's status timeline, line and review decisions, failures and API calls.
     Order {
         /// The marketplace's order id.
         order_id: String,
         #[command(flatten)]
         output: Output,
     },
-    /// Orders per status, the oldest pending order, orders close to the deadline, open
-    /// failures and the last run.
+    /// Orders per status, orders in review, the oldest pending order, the nearest deadline,
+    /// orders close to it, open failures and the last run.
     Status {
         #[command(flatten)]
         output: Output,
@@ -132,6 +136,53 @@ enum FailuresCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// Orders in review, oldest first: time left to the marketplace's 24 h deadline, the rule
+    /// that stopped each line, and any decision already queued.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Accept the order (or only the lines named; the others are refused). The worker's next
+    /// run carries the decision out, or this command at once with --now.
+    Accept {
+        #[command(flatten)]
+        decision: DecisionArgs,
+        /// Why (kept in the audit trail).
+        #[arg(long, value_parser = non_blank)]
+        note: Option<String>,
+    },
+    /// Refuse the order (or only the lines named; the others are accepted). The worker's next
+    /// run carries the decision out, or this command at once with --now.
+    Refuse {
+        #[command(flatten)]
+        decision: DecisionArgs,
+        /// Why (kept in the audit trail; required to refuse).
+        #[arg(long, value_parser = non_blank)]
+        note: String,
+    },
+}
+
+#[derive(Args)]
+struct DecisionArgs {
+    /// The marketplace's order id (see `review list`).
+    order_id: String,
+    /// Only these order lines (ids from `review list`), separated by commas.
+    #[arg(long, value_name = "L1,L2", value_delimiter = ',', value_parser = non_blank)]
+    lines: Option<Vec<String>>,
+    /// Who decides [default: $USER, else "unknown"].
+    #[arg(long, value_parser = non_blank)]
+    by: Option<String>,
+    /// Carry the decision out at once (claim, OR21, validation for this order only) instead
+    /// of leaving it to the worker's next run. Needs the worker's settings, the marketplace
+    /// key included.
+    #[arg(long)]
+    now: bool,
+    #[command(flatten)]
+    output: Output,
+}
+
 #[derive(Args, Clone, Copy)]
 struct Output {
     /// Print JSON for machines instead of tables.
@@ -169,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Migrate) => migrate(config).await,
         Some(Command::Check { output }) => check(config, output).await,
         Some(Command::Failures(command)) => failures(config, command).await,
+        Some(Command::Review(command)) => review(config, command).await,
         Some(Command::Order { order_id, output }) => {
             let pool = operator_pool(config).await?;
             emit(
@@ -325,7 +377,45 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
     }
 }
 
-/// Who is acting, for resolutions and retries.
+async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result<ExitCode> {
+    let (args, action, note) = match command {
+        ReviewCommand::List { output } => {
+            let pool = operator_pool(config).await?;
+            let list = review::list_in_review(&pool, Utc::now()).await?;
+            return emit(output, &list, render::review_list);
+        }
+        ReviewCommand::Accept { decision, note } => (decision, ReviewAction::Accept, note),
+        ReviewCommand::Refuse { decision, note } => (decision, ReviewAction::Refuse, Some(note)),
+    };
+    let decision = Decision {
+        order_id: args.order_id,
+        action,
+        lines: args.lines,
+        note,
+        decided_by: operator(args.by),
+    };
+    if !args.now {
+        let pool = operator_pool(config).await?;
+        let queued = review::queue_decision(&pool, &decision).await?;
+        return emit(args.output, &queued, render::queued);
+    }
+    let worker = command_worker(config).await?;
+    let decided = review::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
+    emit(args.output, &decided, render::decided_now)
+}
+
+/// A worker for a command that runs acceptance work itself (`review ... --now`): the full
+/// settings, with logs on stderr so stdout holds only the result.
+async fn command_worker(config: Option<&Path>) -> anyhow::Result<Worker> {
+    let settings = Settings::load(config, Needs::Everything)?;
+    telemetry::init_with_writer(settings.log.format, std::io::stderr);
+    let pool = db::connect(&settings.database).await?;
+    let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
+        .context("setting up the marketplace client")?;
+    Ok(Worker::new(pool, client, Arc::new(settings)))
+}
+
+/// Who is acting, for resolutions, retries and review decisions.
 fn operator(by: Option<String>) -> String {
     inbox::operator_name(by, std::env::var("USER").ok())
 }

@@ -1,5 +1,6 @@
-//! Claim: takes due orders in batches until none is left, checks each batch with preflight,
-//! decides its lines, and hands the orders to send OR21 for to the accept stage.
+//! Claim: takes due orders (all, or only those a scoped run names) in batches until none is left,
+//! checks each batch with preflight, decides its lines, and hands the orders to send OR21 for to
+//! the accept stage.
 
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ pub async fn claim_until_drained(
     ctx: &Context,
     stop: &CancellationToken,
     fresh: &FreshLines,
+    only: Option<&[String]>,
     batches: mpsc::Sender<Vec<Decided>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     tally: &Tally,
@@ -36,6 +38,7 @@ pub async fn claim_until_drained(
             &ctx.worker_id,
             settings.batch_size,
             settings.lease,
+            only,
         )
         .await
         .map_err(RunError::database("claiming due orders"))?;

@@ -20,6 +20,7 @@
 
 mod accept;
 mod claim;
+pub mod deadline;
 mod decide;
 mod import;
 pub mod outcome;
@@ -205,10 +206,46 @@ impl Tally {
     }
 }
 
+/// Which orders a run works on.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// The deadline policy, the import, and every due order.
+    Everything,
+    /// Only these orders, when due; no deadline policy and no import.
+    Orders(&'a [String]),
+}
+
+impl<'a> Scope<'a> {
+    fn order_ids(self) -> Option<&'a [String]> {
+        match self {
+            Scope::Everything => None,
+            Scope::Orders(ids) => Some(ids),
+        }
+    }
+}
+
 /// One full run. `stop` ends claiming; after it fires, the run gets `shutdown.grace` to record
 /// the orders it holds. Returns the summary, also written to `acceptance_runs`; a fatal error is
 /// returned after the run's row has been closed with it.
 pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, RunError> {
+    run_scoped(ctx, stop, Scope::Everything).await
+}
+
+/// A run over `order_ids` only (`review ... --now`): the same claim, preflight, OR21,
+/// validation and record as [`run`], without the import, claiming only those orders when due.
+pub async fn run_orders(
+    ctx: &Context,
+    stop: &CancellationToken,
+    order_ids: &[String],
+) -> Result<RunSummary, RunError> {
+    run_scoped(ctx, stop, Scope::Orders(order_ids)).await
+}
+
+async fn run_scoped(
+    ctx: &Context,
+    stop: &CancellationToken,
+    scope: Scope<'_>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
     ctx.client.start_run();
@@ -224,7 +261,7 @@ pub async fn run(ctx: &Context, stop: &CancellationToken) -> Result<RunSummary, 
     };
     let import_failed = OnceLock::new();
     let (result, error) = tokio::select! {
-        finished = stages(ctx, stop, &tally, &import_failed) => match finished {
+        finished = stages(ctx, stop, &tally, scope, &import_failed) => match finished {
             Ok(()) => (RunResult::Completed, None),
             Err(err) => (RunResult::Failed, Some(err)),
         },
@@ -283,11 +320,16 @@ async fn stages(
     ctx: &Context,
     stop: &CancellationToken,
     tally: &Tally,
+    scope: Scope<'_>,
     import_failed: &OnceLock<String>,
 ) -> Result<(), RunError> {
-    let imported = match ctx.settings.import.enabled {
-        true => import::import_waiting_orders(ctx, tally).await?,
-        false => import::Imported::default(),
+    let only = scope.order_ids();
+    if only.is_none() {
+        deadline::apply_policy(ctx, chrono::Utc::now()).await?;
+    }
+    let imported = match (ctx.settings.import.enabled, only) {
+        (true, None) => import::import_waiting_orders(ctx, tally).await?,
+        _ => import::Imported::default(),
     };
     if let Some(reason) = imported.failed {
         // Set once, by this stage only.
@@ -302,7 +344,7 @@ async fn stages(
     let (outcomes, to_record) = mpsc::unbounded_channel();
     let (rereads, to_reread) = reread::channel();
     tokio::try_join!(
-        claim::claim_until_drained(ctx, stop, &fresh, batches, outcomes.clone(), tally),
+        claim::claim_until_drained(ctx, stop, &fresh, only, batches, outcomes.clone(), tally),
         accept::accept_all(ctx, to_accept, rereads, awaiting, outcomes.clone()),
         reread::reread_all(ctx, to_reread),
         validate::validate_all(ctx, to_validate, outcomes),

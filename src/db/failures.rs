@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use super::outcomes::PROCESS_NAME;
+
 /// Which failures `list_failures` returns.
 #[derive(Debug, Clone)]
 pub struct FailureFilter {
@@ -162,4 +164,56 @@ pub async fn mark_resolved(
     .bind(resolved_by)
     .fetch_one(conn)
     .await
+}
+
+/// Records a failure for a person about `order_id`, unless one of the same `stage` (its
+/// payload's `stage`) is still open; returns whether it was recorded. One statement, so a run
+/// repeating itself every few minutes leaves one row, not one per run.
+pub async fn record_once_per_stage(
+    pool: &PgPool,
+    order_id: &str,
+    stage: &str,
+    details: &str,
+    payload: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
+         SELECT $1, $2, $3, $4, false
+         WHERE NOT EXISTS (
+             SELECT 1 FROM process_failures
+             WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
+               AND payload ->> 'stage' = $5)",
+    )
+    .bind(order_id)
+    .bind(PROCESS_NAME)
+    .bind(details)
+    .bind(payload)
+    .bind(stage)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
+/// Resolves the order's open failures of `stage` (its payload's `stage`) with a note.
+pub async fn resolve_open_of_stage(
+    conn: &mut PgConnection,
+    order_id: &str,
+    stage: &str,
+    note: &str,
+    resolved_by: &str,
+) -> Result<u64, sqlx::Error> {
+    let resolved = sqlx::query(
+        "UPDATE process_failures
+         SET resolved_at = now(), resolution_note = $4, resolved_by = $5
+         WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
+           AND payload ->> 'stage' = $3",
+    )
+    .bind(order_id)
+    .bind(PROCESS_NAME)
+    .bind(stage)
+    .bind(note)
+    .bind(resolved_by)
+    .execute(conn)
+    .await?;
+    Ok(resolved.rows_affected())
 }

@@ -214,3 +214,26 @@ pub async fn pending_created_before(
     .fetch_all(pool)
     .await
 }
+
+/// The order's current status with the note of the row that set it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StatusWithNote {
+    pub status: String,
+    pub notes: Option<String>,
+}
+
+/// The order's current status and its note; `None` when it has no history.
+pub async fn current_status_with_note(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<Option<StatusWithNote>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.status, h.notes
+         FROM order_current_status c
+         JOIN order_status_history h ON h.history_id = c.history_id
+         WHERE c.order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+}

@@ -64,11 +64,13 @@ pub async fn insert_new_orders(
 /// One short transaction: `SKIP LOCKED` lets concurrent runs take disjoint sets, and the
 /// `accepting` rows it inserts move each order's `claimable_at` to the end of the lease (the
 /// projection trigger), so a run that starts after this commit does not see them as due.
+/// `only` limits the claim to those order ids.
 pub async fn claim_due_orders(
     pool: &PgPool,
     worker_id: &str,
     limit: u32,
     lease: Duration,
+    only: Option<&[String]>,
 ) -> Result<Vec<Claim>, sqlx::Error> {
     sqlx::query_as::<_, (String, i32)>(
         r#"
@@ -76,6 +78,7 @@ pub async fn claim_due_orders(
             SELECT order_id, attempt + 1 AS attempt
             FROM order_current_status
             WHERE claimable_at IS NOT NULL AND claimable_at <= now()
+              AND ($4::text[] IS NULL OR order_id = ANY($4))
             ORDER BY order_created_at, order_id
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -91,6 +94,7 @@ pub async fn claim_due_orders(
     .bind(i64::from(limit))
     .bind(worker_id)
     .bind(lease.as_secs_f64())
+    .bind(only)
     .fetch_all(pool)
     .await
     .map(|rows| {

@@ -1,5 +1,6 @@
 //! The operator commands: the failure inbox (`failures list|show|resolve|retry`), one order's
-//! story (`order`) and the state of the queue (`status`).
+//! story (`order`) and the state of the queue (`status`). The review queue's commands are in
+//! [`crate::review`]; their tables are in [`render`] with the others.
 //!
 //! Each command returns a plain struct; [`render`] turns it into tables for people or JSON for
 //! machines. Commands that depend on the time take `now`, so tests need no clock and no sleep.
@@ -14,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::db::failures::{self, Failure, FailureFilter, FailureSummary, Resolution};
 use crate::db::orders::{self, ApiCallEntry, HistoryEntry, OrderHeader, PendingOrder, StatusCount};
+use crate::db::review::{self, LineDecision, LineState, ReviewDecision};
 use crate::db::runs::{self, RunRecord};
 
 /// Current statuses from which a person may put an order back in the queue. `accepting` is
@@ -22,6 +24,9 @@ pub const RETRYABLE_STATUSES: [&str; 2] = ["acceptance_failed", "pending_accepta
 
 /// How many of the orders pending too long `status` names.
 const PENDING_TOO_LONG_SHOWN: i64 = 5;
+
+/// The marketplace refuses an order left undecided this long after its creation.
+const ACCEPTANCE_WINDOW_HOURS: i64 = 24;
 
 /// Why the acceptance deadline matters, printed next to the orders close to it.
 pub const DEADLINE_NOTE: &str =
@@ -296,9 +301,15 @@ pub struct OrderReport {
     pub history: Vec<HistoryEntry>,
     pub failures: Vec<FailureSummary>,
     pub api_calls: Vec<ApiCallEntry>,
+    /// Why each line was accepted, refused or sent to review, every claim's decisions.
+    pub line_decisions: Vec<LineDecision>,
+    /// What people (or the deadline policy) decided while the order was in review.
+    pub review_decisions: Vec<ReviewDecision>,
+    /// The lines as the latest final outcome (accepted, refused, cancelled) saw them.
+    pub line_states: Option<Vec<LineState>>,
 }
 
-/// One order's timeline, failures and API calls.
+/// One order's timeline, line decisions, review decisions, failures and API calls.
 pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, InboxError> {
     let action = || format!("reading order {order_id}");
     let order = orders::find_order(pool, order_id)
@@ -317,12 +328,24 @@ pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, 
     let current_status = orders::current_status(pool, order_id)
         .await
         .map_err(db_error(action()))?;
+    let line_decisions = review::order_line_decisions(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    let review_decisions = review::order_review_decisions(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
+    let line_states = review::latest_line_states(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
     Ok(OrderReport {
         current_status,
         order,
         history,
         failures,
         api_calls,
+        line_decisions,
+        review_decisions,
+        line_states,
     })
 }
 
@@ -340,10 +363,14 @@ pub struct StatusReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingSummary {
-    /// Orders the worker still has to decide: pending_acceptance, accepting, or
-    /// acceptance_failed due for an automatic retry.
+    /// Orders still to be decided: pending_acceptance, accepting, acceptance_failed due for an
+    /// automatic retry, and in_review (a person decides).
     pub total: i64,
+    /// Of the total: orders waiting for a person in `order-acceptance review list`.
+    pub in_review: i64,
     pub oldest: Option<AgedOrder>,
+    /// The marketplace's deadline of the oldest of them, the first to come.
+    pub nearest_deadline: Option<NearestDeadline>,
     /// `alerts.pending_after`, in seconds.
     pub alert_after_seconds: u64,
     pub too_long_count: i64,
@@ -358,6 +385,29 @@ pub struct AgedOrder {
     pub status: String,
     pub order_created_at: DateTime<Utc>,
     pub age_seconds: i64,
+}
+
+/// The first deadline to come among the orders still to be decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NearestDeadline {
+    pub order_id: String,
+    pub status: String,
+    /// 24 hours after the marketplace created the order.
+    pub deadline: DateTime<Utc>,
+    /// Negative once the deadline has passed.
+    pub seconds_left: i64,
+}
+
+impl NearestDeadline {
+    fn of(oldest: &AgedOrder, now: DateTime<Utc>) -> Self {
+        let deadline = oldest.order_created_at + TimeDelta::hours(ACCEPTANCE_WINDOW_HOURS);
+        Self {
+            order_id: oldest.order_id.clone(),
+            status: oldest.status.clone(),
+            deadline,
+            seconds_left: seconds_between(now, deadline),
+        }
+    }
 }
 
 impl AgedOrder {
@@ -387,6 +437,10 @@ pub async fn status_report(
         .map_err(db_error(action()))?;
     let oldest = orders::oldest_pending_order(pool)
         .await
+        .map_err(db_error(action()))?
+        .map(|order| AgedOrder::at(order, now));
+    let in_review = review::count_in_review(pool)
+        .await
         .map_err(db_error(action()))?;
     let too_long_count = orders::count_pending_created_before(pool, cutoff)
         .await
@@ -403,7 +457,9 @@ pub async fn status_report(
         statuses,
         pending: PendingSummary {
             total,
-            oldest: oldest.map(|order| AgedOrder::at(order, now)),
+            in_review,
+            nearest_deadline: oldest.as_ref().map(|order| NearestDeadline::of(order, now)),
+            oldest,
             alert_after_seconds: pending_after.as_secs(),
             too_long_count,
             too_long: too_long

@@ -4,9 +4,14 @@ use chrono::{DateTime, Utc};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 
-use super::{AgedOrder, FailureList, FailureReport, OrderReport, RetryOutcome, StatusReport};
+use super::{
+    AgedOrder, FailureList, FailureReport, NearestDeadline, OrderReport, RetryOutcome, StatusReport,
+};
+use crate::acceptance;
 use crate::db::failures::{FailureSummary, Resolution};
+use crate::db::review::{LineDecision, LineState, ReviewDecision};
 use crate::db::runs::RunRecord;
+use crate::review::{DecidedNow, Queued, ReviewList};
 
 /// Longest details text shown on one line of a list.
 const DETAILS_WIDTH: usize = 80;
@@ -225,6 +230,25 @@ pub fn order(report: &OrderReport) -> String {
         "no history rows",
     ));
 
+    out.push_str("\nLine decisions:\n");
+    out.push_str(&section(
+        line_decisions(&report.line_decisions, true),
+        report.line_decisions.is_empty(),
+        "none",
+    ));
+
+    out.push_str("\nReview decisions:\n");
+    out.push_str(&section(
+        review_decisions(&report.review_decisions),
+        report.review_decisions.is_empty(),
+        "none",
+    ));
+
+    if let Some(states) = &report.line_states {
+        out.push_str("\nLine states (latest outcome):\n");
+        out.push_str(&section(line_states(states), states.is_empty(), "none"));
+    }
+
     out.push_str("\nFailures:\n");
     let mut failures = table(&["ID", "TIME", "STATE", "DETAILS"]);
     for failure in &report.failures {
@@ -259,6 +283,94 @@ pub fn order(report: &OrderReport) -> String {
     out
 }
 
+/// `acceptance_decisions` rows; `with_time` adds when and by whom (the `order` view).
+fn line_decisions(decisions: &[LineDecision], with_time: bool) -> Table {
+    let mut header = vec![
+        "LINE",
+        "SKU",
+        "QTY",
+        "ACTION",
+        "RULE",
+        "AVAILABLE",
+        "RESERVED",
+        "PRICE",
+        "FLOOR",
+        "REASON",
+    ];
+    if with_time {
+        header.extend(["BY", "TIME"]);
+    }
+    let mut rows = table(&header);
+    for decision in decisions {
+        let mut row = vec![
+            decision.order_line_id.clone(),
+            or_dash(decision.sku.as_deref()),
+            optional_number(decision.quantity),
+            decision.action.clone(),
+            decision.rule.clone(),
+            optional_number(decision.available),
+            optional_number(decision.reserved),
+            or_dash(decision.unit_price.as_deref()),
+            or_dash(decision.floor_price.as_deref()),
+            decision.reason.clone(),
+        ];
+        if with_time {
+            row.extend([decision.decided_by.clone(), timestamp(decision.decided_at)]);
+        }
+        rows.add_row(row);
+    }
+    rows
+}
+
+fn review_decisions(decisions: &[ReviewDecision]) -> Table {
+    let mut rows = table(&["ID", "TIME", "BY", "ACTION", "LINES", "NOTE", "CARRIED OUT"]);
+    for decision in decisions {
+        rows.add_row(vec![
+            format!("#{}", decision.review_id),
+            timestamp(decision.decided_at),
+            decision.decided_by.clone(),
+            decision.action.clone(),
+            decided_lines(decision.lines.as_deref()),
+            or_dash(decision.note.as_deref()),
+            carried_out(decision),
+        ]);
+    }
+    rows
+}
+
+fn decided_lines(lines: Option<&[String]>) -> String {
+    lines.map_or_else(|| "all".to_string(), |lines| lines.join(", "))
+}
+
+fn carried_out(decision: &ReviewDecision) -> String {
+    match decision.carried_out_at {
+        Some(at) => format!(
+            "{} ({})",
+            timestamp(at),
+            or_dash(decision.outcome.as_deref())
+        ),
+        None => "waiting for the next run".to_string(),
+    }
+}
+
+fn line_states(states: &[LineState]) -> Table {
+    let mut rows = table(&["LINE", "SKU", "QTY", "STATE", "ACCEPTED"]);
+    for line in states {
+        rows.add_row(vec![
+            or_dash(line.order_line_id.as_deref()),
+            or_dash(line.offer_sku.as_deref()),
+            line.quantity
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            or_dash(line.state.as_deref()),
+            line.accepted.map_or_else(
+                || "-".to_string(),
+                |accepted| if accepted { "yes" } else { "no" }.to_string(),
+            ),
+        ]);
+    }
+    rows
+}
+
 fn section(table: Table, empty: bool, empty_text: &str) -> String {
     if empty {
         format!("  ({empty_text})\n")
@@ -280,11 +392,17 @@ pub fn status(report: &StatusReport) -> String {
         section(counts, report.statuses.is_empty(), "no orders")
     );
     out.push_str(&format!(
-        "\nPending (to be decided by the worker): {}\n",
-        pending.total
+        "\nPending (still to be decided): {}, of which in review (a person decides): {}\n",
+        pending.total, pending.in_review
     ));
     if let Some(oldest) = &pending.oldest {
         out.push_str(&format!("Oldest pending: {}\n", aged(oldest)));
+    }
+    if let Some(nearest) = &pending.nearest_deadline {
+        out.push_str(&format!("Nearest deadline: {}\n", deadline(nearest)));
+    }
+    if pending.in_review > 0 {
+        out.push_str("  (decide the orders in review: `order-acceptance review list`)\n");
     }
     out.push_str(&format!(
         "Pending longer than {}: {} ({})\n",
@@ -319,6 +437,108 @@ fn aged(order: &AgedOrder) -> String {
     )
 }
 
+fn deadline(nearest: &NearestDeadline) -> String {
+    format!(
+        "{} for {} ({}), {}",
+        timestamp(nearest.deadline),
+        nearest.order_id,
+        nearest.status,
+        time_left(nearest.seconds_left)
+    )
+}
+
+/// Time to a deadline for people: `3h 10m left`, or `passed 5m ago`.
+fn time_left(seconds: i64) -> String {
+    if seconds >= 0 {
+        format!("{} left", humanise_age(seconds))
+    } else {
+        format!("passed {} ago", humanise_age(-seconds))
+    }
+}
+
+/// `review list`.
+pub fn review_list(list: &ReviewList) -> String {
+    if list.orders.is_empty() {
+        return "No orders in review.".to_string();
+    }
+    let mut out = String::new();
+    for reviewed in &list.orders {
+        let order = &reviewed.order;
+        out.push_str(&format!(
+            "Order {}: deadline {} ({}); created {}, in review since {}\n",
+            order.order_id,
+            timestamp(order.deadline),
+            time_left(reviewed.time_left_seconds),
+            timestamp(order.order_created_at),
+            timestamp(order.in_review_since),
+        ));
+        if let Some(queued) = &reviewed.queued {
+            out.push_str(&format!(
+                "  Decided: {} {} by {} at {}; the next run carries it out\n",
+                queued.action,
+                decided_lines(queued.lines.as_deref()),
+                queued.decided_by,
+                timestamp(queued.decided_at)
+            ));
+        }
+        out.push_str(&section(
+            line_decisions(&reviewed.lines, false),
+            reviewed.lines.is_empty(),
+            "no line decisions recorded",
+        ));
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} order(s) in review, oldest first. Decide with `order-acceptance review accept ID [--lines L1,L2]` or `order-acceptance review refuse ID --note TEXT`; {}.",
+        list.orders.len(),
+        super::DEADLINE_NOTE
+    ));
+    out
+}
+
+/// `review accept|refuse`.
+pub fn queued(queued: &Queued) -> String {
+    format!(
+        "{}\nHistory row #{} (pending_acceptance): the next run carries it out.",
+        decision_line(&queued.decision),
+        queued.history_id
+    )
+}
+
+/// One review decision in a sentence: which order, what, who, why.
+fn decision_line(decision: &ReviewDecision) -> String {
+    format!(
+        "Review decision #{} queued for order {}: {} {} by {}{}.",
+        decision.review_id,
+        decision.order_id,
+        decision.action,
+        decided_lines(decision.lines.as_deref()),
+        decision.decided_by,
+        decision
+            .note
+            .as_deref()
+            .map_or_else(String::new, |note| format!(" ({note})"))
+    )
+}
+
+/// `review accept|refuse --now`: the decision, the run's summary, and what became of the order.
+pub fn decided_now(decided: &DecidedNow) -> String {
+    let order_id = &decided.queued.decision.order_id;
+    let outcome = match &decided.outcome {
+        Some(now) => format!(
+            "Order {order_id} is now {}: {}",
+            now.status,
+            or_dash(now.notes.as_deref())
+        ),
+        None => format!("Order {order_id} has no status history."),
+    };
+    format!(
+        "{}\nCarried out at once by a run over this order:\n{}\n{outcome}",
+        decision_line(&decided.queued.decision),
+        acceptance::summary_table(&decided.run)
+    )
+}
+
 fn last_run(run: Option<&RunRecord>) -> String {
     let Some(run) = run else {
         return "none yet".to_string();
@@ -327,7 +547,7 @@ fn last_run(run: Option<&RunRecord>) -> String {
         .finished_at
         .map_or_else(|| "still running".to_string(), timestamp);
     let mut text = format!(
-        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, cancelled {}, failed {}, retry scheduled {}, API calls {}",
+        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, refused {}, cancelled {}, in review {}, failed {}, retry scheduled {}, API calls {}",
         run.run_id,
         run.worker_id,
         run.result,
@@ -336,7 +556,9 @@ fn last_run(run: Option<&RunRecord>) -> String {
         run.imported,
         run.claimed,
         run.accepted,
+        run.refused,
         run.cancelled,
+        run.in_review,
         run.failed,
         run.retry_scheduled,
         run.api_calls

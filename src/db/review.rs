@@ -1,0 +1,268 @@
+//! The review queue (migration 3): orders in review, the line decisions that sent them there,
+//! and the decisions people queue for the next run in `review_decisions`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+/// One row of the `orders_in_review` view.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct InReviewOrder {
+    pub order_id: String,
+    pub order_created_at: DateTime<Utc>,
+    pub in_review_since: DateTime<Utc>,
+    /// 24 hours after the marketplace created the order: it refuses the order after that.
+    pub deadline: DateTime<Utc>,
+    /// The note of the history row that put the order in review.
+    pub notes: Option<String>,
+}
+
+/// One row of `acceptance_decisions`: why a line was accepted, refused or sent to review.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LineDecision {
+    pub decision_id: i64,
+    pub order_id: String,
+    pub order_line_id: String,
+    pub attempt: Option<i32>,
+    pub action: String,
+    pub rule: String,
+    pub sku: Option<String>,
+    pub quantity: Option<i32>,
+    pub available: Option<i32>,
+    pub reserved: Option<i32>,
+    /// `numeric` as text, so money keeps its exact digits.
+    pub unit_price: Option<String>,
+    pub floor_price: Option<String>,
+    pub reason: String,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// One row of `review_decisions`: what a person (or the deadline policy) decided.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ReviewDecision {
+    pub review_id: i64,
+    pub order_id: String,
+    pub action: String,
+    /// The lines the action names; `None`: all of them.
+    pub lines: Option<Vec<String>>,
+    pub note: Option<String>,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
+    pub carried_out_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
+/// A decision to store.
+#[derive(Debug, Clone)]
+pub struct NewReviewDecision<'a> {
+    pub order_id: &'a str,
+    /// `accept` or `refuse`.
+    pub action: &'a str,
+    pub lines: Option<&'a [String]>,
+    pub note: Option<&'a str>,
+    pub decided_by: &'a str,
+}
+
+/// A line as the outcome saw it (`order_status_history.lines`). Every field is optional: the
+/// column is JSON, and a display must not fail on a row another version wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LineState {
+    pub order_line_id: Option<String>,
+    pub offer_sku: Option<String>,
+    pub quantity: Option<i64>,
+    pub state: Option<String>,
+    pub accepted: Option<bool>,
+}
+
+/// Orders in review, oldest marketplace creation first.
+pub async fn orders_in_review(pool: &PgPool) -> Result<Vec<InReviewOrder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, order_created_at, in_review_since, deadline, notes
+         FROM orders_in_review
+         ORDER BY order_created_at, order_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Orders in review whose deadline is at most `margin` after `now`, oldest first.
+pub async fn orders_in_review_near_deadline(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    margin: Duration,
+) -> Result<Vec<InReviewOrder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, order_created_at, in_review_since, deadline, notes
+         FROM orders_in_review
+         WHERE deadline <= $1 + make_interval(secs => $2)
+         ORDER BY order_created_at, order_id",
+    )
+    .bind(now)
+    .bind(margin.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// How many orders are in review.
+pub async fn count_in_review(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'in_review'")
+        .fetch_one(pool)
+        .await
+}
+
+/// The line decisions of each order's latest claim: those made since its last `accepting` row,
+/// which is what put an order in review.
+pub async fn latest_line_decisions(
+    pool: &PgPool,
+    order_ids: &[String],
+) -> Result<Vec<LineDecision>, sqlx::Error> {
+    sqlx::query_as(
+        r#"SELECT d.decision_id, d.order_id, d.order_line_id, d.attempt, d.action, d.rule, d.sku,
+                  d.quantity, d.available, d.reserved, d.unit_price::text AS unit_price,
+                  d.floor_price::text AS floor_price, d.reason, d.decided_by, d.decided_at
+           FROM acceptance_decisions d
+           WHERE d.order_id = ANY($1)
+             AND d.decided_at >= coalesce(
+                   (SELECT max(h."timestamp") FROM order_status_history h
+                    WHERE h.order_id = d.order_id AND h.status = 'accepting'),
+                   '-infinity')
+           ORDER BY d.order_id, d.order_line_id, d.decision_id"#,
+    )
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every line decision of the order, oldest first.
+pub async fn order_line_decisions(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<Vec<LineDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT decision_id, order_id, order_line_id, attempt, action, rule, sku, quantity,
+                available, reserved, unit_price::text AS unit_price, floor_price::text AS floor_price,
+                reason, decided_by, decided_at
+         FROM acceptance_decisions
+         WHERE order_id = $1
+         ORDER BY decided_at, decision_id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every review decision of the order, oldest first.
+pub async fn order_review_decisions(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<Vec<ReviewDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
+                outcome
+         FROM review_decisions
+         WHERE order_id = $1
+         ORDER BY decided_at, review_id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The decisions not yet carried out, for the given orders.
+pub async fn open_decisions(
+    pool: &PgPool,
+    order_ids: &[String],
+) -> Result<Vec<ReviewDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
+                outcome
+         FROM review_decisions
+         WHERE order_id = ANY($1) AND carried_out_at IS NULL",
+    )
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The order's decision not yet carried out, if any. Callers lock the order's current status
+/// first, so no decision can be added between this read and their insert.
+pub async fn open_decision(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<ReviewDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
+                outcome
+         FROM review_decisions
+         WHERE order_id = $1 AND carried_out_at IS NULL",
+    )
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The line ids of the order as stored from OR11; `None` when the order is not stored.
+pub async fn stored_line_ids(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(array_agg(line ->> 'order_line_id') FILTER (WHERE line ? 'order_line_id'),
+                         '{}')
+         FROM orders o
+         LEFT JOIN LATERAL jsonb_array_elements(
+             CASE jsonb_typeof(o.raw_order_data -> 'order_lines')
+                 WHEN 'array' THEN o.raw_order_data -> 'order_lines'
+                 ELSE '[]'::jsonb
+             END) AS line ON true
+         WHERE o.order_id = $1
+         GROUP BY o.order_id",
+    )
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Stores a decision; fails on the unique index `review_decisions_one_open` when the order
+/// already has one waiting.
+pub async fn insert_decision(
+    conn: &mut PgConnection,
+    decision: &NewReviewDecision<'_>,
+) -> Result<ReviewDecision, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO review_decisions (order_id, action, lines, note, decided_by)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING review_id, order_id, action, lines, note, decided_by, decided_at,
+                   carried_out_at, outcome",
+    )
+    .bind(decision.order_id)
+    .bind(decision.action)
+    .bind(decision.lines)
+    .bind(decision.note)
+    .bind(decision.decided_by)
+    .fetch_one(conn)
+    .await
+}
+
+/// The line states of the order's latest final row (accepted, refused or cancelled) that has
+/// them; `None` when there is none.
+pub async fn latest_line_states(
+    pool: &PgPool,
+    order_id: &str,
+) -> Result<Option<Vec<LineState>>, sqlx::Error> {
+    let lines: Option<sqlx::types::Json<Vec<LineState>>> = sqlx::query_scalar(
+        r#"SELECT lines
+           FROM order_status_history
+           WHERE order_id = $1 AND status IN ('accepted', 'refused', 'cancelled')
+             AND jsonb_typeof(lines) = 'array'
+           ORDER BY "timestamp" DESC, history_id DESC
+           LIMIT 1"#,
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(lines.map(|json| json.0))
+}
