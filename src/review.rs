@@ -332,7 +332,8 @@ pub async fn list_in_review(pool: &PgPool, now: DateTime<Utc>) -> Result<ReviewL
     let mut decisions = review::latest_line_decisions(pool, &ids)
         .await
         .map_err(db_error(action()))?;
-    let mut queued = review::open_decisions(pool, &ids)
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut queued = review::open_decisions(pool, &id_refs)
         .await
         .map_err(db_error(action()))?;
     let orders = in_review

@@ -24,8 +24,9 @@ use super::outcome::{Outcome, OutcomeSender, report};
 use super::preflight::ToAccept;
 use super::{Context, RunError};
 use crate::config::{RuleAction, RulesSettings};
-use crate::db::decisions::{self, LineDecisionRecord, PendingReview};
+use crate::db::decisions::{self, LineDecisionRecord};
 use crate::db::queue::Claim;
+use crate::db::review::{self, ReviewDecision};
 use crate::db::stock::{self, Reservation, StockColumns, StockRow};
 use crate::marketplace::{LineDecision, OrderLine, OrderTerms, TaxMode};
 
@@ -88,13 +89,12 @@ impl Decider {
             .iter()
             .map(|o| o.claim.order_id.as_str())
             .collect();
-        let mut reviews: HashMap<String, PendingReview> =
-            decisions::pending_reviews(&ctx.pool, &ids)
-                .await
-                .map_err(RunError::database("reading pending review decisions"))?
-                .into_iter()
-                .map(|review| (review.order_id.clone(), review))
-                .collect();
+        let mut reviews: HashMap<String, ReviewDecision> = review::open_decisions(&ctx.pool, &ids)
+            .await
+            .map_err(RunError::database("reading pending review decisions"))?
+            .into_iter()
+            .map(|review| (review.order_id.clone(), review))
+            .collect();
         let mut by_person = Vec::with_capacity(reviews.len());
         let mut by_rules = Vec::with_capacity(to_decide.len());
         for order in to_decide {
@@ -126,7 +126,7 @@ impl Decider {
     async fn decide_in_one_transaction(
         &self,
         ctx: &Context,
-        by_person: Vec<(ToAccept, PendingReview)>,
+        by_person: Vec<(ToAccept, ReviewDecision)>,
         by_rules: Vec<ToAccept>,
     ) -> Result<Vec<Plan>, sqlx::Error> {
         let rules = &ctx.settings.rules;
@@ -245,7 +245,7 @@ struct Judgement {
 /// available: the person overrides the count.
 fn as_the_person_decided(
     terms: &OrderTerms,
-    review: &PendingReview,
+    review: &ReviewDecision,
     shelf: &Shelf,
 ) -> Vec<Judgement> {
     let names = |line: &OrderLine| {
@@ -387,7 +387,8 @@ fn judge_line(
         }
     }
     let reserved = reserved.unwrap_or(0);
-    let free = row.available - reserved;
+    // Backorders can reserve past the stock; what is left to promise never reads below zero.
+    let free = (row.available - reserved).max(0);
     let (action, rule, reason) = if free >= i64::from(quantity) {
         (
             RuleAction::Accept,

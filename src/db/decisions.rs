@@ -1,7 +1,7 @@
 //! Why each line was accepted, refused or sent to review (`acceptance_decisions`), and the
 //! people's decisions the run carries out (`review_decisions`).
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 /// One line's decision, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,36 +76,6 @@ pub async fn insert_line_decisions(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// A person's decision on an order in review, waiting for a run to carry it out.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingReview {
-    pub review_id: i64,
-    pub order_id: String,
-    /// accept or refuse.
-    pub action: String,
-    /// The lines the action names; `None`: all of them.
-    pub lines: Option<Vec<String>>,
-    pub note: Option<String>,
-    pub decided_by: String,
-}
-
-/// The decisions not carried out yet for these orders (at most one per order).
-pub async fn pending_reviews(
-    pool: &PgPool,
-    order_ids: &[&str],
-) -> Result<Vec<PendingReview>, sqlx::Error> {
-    sqlx::query_as(
-        r#"
-        SELECT review_id, order_id, action, lines, note, decided_by
-        FROM review_decisions
-        WHERE order_id = ANY($1::text[]) AND carried_out_at IS NULL
-        "#,
-    )
-    .bind(order_ids)
-    .fetch_all(pool)
-    .await
 }
 
 /// Marks the pending decisions of these orders (order, outcome status) carried out.

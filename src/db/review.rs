@@ -174,13 +174,13 @@ pub async fn order_review_decisions(
 /// The decisions not yet carried out, for the given orders.
 pub async fn open_decisions(
     pool: &PgPool,
-    order_ids: &[String],
+    order_ids: &[&str],
 ) -> Result<Vec<ReviewDecision>, sqlx::Error> {
     sqlx::query_as(
         "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
                 outcome
          FROM review_decisions
-         WHERE order_id = ANY($1) AND carried_out_at IS NULL",
+         WHERE order_id = ANY($1::text[]) AND carried_out_at IS NULL",
     )
     .bind(order_ids)
     .fetch_all(pool)
