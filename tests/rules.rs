@@ -741,6 +741,24 @@ async fn a_stock_relation_without_available_is_refused_by_check(pool: PgPool) {
         "{text}"
     );
 
+    sqlx::query(
+        "CREATE VIEW text_stock AS SELECT sku, available::text AS available FROM acceptance_stock",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("view");
+    let (code, text) = binary(
+        &app,
+        &["check"],
+        &[("ORDER_ACCEPTANCE__RULES__STOCK_RELATION", "text_stock")],
+    )
+    .await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("text_stock") && text.contains("wrong type: available"),
+        "{text}"
+    );
+
     let (code, text) = binary(&app, &["check"], &[]).await;
     assert_eq!(code, 0, "{text}");
     assert!(
@@ -863,4 +881,35 @@ async fn a_view_over_an_inventory_schema_serves_as_the_stock(pool: PgPool) {
     .await
     .expect("decision");
     assert_eq!((available, reserved), (3, 3));
+}
+
+#[sqlx::test]
+async fn a_reused_reservation_is_renewed_so_its_ttl_counts_from_the_latest_claim(pool: PgPool) {
+    use order_acceptance::db::stock::{Reservation, reserve};
+    let app = rules_app(pool, &[]).await;
+    app.insert_pending("TTL-1", json!({"order_id": "TTL-1"}))
+        .await;
+    sqlx::query(
+        "INSERT INTO stock_reservations (order_id, order_line_id, sku, quantity, created_at) VALUES ('TTL-1', 'TTL-1-1', 'A', 1, now() - interval '3 days')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("old reservation");
+
+    let mut conn = app.pool.acquire().await.expect("connection");
+    let again = Reservation {
+        order_id: "TTL-1",
+        order_line_id: "TTL-1-1",
+        sku: "A",
+        quantity: 2,
+    };
+    reserve(&mut conn, &[again]).await.expect("reserve");
+
+    let (count, quantity, fresh): (i64, i32, bool) = sqlx::query_as(
+        "SELECT count(*), max(quantity), bool_and(created_at > now() - interval '1 minute') FROM stock_reservations WHERE order_id = 'TTL-1' AND released_at IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("reservations");
+    assert_eq!((count, quantity, fresh), (1, 2, true));
 }

@@ -353,11 +353,11 @@ fn judge_line(
             ),
         ));
     }
-    let Some(quantity) = line.quantity else {
+    let Some(quantity) = line.quantity.filter(|quantity| *quantity > 0) else {
         let unreadable = judgement(
             RuleAction::Review,
             "unreadable_line",
-            format!("Line {id}: OR11 gives no quantity, so no rule can judge it."),
+            format!("Line {id}: OR11 gives no quantity (or zero), so no rule can judge it."),
         );
         return most_cautious(candidates, unreadable);
     };
@@ -435,13 +435,15 @@ fn most_cautious(earlier: Vec<Judgement>, last: Judgement) -> Judgement {
     })
 }
 
-/// The unit price the floor is held against. The floor is tax-included, so a TAX_EXCLUDED line
-/// gets its taxes per unit added (missing taxes count as none).
+/// The unit price the floor is held against: what the customer pays per unit, so the line's
+/// `price` (after promotions) over its quantity, else `price_unit`. The floor is tax-included,
+/// so a TAX_EXCLUDED line gets its taxes per unit added (missing taxes count as none).
 fn unit_price_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<f64> {
     let quantity = f64::from(line.quantity.filter(|q| *q > 0)?);
     let unit = line
-        .price_unit
-        .or(line.price.map(|price| price / quantity))?;
+        .price
+        .map(|price| price / quantity)
+        .or(line.price_unit)?;
     Some(match tax_mode {
         Some(TaxMode::TaxExcluded) => unit + line.taxes.unwrap_or(0.0) / quantity,
         _ => unit,
@@ -493,7 +495,7 @@ impl Writes {
         let in_review = judgements.iter().any(|j| j.action == RuleAction::Review);
         for j in &judgements {
             let keeps_stock = j.action == RuleAction::Accept && !in_review;
-            match (keeps_stock, &j.sku, j.quantity) {
+            match (keeps_stock, &j.sku, j.quantity.filter(|q| *q > 0)) {
                 (true, Some(sku), Some(quantity)) => {
                     *shelf.taken.entry(sku.clone()).or_default() += i64::from(quantity);
                     self.reserve.push((
@@ -719,6 +721,29 @@ mod tests {
         order.order_tax_mode = Some(TaxMode::TaxIncluded);
         let judged = by_the_rules(&order, &rules, &shelf);
         assert_eq!(verdicts(&judged), [("review", "price_below_floor")]);
+    }
+
+    #[test]
+    fn a_zero_quantity_line_goes_to_review_instead_of_reserving_nothing() {
+        let rules = rules(&[]);
+        let shelf = shelf(&[("A", 9, None, false)]);
+        let order = terms(vec![line("L1", "A", 0, 5.0)]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [("review", "unreadable_line")]
+        );
+    }
+
+    #[test]
+    fn the_floor_is_held_against_the_price_paid_after_promotions() {
+        let rules = rules(&[]);
+        let shelf = shelf(&[("A", 9, Some(100.0), false)]);
+        // Listed at 110 a unit, but a promotion brings the line of two down to 180.
+        let mut promoted = line("L1", "A", 2, 110.0);
+        promoted.price = Some(180.0);
+        let judged = by_the_rules(&terms(vec![promoted]), &rules, &shelf);
+        assert_eq!(verdicts(&judged), [("review", "price_below_floor")]);
+        assert_eq!(judged[0].unit_price, Some(90.0));
     }
 
     #[test]

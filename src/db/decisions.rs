@@ -50,8 +50,8 @@ pub async fn insert_line_decisions(
         INSERT INTO acceptance_decisions
             (order_id, order_line_id, attempt, action, rule, sku, quantity, available, reserved,
              unit_price, floor_price, reason, decided_by)
-        SELECT order_id, order_line_id, attempt, action, rule, sku, quantity, available::int,
-               reserved::int, round(unit_price::numeric, 4), round(floor_price::numeric, 4),
+        SELECT order_id, order_line_id, attempt, action, rule, sku, quantity,
+               least(available, 2147483647)::int, least(reserved, 2147483647)::int, round(unit_price::numeric, 4), round(floor_price::numeric, 4),
                reason, decided_by
         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
                     $7::int[], $8::int8[], $9::int8[], $10::float8[], $11::float8[], $12::text[],

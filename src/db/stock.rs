@@ -18,6 +18,10 @@ pub enum StockRelationError {
     )]
     MissingColumns { relation: String, columns: String },
     #[error(
+        "the stock relation {relation} (rules.stock_relation) has columns of the wrong type: {columns}. sku must be text, available a whole number, min_price a number and backorder a boolean; cast them in the view, or name another relation"
+    )]
+    WrongTypes { relation: String, columns: String },
+    #[error(
         "cannot inspect the stock relation {relation} (rules.stock_relation): {source}. Check that PostgreSQL is reachable and that the database user may read the relation"
     )]
     Database {
@@ -52,10 +56,12 @@ pub async fn inspect_stock_relation(
         relation: relation.to_string(),
         source,
     };
+    // Each column with its type's category (pg_type.typcategory: S string, N numeric, B boolean).
     let columns: Option<Vec<String>> = sqlx::query_scalar(
         r#"
-        SELECT array(SELECT attname::text FROM pg_attribute
-                     WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped)
+        SELECT array(SELECT a.attname::text || ':' || t.typcategory::text
+                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
         FROM to_regclass($1) AS rel
         WHERE rel IS NOT NULL
         "#,
@@ -69,7 +75,14 @@ pub async fn inspect_stock_relation(
             relation: relation.to_string(),
         });
     };
-    let has = |name: &str| columns.iter().any(|column| column == name);
+    let category = |name: &str| {
+        columns
+            .iter()
+            .filter_map(|column| column.rsplit_once(':'))
+            .find(|(column, _)| *column == name)
+            .map(|(_, category)| category)
+    };
+    let has = |name: &str| category(name).is_some();
     let missing: Vec<&str> = ["sku", "available"]
         .into_iter()
         .filter(|name| !has(name))
@@ -78,6 +91,22 @@ pub async fn inspect_stock_relation(
         return Err(StockRelationError::MissingColumns {
             relation: relation.to_string(),
             columns: missing.join(", "),
+        });
+    }
+    let wrong: Vec<&str> = [
+        ("sku", "S"),
+        ("available", "N"),
+        ("min_price", "N"),
+        ("backorder", "B"),
+    ]
+    .into_iter()
+    .filter(|(name, wanted)| category(name).is_some_and(|found| found != *wanted))
+    .map(|(name, _)| name)
+    .collect();
+    if !wrong.is_empty() {
+        return Err(StockRelationError::WrongTypes {
+            relation: relation.to_string(),
+            columns: wrong.join(", "),
         });
     }
     Ok(StockColumns {
@@ -128,10 +157,11 @@ pub async fn stock_of(
     // `relation` is checked to be plain identifiers when the configuration loads.
     let rows: Vec<(String, i64, Option<f64>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
         r#"
-        SELECT DISTINCT ON (sku) sku::text, available::bigint, {min_price}::float8, {backorder}::bool
+        SELECT DISTINCT ON (sku::text) sku::text, available::bigint, {min_price}::float8,
+               {backorder}::bool
         FROM {relation}
-        WHERE sku = ANY($1::text[]) AND available >= 0
-        ORDER BY sku, available
+        WHERE sku::text = ANY($1::text[]) AND available >= 0
+        ORDER BY sku::text, available
         "#
     )))
     .bind(skus)
@@ -186,7 +216,9 @@ pub struct Reservation<'a> {
 }
 
 /// Reserves stock for accepted lines; a line that already holds an open reservation (its earlier
-/// claim died before OR21) keeps that one, so nothing is reserved twice.
+/// claim died before OR21) keeps that one, so nothing is reserved twice. The kept reservation is
+/// renewed (its time, SKU and quantity those of this decision), so `rules.reservation_ttl`
+/// counts from the latest claim, not the first.
 pub async fn reserve(
     conn: &mut PgConnection,
     reservations: &[Reservation<'_>],
@@ -202,7 +234,8 @@ pub async fn reserve(
         r#"
         INSERT INTO stock_reservations (order_id, order_line_id, sku, quantity)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
-        ON CONFLICT (order_id, order_line_id) WHERE released_at IS NULL DO NOTHING
+        ON CONFLICT (order_id, order_line_id) WHERE released_at IS NULL DO UPDATE
+            SET created_at = now(), sku = EXCLUDED.sku, quantity = EXCLUDED.quantity
         "#,
     )
     .bind(&orders)
