@@ -1300,3 +1300,42 @@ async fn deadline_review_leaves_the_order_and_one_failure_across_runs(pool: PgPo
     );
     assert!(failures[0].0.contains("review refuse DL-R --note TEXT"));
 }
+
+#[sqlx::test]
+async fn an_order_left_in_review_past_its_deadline_is_read_again_and_recorded_refused(
+    pool: PgPool,
+) {
+    use order_acceptance::sim::ACCEPTANCE_DEADLINE_REASON;
+    let app = rules_app(pool, &[]).await;
+    // 25 hours old: the simulator refused it at 24 h, while our database still has it in review.
+    two_line_order(&app, "DL-PAST", 25).await;
+    sqlx::query(
+        "INSERT INTO orders (order_id, raw_order_data, placed_at) VALUES ('DL-PAST', '{\"order_id\": \"DL-PAST\"}', now() - interval '25 hours')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("order");
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, status, notes) VALUES ('DL-PAST', 'pending_acceptance', 'from upstream'), ('DL-PAST', 'in_review', 'sent to review by an earlier run')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("history");
+
+    let summary = run_once(&app).await;
+
+    assert_eq!((summary.claimed, summary.refused), (1, 1), "{summary:?}");
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT h.reason_code FROM order_current_status c JOIN order_status_history h USING (history_id) WHERE c.order_id = 'DL-PAST' AND c.status = 'refused'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the order is refused");
+    assert_eq!(reason.as_deref(), Some(ACCEPTANCE_DEADLINE_REASON));
+    assert!(or21_lines(&app, "DL-PAST").await.is_empty(), "no OR21");
+    let failures = open_failures(&app.pool, "DL-PAST").await;
+    assert!(
+        failures.len() == 1 && failures[0].0.contains("deadline passed"),
+        "the missed deadline stays in the inbox: {failures:?}"
+    );
+}

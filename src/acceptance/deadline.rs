@@ -2,7 +2,9 @@
 //! `rules.deadline_margin` of the marketplace's 24-hour deadline get `rules.on_deadline`.
 //! `accept` and `refuse` queue a decision exactly as `review accept|refuse` does, so this same
 //! run claims and carries it out; `review` leaves the order to a person but makes it loud: one
-//! open failure per order and a warning each run.
+//! open failure per order and a warning each run. Once the deadline has passed, such an order
+//! goes back in the queue so this run reads its real state: the marketplace's automatic refusal
+//! is recorded `refused` with its reason code instead of staying hidden behind `in_review`.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -21,13 +23,39 @@ pub async fn apply_policy(ctx: &Context, now: DateTime<Utc>) -> Result<(), RunEr
         .map_err(RunError::database(
             "reading the orders in review near their deadline",
         ))?;
+    let mut past_deadline = Vec::new();
     for order in near {
         match rules.on_deadline {
             RuleAction::Accept => decide(ctx, &order, ReviewAction::Accept, now).await?,
             RuleAction::Refuse => decide(ctx, &order, ReviewAction::Refuse, now).await?,
-            RuleAction::Review => flag_for_a_person(ctx, &order, now).await?,
+            RuleAction::Review => {
+                flag_for_a_person(ctx, &order, now).await?;
+                if order.deadline <= now {
+                    past_deadline.push(order.order_id);
+                }
+            }
         }
     }
+    read_again(ctx, &past_deadline).await
+}
+
+/// Puts orders still in review past their deadline back in the queue, so this run's preflight
+/// reads what the marketplace made of them. One still waiting there is decided by the rules again.
+async fn read_again(ctx: &Context, order_ids: &[String]) -> Result<(), RunError> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    let requeued = review::requeue_in_review(
+        &ctx.pool,
+        order_ids,
+        "Deadline passed while in review: queued again to read the order's state at the marketplace.",
+    )
+    .await
+    .map_err(RunError::database("queuing orders past their deadline"))?;
+    tracing::warn!(
+        orders = requeued,
+        "orders still in review past their deadline are read again; the marketplace has likely refused them"
+    );
     Ok(())
 }
 

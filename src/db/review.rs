@@ -106,6 +106,33 @@ pub async fn orders_in_review_near_deadline(
     .await
 }
 
+/// Gives orders still `in_review` a `pending_acceptance` row, so the next claim reads their state
+/// at the marketplace; returns how many. Their status rows are locked first, as a person's
+/// decision locks them, so an order decided meanwhile is left alone.
+pub async fn requeue_in_review(
+    pool: &PgPool,
+    order_ids: &[String],
+    note: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        r#"
+        WITH still_in_review AS (
+            SELECT order_id FROM order_current_status
+            WHERE order_id = ANY($1) AND status = 'in_review'
+            ORDER BY order_id
+            FOR UPDATE
+        )
+        INSERT INTO order_status_history (order_id, status, notes)
+        SELECT order_id, 'pending_acceptance', $2 FROM still_in_review
+        "#,
+    )
+    .bind(order_ids)
+    .bind(note)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// How many orders are in review.
 pub async fn count_in_review(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'in_review'")
