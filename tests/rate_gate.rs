@@ -242,6 +242,24 @@ async fn a_retry_after_past_the_ceiling_fails_as_transient_without_waiting(pool:
 }
 
 #[sqlx::test]
+async fn an_absurd_retry_after_fails_the_call_instead_of_the_process(pool: PgPool) {
+    // Seconds past any clock, and a date past the year 9999 once added to now.
+    for absurd in ["10000000000000000000", "300000000000"] {
+        let server = MockServer::start().await;
+        let log = serve(&server, Throttling::new(1, move || absurd.into())).await;
+        let client = client(&settings(&server.uri()), &pool);
+
+        let err = client.orders_by_ids(&["C-1".into()]).await.unwrap_err();
+        assert!(err.is_transient(), "{absurd}: {err:?}");
+        assert!(
+            err.to_string().contains("marketplace.retry_after_ceiling"),
+            "{absurd}: {err}"
+        );
+        assert_eq!(arrivals(&log).len(), 1, "{absurd}: one request, no retry");
+    }
+}
+
+#[sqlx::test]
 async fn a_429_storm_does_not_use_up_the_budgets_of_calls_queued_behind_the_gate(pool: PgPool) {
     let server = MockServer::start().await;
     // Ten calls in flight answered 429 twice over: two closings of 1 s each.

@@ -506,7 +506,7 @@ impl MarketplaceClient {
                 status: status.as_u16(),
             },
             400 if code.as_deref() == Some("ORDER_INVALID_STATE")
-                || message == "ORDER_INVALID_STATE" =>
+                || message.contains("ORDER_INVALID_STATE") =>
             {
                 match call.order_id {
                     Some(id) => MarketplaceError::InvalidState {

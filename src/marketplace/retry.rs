@@ -102,13 +102,20 @@ impl RetrySchedule {
 /// Reads `Retry-After` in either form HTTP allows: delay-seconds or an HTTP-date.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    // A date in the past means "now".
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        // A date in the past means "now".
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    // Past any ceiling either way; capped so that adding it to a clock can never overflow.
+    Some(wait.min(LONGEST_RETRY_AFTER))
 }
+
+/// The longest `Retry-After` taken as given: a day, far past any sensible ceiling.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -182,6 +189,12 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&earlier).unwrap());
         assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
+
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("10000000000000000000"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(LONGEST_RETRY_AFTER));
 
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
