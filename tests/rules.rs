@@ -164,7 +164,15 @@ async fn a_line_in_stock_is_accepted_and_reserves_its_units(pool: PgPool) {
 
     let summary = run_once(&app).await;
     assert_eq!((summary.accepted, summary.in_review), (1, 0));
-    assert_eq!(app.current_status("IN-1").await.0, "accepted");
+    let (status, note) = app.current_status("IN-1").await;
+    assert_eq!(status, "accepted");
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "Decided: Line IN-1-1: {quantity} of SKU {sku} in stock (5 available, 0 reserved)."
+        )),
+        "the history note says why: {note}"
+    );
     let decided = decisions(&app, "IN-1").await;
     assert_eq!(decided.len(), 1);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Record: writes outcomes in batches, each order's history row and failure row in one
 //! transaction, and decides when a failed order is tried again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -8,6 +9,7 @@ use tokio::sync::mpsc;
 use super::outcome::{Failure, Outcome, Retry, Verdict};
 use super::{Context, RunError, Tally};
 use crate::config::AcceptanceSettings;
+use crate::db::decisions;
 use crate::db::outcomes::{self, FailureRecord, OutcomeRecord};
 use crate::db::queue::Claim;
 
@@ -21,16 +23,44 @@ pub async fn record_all(
 ) -> Result<(), RunError> {
     let mut batch = Vec::with_capacity(BATCH);
     while incoming.recv_many(&mut batch, BATCH).await > 0 {
-        let records: Vec<OutcomeRecord> = batch
+        let mut records: Vec<OutcomeRecord> = batch
             .drain(..)
             .map(|outcome| to_record(outcome, &ctx.settings.acceptance))
             .collect();
+        add_decision_reasons(ctx, &mut records).await?;
         outcomes::record_outcomes(&ctx.pool, &records)
             .await
             .map_err(RunError::database("recording outcomes"))?;
         for record in &records {
             count(record, tally);
             log(record);
+        }
+    }
+    Ok(())
+}
+
+/// Ends the note of an order sent to OR21 with why each line was accepted or refused, so the
+/// history says it as `acceptance_decisions` does (an order in review has its reasons already).
+async fn add_decision_reasons(
+    ctx: &Context,
+    records: &mut [OutcomeRecord],
+) -> Result<(), RunError> {
+    let decided: Vec<(&str, i32)> = records
+        .iter()
+        .filter(|r| matches!(r.status, "accepted" | "refused"))
+        .map(|r| (r.order_id.as_str(), r.attempt))
+        .collect();
+    if decided.is_empty() {
+        return Ok(());
+    }
+    let reasons: HashMap<String, String> = decisions::reasons_of_claims(&ctx.pool, &decided)
+        .await
+        .map_err(RunError::database("reading line decisions"))?
+        .into_iter()
+        .collect();
+    for record in records.iter_mut() {
+        if let Some(why) = reasons.get(&record.order_id) {
+            record.note = format!("{} Decided: {why}", record.note);
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Why each line was accepted, refused or sent to review (`acceptance_decisions`), and the
 //! people's decisions the run carries out (`review_decisions`).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 /// One line's decision, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +76,32 @@ pub async fn insert_line_decisions(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The reasons of the line decisions made in these claims (order, attempt), each order's joined
+/// in line order; orders decided without rules or a person have none.
+pub async fn reasons_of_claims(
+    pool: &PgPool,
+    claims: &[(&str, i32)],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = claims.iter().map(|(order, _)| *order).collect();
+    let attempts: Vec<i32> = claims.iter().map(|(_, attempt)| *attempt).collect();
+    sqlx::query_as(
+        r#"
+        SELECT d.order_id, string_agg(d.reason, ' ' ORDER BY d.decision_id)
+        FROM acceptance_decisions d
+        JOIN unnest($1::text[], $2::int[]) AS c(order_id, attempt)
+          ON c.order_id = d.order_id AND c.attempt = d.attempt
+        GROUP BY d.order_id
+        "#,
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .fetch_all(pool)
+    .await
 }
 
 /// Marks the pending decisions of these orders (order, outcome status) carried out.
