@@ -312,6 +312,25 @@ async fn two_5xx_then_success_is_accepted_in_the_same_run(pool: PgPool) {
     assert_eq!((summary.accepted, summary.failed), (1, 0));
     assert_eq!(app.current_status("E-2").await.0, "accepted");
     assert_eq!(app.or21_calls("E-2"), 3, "re-read and sent again twice");
+    // Each re-send follows a read of the order by id that showed it still waiting.
+    let sequence: Vec<String> = sqlx::query_scalar(
+        "SELECT endpoint FROM api_calls WHERE related_id = 'E-2' OR request_payload::text LIKE '%E-2%' ORDER BY call_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("api calls");
+    let sends: Vec<usize> = sequence
+        .iter()
+        .enumerate()
+        .filter(|(_, endpoint)| *endpoint == "OR21")
+        .map(|(at, _)| at)
+        .collect();
+    for pair in sends.windows(2) {
+        assert!(
+            sequence[pair[0]..pair[1]].iter().any(|e| e == "OR11"),
+            "OR21 sent again without a read in between: {sequence:?}"
+        );
+    }
     let stats = app.sim.stats();
     assert_eq!(stats.or21_accepted, 1, "one 204");
     assert_eq!(stats.or21_not_waiting, 0);
