@@ -353,6 +353,16 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
     assert!(
         ctx.client.gate_closings(Endpoint::OR21) + ctx.client.gate_closings(Endpoint::OR11) > 0
     );
+    // A closing teaches the gate a pace near the limit, well below what 4 calls in flight at
+    // the simulator's speed would send.
+    let learned: Vec<f64> = [Endpoint::OR11, Endpoint::OR21]
+        .into_iter()
+        .filter_map(|endpoint| ctx.client.learned_rate(endpoint))
+        .collect();
+    assert!(
+        !learned.is_empty() && learned.iter().all(|rate| *rate < 20.0),
+        "{learned:?}"
+    );
     assert_eq!(stats.or21_not_waiting, 0, "no order was accepted twice");
 }
 

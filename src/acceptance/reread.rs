@@ -3,9 +3,10 @@
 //! batched calls of at most 100 ids.
 //!
 //! Each request says how long to wait first: the back-off of the order's OR21 retries. The
-//! stage reads when the earliest request is due, and every request due within `JOIN_WINDOW` of
-//! it joins that read, so a burst of unclear answers costs one OR11 call per 100 orders, not one
-//! per order, while an order backing off longer keeps its wait.
+//! stage reads when the earliest request is due, and every request due within two
+//! `marketplace.retry_initial_delay` of it joins that read, so a burst of unclear answers costs
+//! one OR11 call per 100 orders, not one per order, while an order backing off longer keeps its
+//! wait.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,10 +15,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Context, RunError};
 use crate::marketplace::{MarketplaceError, Order};
-
-/// Requests due this soon after the earliest join its read: a little early for them, one call
-/// fewer. Requests due later keep their back-off.
-const JOIN_WINDOW: Duration = Duration::from_millis(250);
 
 /// What a re-read found.
 #[derive(Debug)]
@@ -66,6 +63,10 @@ pub async fn reread_all(
     ctx: &Context,
     mut incoming: mpsc::UnboundedReceiver<Request>,
 ) -> Result<(), RunError> {
+    // Requests due within two first back-offs of the earliest join its read: the jitter of first
+    // retries spans one, and answers a little apart the rest. Requests due later keep their
+    // back-off.
+    let join_window = ctx.settings.marketplace.retry.initial_delay * 2;
     let mut waiting: Vec<Request> = Vec::new();
     loop {
         let Some(due) = waiting.iter().map(|r| r.due).min() else {
@@ -84,7 +85,7 @@ pub async fn reread_all(
             () = tokio::time::sleep_until(due.into()) => {
                 let (now_due, later): (Vec<Request>, Vec<Request>) = std::mem::take(&mut waiting)
                     .into_iter()
-                    .partition(|r| r.due <= due + JOIN_WINDOW);
+                    .partition(|r| r.due <= due + join_window);
                 waiting = later;
                 read_batch(ctx, now_due).await?;
             }

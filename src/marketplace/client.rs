@@ -252,6 +252,12 @@ impl MarketplaceClient {
         self.inner.calls.load(Ordering::Relaxed)
     }
 
+    /// The pace this run learned for the endpoint group from the marketplace's 429s, in
+    /// requests per second.
+    pub fn learned_rate(&self, endpoint: Endpoint) -> Option<f64> {
+        self.inner.gate.learned_rate(endpoint)
+    }
+
     /// How many times the endpoint group's rate gate has closed in this process.
     pub fn gate_closings(&self, endpoint: Endpoint) -> u64 {
         self.inner.gate.closings(endpoint)
@@ -302,7 +308,11 @@ impl MarketplaceClient {
                 Err(refused) => return Err(held_too_long(call, refused)),
             };
             schedule.waited_at_gate(pass.waited);
-            let failure = match self.attempt(call, attempt, &parse).await {
+            let result = self.attempt(call, attempt, &parse).await;
+            if !result.as_ref().is_err_and(|failure| failure.throttled) {
+                self.inner.gate.answered(call.endpoint);
+            }
+            let failure = match result {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };

@@ -7,10 +7,16 @@
 //! would go past it is refused — the call fails as transient and no call of the group is sent
 //! until the time named. An optional pace (`marketplace.max_requests_per_second`) spaces the
 //! calls of each group evenly.
+//!
+//! A marketplace that publishes no limit still shows it: each closing sets a learned pace for
+//! its group, nine tenths of the rate at which the group's requests were answered since its gate
+//! last opened. Honouring a long `Retry-After` in full would otherwise cost a whole wait per
+//! burst: the calls held back all go when the gate opens, and the next 429 follows at once. The
+//! learned pace only slows down, and starts afresh with each run.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -39,7 +45,32 @@ struct Group {
     closing: Mutex<Closing>,
     pace: Option<DefaultDirectRateLimiter>,
     closings: AtomicU64,
+    learned: Mutex<Learned>,
 }
+
+/// What the group's answers taught this run about the marketplace's limit.
+struct Learned {
+    /// Requests of the group answered without throttling since `since`.
+    answered: u64,
+    /// When the gate last opened (or the run began).
+    since: Instant,
+    /// Requests per second, and the pace that keeps to it.
+    pace: Option<(f64, Arc<DefaultDirectRateLimiter>)>,
+}
+
+impl Learned {
+    fn fresh() -> Self {
+        Learned {
+            answered: 0,
+            since: Instant::now(),
+            pace: None,
+        }
+    }
+}
+
+/// The share of the answered rate a learned pace keeps to: a little under it, so the bucket the
+/// marketplace keeps refills faster than it drains.
+const LEARNED_SHARE: f64 = 0.9;
 
 /// The group's latest closing.
 #[derive(Default, Clone, Copy)]
@@ -83,6 +114,7 @@ impl Gate {
             closing: Mutex::new(Closing::default()),
             pace: settings.max_requests_per_second.map(pace),
             closings: AtomicU64::new(0),
+            learned: Mutex::new(Learned::fresh()),
         };
         Gate {
             or11: group(),
@@ -108,6 +140,23 @@ impl Gate {
             total: until.map_or(Duration::ZERO, |until| until - now),
             until,
         };
+        for group in [&self.or11, &self.or21, &self.a01] {
+            *lock(&group.learned) = Learned::fresh();
+        }
+    }
+
+    /// A request of the group was answered without throttling: it counts towards the rate the
+    /// marketplace allows.
+    pub fn answered(&self, endpoint: Endpoint) {
+        lock(&self.group(endpoint).learned).answered += 1;
+    }
+
+    /// The learned pace of the group, in requests per second, if a closing set one this run.
+    pub fn learned_rate(&self, endpoint: Endpoint) -> Option<f64> {
+        lock(&self.group(endpoint).learned)
+            .pace
+            .as_ref()
+            .map(|(rate, _)| *rate)
     }
 
     /// How many times the group's gate has closed: a new closing is a new throttling event.
@@ -132,6 +181,13 @@ impl Gate {
                 _ => {}
             }
             if let Some(pace) = &group.pace {
+                pace.until_ready().await;
+            }
+            let learned = lock(&group.learned)
+                .pace
+                .as_ref()
+                .map(|(_, pace)| Arc::clone(pace));
+            if let Some(pace) = learned {
                 pace.until_ready().await;
             }
             // The gate may have closed while this call waited for its turn.
@@ -192,6 +248,10 @@ impl Gate {
                 honoured: true,
             };
             drop(closing);
+            if let Some(rate) = learn(group, now, until) {
+                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
+                    .set(rate);
+            }
             group.closings.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
                 .increment(1);
@@ -242,6 +302,31 @@ impl Gate {
         }
     }
 }
+
+/// Sets the group's learned pace from the rate its requests were answered at since its gate last
+/// opened (a second at least, so a burst does not read as a rate), never faster than before;
+/// counting starts again when this closing ends. `None` when nothing was answered to learn from.
+fn learn(group: &Group, now: Instant, reopens: Instant) -> Option<f64> {
+    let mut learned = lock(&group.learned);
+    let window = now
+        .saturating_duration_since(learned.since)
+        .max(Duration::from_secs(1));
+    let answered = std::mem::take(&mut learned.answered);
+    learned.since = reopens;
+    if answered == 0 {
+        return None;
+    }
+    let observed = (answered as f64 / window.as_secs_f64() * LEARNED_SHARE).max(MIN_LEARNED_RATE);
+    let rate = learned
+        .pace
+        .as_ref()
+        .map_or(observed, |(before, _)| before.min(observed));
+    learned.pace = Some((rate, Arc::new(pace(rate))));
+    Some(rate)
+}
+
+/// The slowest a learned pace goes: one request every 10 s still finds out when the limit eases.
+const MIN_LEARNED_RATE: f64 = 0.1;
 
 /// One request every 1/rate seconds, without bursts: a marketplace's published limit is a rate.
 fn pace(rate: f64) -> DefaultDirectRateLimiter {
@@ -298,6 +383,49 @@ mod tests {
         // 3 s and fits the 10 s; one to 11 s from now would add 2 s more and does not.
         assert!(gate.close(Endpoint::A01, Duration::from_secs(9)).is_ok());
         assert!(gate.close(Endpoint::OR11, Duration::from_secs(11)).is_err());
+    }
+
+    #[test]
+    fn a_closing_learns_nine_tenths_of_the_answered_rate_and_only_slows_down() {
+        let gate = gate(Duration::from_secs(600));
+        gate.start_run();
+        for _ in 0..10 {
+            gate.answered(Endpoint::OR21);
+        }
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(5)).is_ok());
+        let learned = gate.learned_rate(Endpoint::OR21).expect("a pace");
+        assert!(
+            (learned - 9.0).abs() < 1e-9,
+            "10 answers within a second: {learned}"
+        );
+        assert_eq!(
+            gate.learned_rate(Endpoint::OR11),
+            None,
+            "each group learns its own"
+        );
+
+        for _ in 0..100 {
+            gate.answered(Endpoint::OR21);
+        }
+        let now = Instant::now();
+        assert_eq!(
+            learn(&gate.or21, now, now),
+            Some(learned),
+            "a faster rate later does not speed the pace up"
+        );
+        assert_eq!(
+            learn(&gate.or21, now, now),
+            None,
+            "nothing answered, nothing learned"
+        );
+        assert_eq!(gate.learned_rate(Endpoint::OR21), Some(learned));
+
+        gate.start_run();
+        assert_eq!(
+            gate.learned_rate(Endpoint::OR21),
+            None,
+            "each run starts afresh"
+        );
     }
 
     #[test]
