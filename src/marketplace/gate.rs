@@ -52,8 +52,12 @@ struct Group {
 struct Learned {
     /// Requests of the group answered without throttling since `since`.
     answered: u64,
-    /// When the gate last opened (or the run began).
-    since: Instant,
+    /// When the gate last opened, or when the run's first answer came: the start of the window
+    /// the rate is measured over (time before the group's first call says nothing of its limit).
+    since: Option<Instant>,
+    /// When the latest closing began, until the gate reopens: the answers to requests already
+    /// on their way are still coming in, and count for the window that ended then.
+    window_end: Option<Instant>,
     /// Requests per second, and the pace that keeps to it.
     pace: Option<(f64, Arc<DefaultDirectRateLimiter>)>,
 }
@@ -62,7 +66,8 @@ impl Learned {
     fn fresh() -> Self {
         Learned {
             answered: 0,
-            since: Instant::now(),
+            since: None,
+            window_end: None,
             pace: None,
         }
     }
@@ -148,7 +153,9 @@ impl Gate {
     /// A request of the group was answered without throttling: it counts towards the rate the
     /// marketplace allows.
     pub fn answered(&self, endpoint: Endpoint) {
-        lock(&self.group(endpoint).learned).answered += 1;
+        let mut learned = lock(&self.group(endpoint).learned);
+        learned.answered += 1;
+        learned.since.get_or_insert_with(Instant::now);
     }
 
     /// The learned pace of the group, in requests per second, if a closing set one this run.
@@ -179,6 +186,10 @@ impl Gate {
                     continue;
                 }
                 _ => {}
+            }
+            if let Some(rate) = learn(group) {
+                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
+                    .set(rate);
             }
             if let Some(pace) = &group.pace {
                 pace.until_ready().await;
@@ -248,10 +259,7 @@ impl Gate {
                 honoured: true,
             };
             drop(closing);
-            if let Some(rate) = learn(group, now, until) {
-                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
-                    .set(rate);
-            }
+            lock(&group.learned).window_end.get_or_insert(now);
             group.closings.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
                 .increment(1);
@@ -303,16 +311,19 @@ impl Gate {
     }
 }
 
-/// Sets the group's learned pace from the rate its requests were answered at since its gate last
-/// opened (a second at least, so a burst does not read as a rate), never faster than before;
-/// counting starts again when this closing ends. `None` when nothing was answered to learn from.
-fn learn(group: &Group, now: Instant, reopens: Instant) -> Option<f64> {
+/// After a closing, once the gate is open again: sets the group's learned pace from the rate its
+/// requests were answered at between its previous opening and this closing (over a second at
+/// least, so a burst does not read as a rate), never faster than before, and starts counting
+/// again. `None` when there is nothing new to learn.
+fn learn(group: &Group) -> Option<f64> {
     let mut learned = lock(&group.learned);
-    let window = now
-        .saturating_duration_since(learned.since)
+    let end = learned.window_end.take()?;
+    let window = learned
+        .since
+        .map_or(Duration::ZERO, |since| end.saturating_duration_since(since))
         .max(Duration::from_secs(1));
     let answered = std::mem::take(&mut learned.answered);
-    learned.since = reopens;
+    learned.since = Some(Instant::now());
     if answered == 0 {
         return None;
     }
@@ -393,10 +404,19 @@ mod tests {
             gate.answered(Endpoint::OR21);
         }
         assert!(gate.close(Endpoint::OR21, Duration::from_secs(5)).is_ok());
+        assert_eq!(
+            gate.learned_rate(Endpoint::OR21),
+            None,
+            "learned when the gate reopens"
+        );
+        // An answer to a request sent before the closing still counts for the window it ended.
+        gate.answered(Endpoint::OR21);
+        let reopened = learn(&gate.or21).expect("a pace");
         let learned = gate.learned_rate(Endpoint::OR21).expect("a pace");
+        assert_eq!(reopened, learned);
         assert!(
-            (learned - 9.0).abs() < 1e-9,
-            "10 answers within a second: {learned}"
+            (learned - 9.9).abs() < 1e-9,
+            "11 answers within a second: {learned}"
         );
         assert_eq!(
             gate.learned_rate(Endpoint::OR11),
@@ -407,16 +427,16 @@ mod tests {
         for _ in 0..100 {
             gate.answered(Endpoint::OR21);
         }
-        let now = Instant::now();
+        lock(&gate.or21.learned).window_end = Some(Instant::now());
         assert_eq!(
-            learn(&gate.or21, now, now),
+            learn(&gate.or21),
             Some(learned),
             "a faster rate later does not speed the pace up"
         );
         assert_eq!(
-            learn(&gate.or21, now, now),
+            learn(&gate.or21),
             None,
-            "nothing answered, nothing learned"
+            "no closing since, nothing to learn"
         );
         assert_eq!(gate.learned_rate(Endpoint::OR21), Some(learned));
 
