@@ -1054,14 +1054,8 @@ async fn sent_to_review(app: &TestApp, id: &str, hours: i64) {
 /// (line id, accepted) of each line in the order's OR21 bodies (Mirakl names the id `id`), one
 /// list per call.
 async fn or21_lines(app: &TestApp, id: &str) -> Vec<Vec<(String, bool)>> {
-    let bodies: Vec<Value> = sqlx::query_scalar(
-        "SELECT request_payload FROM api_calls WHERE endpoint = 'OR21' AND related_id = $1 ORDER BY call_id",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
-    .await
-    .expect("OR21 calls");
-    bodies
+    app.or21_bodies(id)
+        .await
         .iter()
         .map(|body| {
             body["order_lines"]

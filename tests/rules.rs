@@ -14,12 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Rules on, import off (orders are handed over in the database), plus `overrides`.
 async fn rules_app(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
-    let mut env = vec![
-        ("ORDER_ACCEPTANCE__IMPORT__ENABLED", "false"),
-        ("ORDER_ACCEPTANCE__RULES__ENABLED", "true"),
-    ];
-    env.extend_from_slice(overrides);
-    spawn_app(pool, |_| {}, &env).await
+    rules_app_with(pool, |_| {}, overrides).await
 }
 
 /// Rules on, import off, with the simulator configured by `configure`.
@@ -144,17 +139,6 @@ async fn reservations(app: &TestApp, id: &str) -> Vec<(String, i32, bool, Option
     .expect("reservations")
 }
 
-/// The OR21 bodies the worker sent for an order, from its api_calls rows.
-async fn or21_bodies(app: &TestApp, id: &str) -> Vec<Value> {
-    sqlx::query_scalar(
-        "SELECT request_payload FROM api_calls WHERE endpoint = 'OR21' AND related_id = $1 ORDER BY call_id",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
-    .await
-    .expect("OR21 calls")
-}
-
 #[sqlx::test]
 async fn a_line_in_stock_is_accepted_and_reserves_its_units(pool: PgPool) {
     let app = rules_app(pool, &[]).await;
@@ -188,7 +172,7 @@ async fn a_line_in_stock_is_accepted_and_reserves_its_units(pool: PgPool) {
         (reserved_sku, reserved, released),
         (sku, quantity as i32, false)
     );
-    let sent = or21_bodies(&app, "IN-1").await;
+    let sent = app.or21_bodies("IN-1").await;
     assert_eq!(sent[0]["order_lines"][0]["accepted"], json!(true));
 }
 
@@ -241,7 +225,7 @@ async fn insufficient_stock_set_to_refuse_refuses_the_order_at_the_marketplace(p
 
     let summary = run_once(&app).await;
     assert_eq!((summary.refused, summary.accepted), (1, 0));
-    let sent = or21_bodies(&app, "OUT-1").await;
+    let sent = app.or21_bodies("OUT-1").await;
     assert_eq!(sent[0]["order_lines"][0]["accepted"], json!(false));
     assert_eq!(app.sim.order_state("OUT-1").as_deref(), Some("REFUSED"));
     assert_eq!(app.current_status("OUT-1").await.0, "refused");
@@ -379,7 +363,7 @@ async fn a_person_refusing_an_order_in_review_refuses_it_at_the_marketplace(pool
     decide_in_review(&app, "REV-R", "refuse", None).await;
     let summary = run_once(&app).await;
     assert_eq!(summary.refused, 1);
-    let sent = or21_bodies(&app, "REV-R").await;
+    let sent = app.or21_bodies("REV-R").await;
     assert_eq!(sent[0]["order_lines"][0]["accepted"], json!(false));
     assert_eq!(app.current_status("REV-R").await.0, "refused");
     assert_eq!(
@@ -499,7 +483,7 @@ async fn refused_lines_of_an_accepted_order_are_recorded(pool: PgPool) {
 
     let summary = run_once(&app).await;
     assert_eq!(summary.accepted, 1);
-    let sent = or21_bodies(&app, "MIX-1").await;
+    let sent = app.or21_bodies("MIX-1").await;
     assert_eq!(
         sent[0]["order_lines"],
         json!([{"id": "MIX-1-1", "accepted": true}, {"id": "MIX-1-2", "accepted": false}])

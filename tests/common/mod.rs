@@ -154,6 +154,17 @@ impl TestApp {
         .expect("failures")
     }
 
+    /// The OR21 bodies the worker sent for an order, oldest first, from its api_calls rows.
+    pub async fn or21_bodies(&self, order_id: &str) -> Vec<serde_json::Value> {
+        sqlx::query_scalar(
+            "SELECT request_payload FROM api_calls WHERE endpoint = 'OR21' AND related_id = $1 ORDER BY call_id",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("OR21 calls")
+    }
+
     pub fn or21_calls(&self, order_id: &str) -> u64 {
         self.sim
             .stats()
