@@ -124,6 +124,8 @@ pub struct GateSettings {
     pub retry_after_ceiling: Duration,
     /// Most requests per second per endpoint group; `None`: no pace.
     pub max_requests_per_second: Option<f64>,
+    /// Pace each group after a closing at the rate the marketplace answered it at.
+    pub learn_pace: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +337,7 @@ impl Settings {
                     "marketplace.max_requests_per_second",
                     raw.marketplace.max_requests_per_second,
                 ),
+                learn_pace: raw.marketplace.learn_pace,
             },
             max_response_bytes: check.at_least(
                 "marketplace.max_response_bytes",
@@ -953,6 +956,7 @@ mod raw {
         #[serde(deserialize_with = "lenient_string")]
         pub retry_after_ceiling: String,
         pub max_requests_per_second: f64,
+        pub learn_pace: bool,
         pub max_response_bytes: usize,
     }
 

@@ -39,6 +39,7 @@ fn settings(base: &str) -> MarketplaceSettings {
         gate: GateSettings {
             retry_after_ceiling: Duration::from_secs(60),
             max_requests_per_second: None,
+            learn_pace: false,
         },
         max_response_bytes: 64 * 1024,
     }

@@ -40,6 +40,7 @@ fn settings(base: &str) -> MarketplaceSettings {
         gate: GateSettings {
             retry_after_ceiling: Duration::from_secs(60),
             max_requests_per_second: None,
+            learn_pace: false,
         },
         max_response_bytes: 64 * 1024,
     }
@@ -330,6 +331,7 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
         &[
             ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "4"),
             ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "300ms"),
+            ("ORDER_ACCEPTANCE__MARKETPLACE__LEARN_PACE", "true"),
         ],
     )
     .await;
@@ -353,8 +355,8 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
     assert!(
         ctx.client.gate_closings(Endpoint::OR21) + ctx.client.gate_closings(Endpoint::OR11) > 0
     );
-    // A closing teaches the gate a pace near the limit, well below what 4 calls in flight at
-    // the simulator's speed would send.
+    // With learn_pace on, a closing teaches the gate a pace near the limit, well below what 4
+    // calls in flight at the simulator's speed would send.
     let learned: Vec<f64> = [Endpoint::OR11, Endpoint::OR21]
         .into_iter()
         .filter_map(|endpoint| ctx.client.learned_rate(endpoint))

@@ -8,8 +8,8 @@
 //! until the time named. An optional pace (`marketplace.max_requests_per_second`) spaces the
 //! calls of each group evenly.
 //!
-//! A marketplace that publishes no limit still shows it: each closing sets a learned pace for
-//! its group, nine tenths of the rate at which the group's requests were answered since its gate
+//! A marketplace that publishes no limit still shows it: with `marketplace.learn_pace`, each
+//! closing sets a learned pace for its group, nine tenths of the rate at which the group's requests were answered since its gate
 //! last opened. Honouring a long `Retry-After` in full would otherwise cost a whole wait per
 //! burst: the calls held back all go when the gate opens, and the next 429 follows at once. The
 //! learned pace only slows down, and starts afresh with each run.
@@ -29,6 +29,8 @@ pub struct Gate {
     or21: Group,
     a01: Group,
     ceiling: Duration,
+    /// `marketplace.learn_pace`.
+    learns: bool,
     /// Closed time charged to the current run: the union of all groups' closings, since a call
     /// waits through overlapping closings at once.
     charged: Mutex<Charged>,
@@ -126,6 +128,7 @@ impl Gate {
             or21: group(),
             a01: group(),
             ceiling: settings.retry_after_ceiling,
+            learns: settings.learn_pace,
             charged: Mutex::new(Charged::default()),
         }
     }
@@ -259,7 +262,9 @@ impl Gate {
                 honoured: true,
             };
             drop(closing);
-            lock(&group.learned).window_end.get_or_insert(now);
+            if self.learns {
+                lock(&group.learned).window_end.get_or_insert(now);
+            }
             group.closings.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
                 .increment(1);
@@ -364,6 +369,7 @@ mod tests {
         Gate::new(&GateSettings {
             retry_after_ceiling: ceiling,
             max_requests_per_second: None,
+            learn_pace: true,
         })
     }
 
@@ -446,6 +452,21 @@ mod tests {
             None,
             "each run starts afresh"
         );
+    }
+
+    #[test]
+    fn without_learn_pace_a_closing_teaches_nothing() {
+        let gate = Gate::new(&GateSettings {
+            retry_after_ceiling: Duration::from_secs(600),
+            max_requests_per_second: None,
+            learn_pace: false,
+        });
+        for _ in 0..10 {
+            gate.answered(Endpoint::OR21);
+        }
+        assert!(gate.close(Endpoint::OR21, Duration::from_secs(5)).is_ok());
+        assert_eq!(learn(&gate.or21), None);
+        assert_eq!(gate.learned_rate(Endpoint::OR21), None);
     }
 
     #[test]
