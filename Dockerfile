@@ -19,7 +19,7 @@ COPY . .
 # copied out of the cached target directory because a mount does not outlive its RUN.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
+    cargo build --release --locked --workspace --bins \
     && mkdir -p /out \
     && cp target/release/order-acceptance target/release/marketplace-sim /out/
 

@@ -11,7 +11,7 @@ pub mod healthcheck;
 pub mod inbox;
 pub mod marketplace;
 pub mod review;
+pub mod rules;
 pub mod scheduler;
 pub mod server;
-pub mod sim;
 pub mod telemetry;

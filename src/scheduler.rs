@@ -4,36 +4,18 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use croner::parser::{CronParser, Seconds};
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::acceptance::{self, Context};
-
-/// Turns a 5-field expression into the 6-field form (seconds first) the scheduler reads, and
-/// checks that it parses.
-pub fn parse_cron(expression: &str) -> Result<String, String> {
-    let fields = expression.split_whitespace().count();
-    let six_fields = if fields == 5 {
-        format!("0 {}", expression.trim())
-    } else {
-        expression.trim().to_string()
-    };
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(&six_fields)
-        .map_err(|err| err.to_string())?;
-    Ok(six_fields)
-}
+use crate::config;
 
 /// Starts a run on every tick until `shutdown` fires, then waits for the current run, which
 /// stops claiming at once and gets `shutdown.grace` to record what it holds.
 pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = ctx.settings.clone();
-    let cron = parse_cron(&settings.schedule.cron).map_err(anyhow::Error::msg)?;
+    let cron = config::parse_cron(&settings.schedule.cron).map_err(anyhow::Error::msg)?;
     // Held for the length of a run: a tick that finds it taken is skipped, not queued.
     let busy = Arc::new(Mutex::new(()));
 

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{TestApp, spawn_app};
+use marketplace_sim::{Behaviour, OrderSpec, Scripted, SimConfig};
 use order_acceptance::acceptance::{self, RunError, RunResult};
-use order_acceptance::sim::{Behaviour, OrderSpec, Scripted, SimConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

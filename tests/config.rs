@@ -458,7 +458,7 @@ fn secrets_never_appear_in_error_messages() {
 
 #[test]
 fn rules_are_off_by_default_with_the_documented_actions() {
-    use order_acceptance::config::RuleAction;
+    use order_acceptance::rules::RuleAction;
     let rules = load(required_env()).expect("defaults load").rules;
     assert!(!rules.enabled);
     assert_eq!(rules.stock_relation, "acceptance_stock");

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::spawn_app;
 use futures::future::join_all;
+use marketplace_sim::{Behaviour, OrderSpec, Scripted};
 use order_acceptance::acceptance;
 use order_acceptance::config::{
     ApiCallsSettings, GateSettings, MarketplaceSettings, RetrySettings,
 };
 use order_acceptance::marketplace::{Endpoint, MarketplaceClient};
-use order_acceptance::sim::{Behaviour, OrderSpec, Scripted};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -9,12 +9,12 @@ use std::process::Output;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use common::{TestApp, spawn_app, test_env};
+use marketplace_sim::{LineSpec, OrderSpec};
 use order_acceptance::acceptance::{self, RunResult, deadline};
 use order_acceptance::inbox::{self, render};
 use order_acceptance::review::{
     self, DEADLINE_POLICY, Decision, ReviewAction, ReviewError, queue_decision,
 };
-use order_acceptance::sim::{LineSpec, OrderSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -1299,7 +1299,7 @@ async fn deadline_review_leaves_the_order_and_one_failure_across_runs(pool: PgPo
 async fn an_order_left_in_review_past_its_deadline_is_read_again_and_recorded_refused(
     pool: PgPool,
 ) {
-    use order_acceptance::sim::ACCEPTANCE_DEADLINE_REASON;
+    use marketplace_sim::ACCEPTANCE_DEADLINE_REASON;
     let app = rules_app(pool, &[]).await;
     // 25 hours old: the simulator refused it at 24 h, while our database still has it in review.
     two_line_order(&app, "DL-PAST", 25).await;

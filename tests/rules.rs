@@ -4,10 +4,10 @@
 mod common;
 
 use common::{API_KEY, TestApp, spawn_app, test_env};
-use order_acceptance::acceptance::{self, RunSummary};
-use order_acceptance::sim::{
+use marketplace_sim::{
     ACCEPTANCE_DEADLINE_REASON, Behaviour, LineSpec, OrderSpec, Scripted, SimConfig,
 };
+use order_acceptance::acceptance::{self, RunSummary};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Context, RunError};
-use crate::config::RuleAction;
 use crate::db::failures;
 use crate::db::review::{self, InReviewOrder};
 use crate::review::{DEADLINE_POLICY, DEADLINE_STAGE, Decision, ReviewAction, ReviewError};
+use crate::rules::RuleAction;
 
 /// Applies `rules.on_deadline` at `now` to every order in review close to its deadline.
 pub async fn apply_policy(ctx: &Context, now: DateTime<Utc>) -> Result<(), RunError> {

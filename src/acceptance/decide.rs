@@ -23,12 +23,13 @@ use serde_json::{Value, json};
 use super::outcome::{Outcome, OutcomeSender, report};
 use super::preflight::ToAccept;
 use super::{Context, RunError};
-use crate::config::{RuleAction, RulesSettings};
+use crate::config::RulesSettings;
 use crate::db::decisions::{self, LineDecisionRecord};
 use crate::db::queue::Claim;
 use crate::db::review::{self, ReviewDecision};
 use crate::db::stock::{self, Reservation, StockColumns, StockRow};
 use crate::marketplace::{LineDecision, OrderLine, OrderTerms, TaxMode};
+use crate::rules::RuleAction;
 
 /// An order ready for OR21: each line accepted or refused.
 #[derive(Debug)]

@@ -178,7 +178,7 @@ mod tests {
     use crate::acceptance::outcome::Verdict;
     use crate::config::{Needs, Settings};
     use crate::marketplace::MarketplaceClient;
-    use crate::sim::{OrderSpec, SimConfig, Simulator};
+    use marketplace_sim::{OrderSpec, SimConfig, Simulator};
 
     /// The race window: this run imported the order, another run claimed it first, sent OR21 and
     /// died; its lease ran out and this run claims it now, as attempt 2. The import's read is

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use mirakl_wire::{AcceptBody, AcceptLine};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, redirect};
 use secrecy::{ExposeSecret, SecretString};
@@ -217,11 +218,16 @@ impl MarketplaceClient {
         order_id: &str,
         decisions: &[LineDecision],
     ) -> Result<(), MarketplaceError> {
-        let lines: Vec<Value> = decisions
-            .iter()
-            .map(|line| json!({ "id": line.order_line_id, "accepted": line.accepted }))
-            .collect();
-        let payload = json!({ "order_lines": lines });
+        let body = AcceptBody {
+            order_lines: decisions
+                .iter()
+                .map(|line| AcceptLine {
+                    id: line.order_line_id.clone(),
+                    accepted: line.accepted,
+                })
+                .collect(),
+        };
+        let payload = json!(body);
         let call = Call {
             endpoint: Endpoint::OR21,
             method: Method::PUT,

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use marketplace_sim::{SimConfig, Simulator};
 use order_acceptance::acceptance::Context;
 use order_acceptance::config::{Needs, Settings};
 use order_acceptance::marketplace::MarketplaceClient;
-use order_acceptance::sim::{SimConfig, Simulator};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 

@@ -13,13 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, put};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use mirakl_wire::{AcceptBody, AcceptLine, OrdersPage};
 use serde_json::json;
 
 use super::Shared;
 use super::control;
 use super::faults::{self, Endpoint, Injected};
-use super::order::{AcceptError, Dates, OrderView, render};
+use super::order::{AcceptError, Dates, render};
 use super::state::Listing;
 
 /// Mirakl's limit on `order_ids` and on `max`.
@@ -262,32 +262,15 @@ async fn or11(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Resp
         .zip(&dates)
         .map(|((content, status), dates)| render(content, status, dates))
         .collect();
-    Json(Or11Answer {
+    Json(OrdersPage {
         orders,
-        total_count: page.total_count,
+        total_count: page.total_count as u64,
     })
     .into_response()
 }
 
-#[derive(Serialize)]
-struct Or11Answer<'a> {
-    orders: Vec<OrderView<'a>>,
-    total_count: usize,
-}
-
-#[derive(Deserialize)]
-struct AcceptBody {
-    order_lines: Vec<Option<AcceptLine>>,
-}
-
-#[derive(Deserialize)]
-struct AcceptLine {
-    id: String,
-    accepted: bool,
-}
-
 fn parse_decisions(body: &[u8]) -> Result<Vec<(String, bool)>, ApiError> {
-    let body: AcceptBody = serde_json::from_slice(body)
+    let body: AcceptBody<Option<AcceptLine>> = serde_json::from_slice(body)
         .map_err(|error| invalid(format!("invalid request body: {error}")))?;
     body.order_lines
         .into_iter()

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use order_acceptance::sim::{
+use marketplace_sim::{
     ACCEPTANCE_DEADLINE_REASON, Behaviour, Catalogue, Faults, LineSpec, OrderSpec, Scripted,
     SimConfig, Simulator,
 };
@@ -1106,7 +1106,10 @@ fn validate(spec: &Value, schema: &Value, value: &Value, path: &str, errors: &mu
 }
 
 fn openapi() -> Value {
-    serde_json::from_str(include_str!("fixtures/mirakl/openapi-orders-subset.json")).unwrap()
+    serde_json::from_str(include_str!(
+        "../../../tests/fixtures/mirakl/openapi-orders-subset.json"
+    ))
+    .unwrap()
 }
 
 fn assert_valid(spec: &Value, schema: &str, value: &Value) {

@@ -1,14 +1,15 @@
 //! marketplace-sim: serves a Mirakl-compatible marketplace (OR11, OR21, A01) for demos, tests
-//! and benchmarks. The simulator itself lives in `order_acceptance::sim`.
+//! and benchmarks. The simulator itself is this crate's library, `marketplace_sim`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
-use order_acceptance::config::LogFormat;
-use order_acceptance::sim::{Catalogue, Faults, SimConfig, Simulator};
-use order_acceptance::telemetry;
+use marketplace_sim::{Catalogue, Faults, SimConfig, Simulator};
+use tracing_subscriber::EnvFilter;
 
 /// A Mirakl-compatible marketplace simulator for demos, tests and benchmarks.
 ///
@@ -166,7 +167,7 @@ async fn stop_signal() -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(LogFormat::Auto);
+    init_logging();
     let config = SimConfig {
         key: cli.key,
         orders: cli.orders,
@@ -218,4 +219,16 @@ async fn main() -> ExitCode {
     };
     simulator.shutdown().await;
     code
+}
+
+/// JSON lines when stdout is not a terminal (containers, log files), readable text otherwise, as
+/// the worker logs; `RUST_LOG` sets the level (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::io::stdout().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_ansi(false).init();
+    }
 }

@@ -1,0 +1,235 @@
+//! The typed settings the rest of the worker reads: one struct per config section, durations as
+//! `Duration`, secrets as `SecretString`. Built only by [`super::load`] after every value passed
+//! [`super::validate`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::rules::RuleAction;
+
+/// The marketplace refuses an order left undecided this long after its creation.
+pub const ACCEPTANCE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Bounds of `marketplace.max_requests_per_second` (other than 0): one call per 100 s to a pace
+/// no marketplace publishes.
+pub(super) const MIN_RATE: f64 = 0.01;
+pub(super) const MAX_RATE: f64 = 10_000.0;
+
+/// Below this, OR11 polling runs faster than Mirakl asks of background jobs.
+pub(super) const MIRAKL_MIN_READ_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub marketplace: MarketplaceSettings,
+    pub schedule: ScheduleSettings,
+    pub acceptance: AcceptanceSettings,
+    pub validation: ValidationSettings,
+    pub import: ImportSettings,
+    pub api_calls: ApiCallsSettings,
+    pub server: ServerSettings,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+    pub alerts: AlertSettings,
+    pub rules: RulesSettings,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// The full URL, password included: a secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseSettings {
+    /// The URL with its password replaced, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.redacted_url())
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MarketplaceSettings {
+    pub url: url::Url,
+    pub api_key: SecretString,
+    pub shop_id: Option<String>,
+    /// Written to `api_calls.service`.
+    pub name: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetrySettings,
+    pub gate: GateSettings,
+    pub max_response_bytes: usize,
+}
+
+impl MarketplaceSettings {
+    /// The longest one call may take, retries included: the last attempt can start just before
+    /// the retry budget runs out and then take a full timeout.
+    pub fn call_budget(&self) -> Duration {
+        self.retry.budget + self.timeout
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub budget: Duration,
+}
+
+/// The rate gate every call passes before it is sent (`src/marketplace/gate.rs`).
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// The longest a run's calls may be held at closed gates, all closings together.
+    pub retry_after_ceiling: Duration,
+    /// Most requests per second per endpoint group; `None`: no pace.
+    pub max_requests_per_second: Option<f64>,
+    /// Pace each group after a closing at the rate the marketplace answered it at.
+    pub learn_pace: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcceptanceSettings {
+    pub batch_size: u32,
+    pub concurrency: u32,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidationSettings {
+    pub interval: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    pub enabled: bool,
+    /// OR11 pages read and stored at once.
+    pub parallel_pages: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiCallsSettings {
+    pub retention: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownSettings {
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub pending_after: Duration,
+}
+
+/// The per-line acceptance rules (`[rules]`). Off by default: every line is accepted, as before.
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    pub enabled: bool,
+    /// The table or view the stock is read from: `name` or `schema.name`, checked to be plain
+    /// identifiers because it is written into SQL.
+    pub stock_relation: String,
+    /// Reservations older than this no longer count against the stock; `None`: they count until
+    /// released.
+    pub reservation_ttl: Option<Duration>,
+    /// How far below `min_price` a line's unit price may be, as a fraction (0.1 = 10 %).
+    pub max_price_drop: f64,
+    /// Orders whose total is above this go to review; `None`: no limit.
+    pub max_order_total: Option<f64>,
+    pub unknown_sku: RuleAction,
+    pub insufficient_stock: RuleAction,
+    pub backorder: RuleAction,
+    pub price_below_floor: RuleAction,
+    pub order_total_above_limit: RuleAction,
+    /// What the worker does with an order still in review `deadline_margin` before the
+    /// marketplace's 24-hour deadline.
+    pub on_deadline: RuleAction,
+    pub deadline_margin: Duration,
+}
+
+impl Settings {
+    /// Settings that are allowed but deserve an operator's attention, logged at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.validation.interval < MIRAKL_MIN_READ_INTERVAL {
+            warnings.push(format!(
+                "validation.interval is {}: Mirakl asks background jobs to read orders at most \
+                 once a minute; use short intervals only with the simulator or in tests",
+                humantime::format_duration(self.validation.interval)
+            ));
+        }
+        if self.marketplace.url.scheme() == "http" && !is_loopback(&self.marketplace.url) {
+            warnings.push(format!(
+                "marketplace.url {} is plain HTTP: the API key travels unencrypted",
+                self.marketplace.url
+            ));
+        }
+        warnings
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Replaces the password of a URL with `***`; anything unparseable is hidden whole.
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Setting a password only fails on URLs that cannot have one.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL hidden>".to_string(),
+    }
+}

@@ -1,0 +1,505 @@
+//! Validation: every value of the merged layers is checked and turned into its typed form, and
+//! every problem is collected into one [`ConfigError`], so an operator fixes a bad file in one
+//! pass, not one error per restart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds};
+use secrecy::SecretString;
+
+use super::load::WELL_KNOWN_VARS;
+use super::raw;
+use super::settings::*;
+use super::{ConfigError, Needs};
+use crate::rules::RuleAction;
+
+impl Settings {
+    /// Checks every value of the merged layers and builds the typed settings.
+    pub(super) fn from_raw(raw: raw::Settings, needs: Needs) -> Result<Self, ConfigError> {
+        let mut check = Checker::default();
+        check.required(&raw, needs);
+
+        let database = DatabaseSettings {
+            url: SecretString::from(raw.database.url.clone()),
+            max_connections: check.at_least(
+                "database.max_connections",
+                raw.database.max_connections,
+                1,
+            ),
+            connect_timeout: check
+                .duration("database.connect_timeout", &raw.database.connect_timeout),
+            migrate_on_start: raw.database.migrate_on_start,
+        };
+        if !raw.database.url.is_empty() {
+            check.database_url(&raw.database.url);
+        }
+
+        let marketplace = MarketplaceSettings {
+            url: check.marketplace_url(&raw.marketplace.url),
+            api_key: SecretString::from(raw.marketplace.api_key),
+            shop_id: check.shop_id(&raw.marketplace.shop_id),
+            name: check.non_empty("marketplace.name", raw.marketplace.name),
+            timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
+            connect_timeout: check.duration(
+                "marketplace.connect_timeout",
+                &raw.marketplace.connect_timeout,
+            ),
+            retry: RetrySettings {
+                attempts: check.at_least(
+                    "marketplace.retry_attempts",
+                    raw.marketplace.retry_attempts,
+                    1,
+                ),
+                initial_delay: check.duration(
+                    "marketplace.retry_initial_delay",
+                    &raw.marketplace.retry_initial_delay,
+                ),
+                max_delay: check.duration(
+                    "marketplace.retry_max_delay",
+                    &raw.marketplace.retry_max_delay,
+                ),
+                budget: check.duration("marketplace.retry_budget", &raw.marketplace.retry_budget),
+            },
+            gate: GateSettings {
+                retry_after_ceiling: check.duration(
+                    "marketplace.retry_after_ceiling",
+                    &raw.marketplace.retry_after_ceiling,
+                ),
+                max_requests_per_second: check.rate(
+                    "marketplace.max_requests_per_second",
+                    raw.marketplace.max_requests_per_second,
+                ),
+                learn_pace: raw.marketplace.learn_pace,
+            },
+            max_response_bytes: check.at_least(
+                "marketplace.max_response_bytes",
+                raw.marketplace.max_response_bytes,
+                1024,
+            ),
+        };
+
+        let schedule = ScheduleSettings {
+            cron: check.cron(raw.schedule.cron),
+            timezone: check.timezone(&raw.schedule.timezone),
+        };
+        let acceptance = AcceptanceSettings {
+            batch_size: check.within(
+                "acceptance.batch_size",
+                raw.acceptance.batch_size,
+                1,
+                10_000,
+            ),
+            concurrency: check.within(
+                "acceptance.concurrency",
+                raw.acceptance.concurrency,
+                1,
+                1_000,
+            ),
+            lease: check.duration("acceptance.lease", &raw.acceptance.lease),
+            max_attempts: check.at_least("acceptance.max_attempts", raw.acceptance.max_attempts, 1),
+            retry_delay: check.duration("acceptance.retry_delay", &raw.acceptance.retry_delay),
+        };
+        let validation = ValidationSettings {
+            interval: check.duration("validation.interval", &raw.validation.interval),
+            max_attempts: check.at_least("validation.max_attempts", raw.validation.max_attempts, 1),
+        };
+        let import = ImportSettings {
+            enabled: raw.import.enabled,
+            parallel_pages: check.within("import.parallel_pages", raw.import.parallel_pages, 1, 16),
+        };
+        let api_calls = ApiCallsSettings {
+            retention: check.duration("api_calls.retention", &raw.api_calls.retention),
+            max_body_bytes: check.at_least(
+                "api_calls.max_body_bytes",
+                raw.api_calls.max_body_bytes,
+                256,
+            ),
+        };
+        let server = ServerSettings {
+            listen: check.listen_address(&raw.server.listen),
+        };
+        let shutdown = ShutdownSettings {
+            grace: check.duration("shutdown.grace", &raw.shutdown.grace),
+        };
+        let log = LogSettings {
+            format: check.log_format(&raw.log.format),
+        };
+        let alerts = AlertSettings {
+            pending_after: check.duration("alerts.pending_after", &raw.alerts.pending_after),
+        };
+        let rules = check.rules(raw.rules);
+
+        check.finish()?;
+        let settings = Settings {
+            database,
+            marketplace,
+            schedule,
+            acceptance,
+            validation,
+            import,
+            api_calls,
+            server,
+            shutdown,
+            log,
+            alerts,
+            rules,
+        };
+        // The lease only matters to the worker; operator commands must work to fix a bad one.
+        if needs == Needs::Everything {
+            settings.check_lease()?;
+        }
+        Ok(settings)
+    }
+
+    /// A lease shorter than the work it covers would let a second run claim an order that a
+    /// live run is still accepting.
+    fn check_lease(&self) -> Result<(), ConfigError> {
+        let needed = self.work_bound();
+        if self.acceptance.lease < needed {
+            return Err(ConfigError::one(format!(
+                "acceptance.lease: {} is shorter than the work a run may do on one order ({}), \
+                 computed from marketplace.timeout + marketplace.retry_budget (re-sends included), \
+                 acceptance.batch_size / acceptance.concurrency, validation.interval × \
+                 validation.max_attempts, marketplace.retry_after_ceiling and \
+                 marketplace.max_requests_per_second; raise acceptance.lease to at least {} or lower those \
+                 (a shorter lease would let another run claim an order this one is still accepting)",
+                humantime::format_duration(self.acceptance.lease),
+                humantime::format_duration(needed),
+                humantime::format_duration(round_up_to_minute(needed)),
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn round_up_to_minute(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs().div_ceil(60) * 60)
+}
+
+/// Collects problems while building typed values, so all of them are reported at once.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    fn required(&mut self, raw: &raw::Settings, needs: Needs) {
+        let values = [
+            raw.database.url.as_str(),
+            raw.marketplace.url.as_str(),
+            raw.marketplace.api_key.as_str(),
+        ];
+        let needed = match needs {
+            Needs::Everything => values.len(),
+            Needs::DatabaseOnly => 1,
+        };
+        let missing: Vec<String> = WELL_KNOWN_VARS
+            .iter()
+            .zip(values)
+            .take(needed)
+            .filter(|(_, value)| value.trim().is_empty())
+            .map(|((var, key), _)| format!("{key} (or {var})"))
+            .collect();
+        if !missing.is_empty() {
+            self.problems
+                .push(format!("missing required settings: {}", missing.join(", ")));
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &str) -> Duration {
+        match humantime::parse_duration(value.trim()) {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.problems.push(format!(
+                    "{key}: \"{value}\" must be longer than zero (examples: 500ms, 60s)"
+                ));
+                Duration::from_secs(1)
+            }
+            Err(_) => {
+                self.problems.push(format!(
+                    "{key}: \"{value}\" is not a duration (examples: 500ms, 60s, 5m, 30d)"
+                ));
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        key: &str,
+        value: T,
+        min: T,
+    ) -> T {
+        if value < min {
+            self.problems
+                .push(format!("{key}: {value} is too small (at least {min})"));
+            return min;
+        }
+        value
+    }
+
+    fn within(&mut self, key: &str, value: u32, min: u32, max: u32) -> u32 {
+        if !(min..=max).contains(&value) {
+            self.problems
+                .push(format!("{key}: {value} is out of range ({min} to {max})"));
+            return value.clamp(min, max);
+        }
+        value
+    }
+
+    /// A requests-per-second figure: 0 means none, anything else must be within the bounds.
+    fn rate(&mut self, key: &str, value: f64) -> Option<f64> {
+        if value == 0.0 {
+            return None;
+        }
+        if !(MIN_RATE..=MAX_RATE).contains(&value) {
+            self.problems.push(format!(
+                "{key}: {value} is out of range: give requests per second from {MIN_RATE} to {MAX_RATE} (examples: 5, 0.5), or 0 for no limit"
+            ));
+            return None;
+        }
+        Some(value)
+    }
+
+    fn non_empty(&mut self, key: &str, value: String) -> String {
+        if value.trim().is_empty() {
+            self.problems.push(format!("{key}: must not be empty"));
+        }
+        value
+    }
+
+    /// Mirakl shop ids are integers; empty means none is sent.
+    fn shop_id(&mut self, value: &str) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        if value.parse::<u64>().is_err() {
+            self.problems.push(format!(
+                "marketplace.shop_id: \"{value}\" is not a number; Mirakl shop ids are integers \
+                 (A01 /api/account shows yours as shop_id), or leave it empty to use the key's \
+                 default shop"
+            ));
+            return None;
+        }
+        Some(value.to_owned())
+    }
+
+    fn database_url(&mut self, value: &str) {
+        match url::Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {}
+            Ok(url) => self.problems.push(format!(
+                "database.url: scheme \"{}\" is not PostgreSQL; use postgres://user:password@host:5432/database",
+                url.scheme()
+            )),
+            Err(err) => self.problems.push(format!(
+                "database.url: not a valid URL ({err}); use postgres://user:password@host:5432/database"
+            )),
+        }
+    }
+
+    fn marketplace_url(&mut self, value: &str) -> url::Url {
+        // Stands in when the URL is missing (reported by `required`, or not needed by a
+        // database-only command) or invalid (reported below); never called.
+        let fallback = || url::Url::parse("http://localhost/").expect("static URL parses");
+        if value.trim().is_empty() {
+            return fallback();
+        }
+        match url::Url::parse(value.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+            Ok(_) | Err(_) => {
+                self.problems.push(format!(
+                    "marketplace.url: \"{value}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
+                ));
+                fallback()
+            }
+        }
+    }
+
+    fn cron(&mut self, value: String) -> String {
+        let fields = value.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            self.problems.push(format!(
+                "schedule.cron: \"{value}\" has {fields} fields; use 5 (min hour day month weekday) \
+                 or 6 with seconds first (example: \"0 */5 * * * *\")"
+            ));
+        } else if let Err(err) = parse_cron(&value) {
+            self.problems.push(format!(
+                "schedule.cron: \"{value}\" is not a cron expression: {err}"
+            ));
+        }
+        value
+    }
+
+    fn timezone(&mut self, value: &str) -> chrono_tz::Tz {
+        value.parse().unwrap_or_else(|_| {
+            self.problems.push(format!(
+                "schedule.timezone: \"{value}\" is not an IANA time zone (examples: UTC, America/Toronto)"
+            ));
+            chrono_tz::UTC
+        })
+    }
+
+    fn listen_address(&mut self, value: &str) -> Option<SocketAddr> {
+        if value.trim().is_empty() {
+            return None;
+        }
+        match value.trim().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problems.push(format!(
+                    "server.listen: \"{value}\" is not an address (examples: 127.0.0.1:9090, 0.0.0.0:9090; empty disables the server)"
+                ));
+                None
+            }
+        }
+    }
+
+    fn rules(&mut self, raw: raw::Rules) -> RulesSettings {
+        RulesSettings {
+            enabled: raw.enabled,
+            stock_relation: self.relation_name("rules.stock_relation", raw.stock_relation),
+            reservation_ttl: self.optional_duration("rules.reservation_ttl", &raw.reservation_ttl),
+            max_price_drop: self.fraction("rules.max_price_drop", raw.max_price_drop),
+            max_order_total: self.optional_amount("rules.max_order_total", raw.max_order_total),
+            unknown_sku: self.rule_action("rules.unknown_sku", &raw.unknown_sku),
+            insufficient_stock: self
+                .rule_action("rules.insufficient_stock", &raw.insufficient_stock),
+            backorder: self.rule_action("rules.backorder", &raw.backorder),
+            price_below_floor: self.rule_action("rules.price_below_floor", &raw.price_below_floor),
+            order_total_above_limit: self.rule_action(
+                "rules.order_total_above_limit",
+                &raw.order_total_above_limit,
+            ),
+            on_deadline: self.rule_action("rules.on_deadline", &raw.on_deadline),
+            deadline_margin: self.deadline_margin(&raw.deadline_margin),
+        }
+    }
+
+    /// The margin is taken from the marketplace's 24 hours, so it must leave some of them.
+    fn deadline_margin(&mut self, value: &str) -> Duration {
+        let margin = self.duration("rules.deadline_margin", value);
+        if margin >= ACCEPTANCE_WINDOW {
+            self.problems.push(format!(
+                "rules.deadline_margin: \"{value}\" is not shorter than the marketplace's 24-hour acceptance window (example: 2h)"
+            ));
+        }
+        margin
+    }
+
+    /// A table or view name, optionally schema-qualified, made of plain identifiers only: it is
+    /// written into SQL, so nothing that could end the identifier is let through.
+    fn relation_name(&mut self, key: &str, value: String) -> String {
+        let plain = |part: &str| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let parts: Vec<&str> = value.trim().split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|part| plain(part)) {
+            self.problems.push(format!(
+                "{key}: \"{value}\" is not a table or view name; use letters, digits and \
+                 underscores, optionally schema-qualified (examples: acceptance_stock, \
+                 inventory.available_stock)"
+            ));
+        }
+        value.trim().to_string()
+    }
+
+    /// A duration where `0` (or an empty value) means "none".
+    fn optional_duration(&mut self, key: &str, value: &str) -> Option<Duration> {
+        match value.trim() {
+            "" | "0" => None,
+            text => match humantime::parse_duration(text) {
+                Ok(duration) if duration.is_zero() => None,
+                Ok(duration) => Some(duration),
+                Err(_) => {
+                    self.problems.push(format!(
+                        "{key}: \"{value}\" is not a duration (examples: 0 for none, 12h, 7d)"
+                    ));
+                    None
+                }
+            },
+        }
+    }
+
+    fn fraction(&mut self, key: &str, value: f64) -> f64 {
+        if !(0.0..1.0).contains(&value) {
+            self.problems.push(format!(
+                "{key}: {value} is not a fraction from 0 up to (not including) 1 (example: 0.1 for 10 %)"
+            ));
+            return 0.0;
+        }
+        value
+    }
+
+    /// An amount where 0 means "no limit".
+    fn optional_amount(&mut self, key: &str, value: f64) -> Option<f64> {
+        if !value.is_finite() || value < 0.0 {
+            self.problems.push(format!(
+                "{key}: {value} must be 0 (no limit) or a positive amount in the order's currency"
+            ));
+            return None;
+        }
+        (value > 0.0).then_some(value)
+    }
+
+    fn rule_action(&mut self, key: &str, value: &str) -> RuleAction {
+        match value.trim() {
+            "accept" => RuleAction::Accept,
+            "refuse" => RuleAction::Refuse,
+            "review" => RuleAction::Review,
+            other => {
+                self.problems.push(format!(
+                    "{key}: \"{other}\" is not one of accept, refuse, review"
+                ));
+                RuleAction::Review
+            }
+        }
+    }
+
+    fn log_format(&mut self, value: &str) -> LogFormat {
+        match value.trim() {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                self.problems.push(format!(
+                    "log.format: \"{other}\" is not one of auto, json, text"
+                ));
+                LogFormat::Auto
+            }
+        }
+    }
+}
+
+/// Turns a 5-field expression into the 6-field form (seconds first) the scheduler reads, and
+/// checks that it parses.
+pub fn parse_cron(expression: &str) -> Result<String, String> {
+    let fields = expression.split_whitespace().count();
+    let six_fields = if fields == 5 {
+        format!("0 {}", expression.trim())
+    } else {
+        expression.trim().to_string()
+    };
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&six_fields)
+        .map_err(|err| err.to_string())?;
+    Ok(six_fields)
+}
