@@ -287,11 +287,20 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     worked
 }
 
-/// `--once`: 2 tells a caller the run did its work but the import failed (see the summary).
+/// The exit codes a script can tell apart (README, "Exit codes"). 0 and 1 are the usual ones;
+/// 2 is clap's for a usage error (a mistyped flag), so a degraded run needs a code of its own.
+mod exit_code {
+    /// The run completed (some orders may have failed: they are in the inbox).
+    pub const COMPLETED: u8 = 0;
+    /// `--once` ran, but its import read no page (see the summary's `import failed` line).
+    pub const DEGRADED: u8 = 3;
+}
+
+/// `--once`: [`exit_code::DEGRADED`] tells a caller the run did its work but the import failed.
 fn once_exit_code(result: acceptance::RunResult) -> ExitCode {
     match result {
-        acceptance::RunResult::Degraded => ExitCode::from(2),
-        _ => ExitCode::SUCCESS,
+        acceptance::RunResult::Degraded => ExitCode::from(exit_code::DEGRADED),
+        _ => ExitCode::from(exit_code::COMPLETED),
     }
 }
 
@@ -400,7 +409,7 @@ async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result
         return emit(args.output, &queued, render::queued);
     }
     let worker = command_worker(config).await?;
-    let decided = review::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
+    let decided = acceptance::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
     emit(args.output, &decided, render::decided_now)
 }
 

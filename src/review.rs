@@ -8,11 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use crate::acceptance::{self, RunError, RunSummary};
 use crate::db::failures;
-use crate::db::orders::{self, StatusWithNote};
+use crate::db::orders;
 use crate::db::review::{self, InReviewOrder, LineDecision, NewReviewDecision, ReviewDecision};
 
 /// Who `decided_by` names when `rules.on_deadline` decided, not a person.
@@ -176,70 +174,6 @@ pub async fn queue_decision(pool: &PgPool, decision: &Decision) -> Result<Queued
     Ok(Queued {
         decision: row,
         history_id,
-    })
-}
-
-// `review accept|refuse --now` -----------------------------------------------------------------
-
-/// A decision queued and carried out at once by a run over its order alone.
-#[derive(Debug, Clone, Serialize)]
-pub struct DecidedNow {
-    pub queued: Queued,
-    pub run: RunSummary,
-    /// The order's status after the run.
-    pub outcome: Option<StatusWithNote>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DecideNowError {
-    #[error(transparent)]
-    Review(#[from] ReviewError),
-    #[error(
-        "review decision #{review_id} for order {order_id} is queued, but the run carrying it out at once failed: {source} The worker's next run carries the decision out"
-    )]
-    Run {
-        review_id: i64,
-        order_id: String,
-        source: RunError,
-    },
-    #[error(
-        "review decision #{review_id} for order {order_id} was carried out, but reading the order's status failed: {source}. See `order-acceptance order {order_id}`"
-    )]
-    ReadOutcome {
-        review_id: i64,
-        order_id: String,
-        source: sqlx::Error,
-    },
-}
-
-/// Queues `decision`, then carries it out at once with [`acceptance::run_orders`] over its
-/// order: the same claim, OR21 and validation a scheduled run would do.
-pub async fn decide_now(
-    ctx: &acceptance::Context,
-    stop: &CancellationToken,
-    decision: &Decision,
-) -> Result<DecidedNow, DecideNowError> {
-    let queued = queue_decision(&ctx.pool, decision).await?;
-    let review_id = queued.decision.review_id;
-    let order_id = &decision.order_id;
-    let run = acceptance::run_orders(ctx, stop, std::slice::from_ref(order_id))
-        .await
-        .map_err(|source| DecideNowError::Run {
-            review_id,
-            order_id: order_id.clone(),
-            source,
-        })?;
-    let outcome = orders::current_status_with_note(&ctx.pool, order_id)
-        .await
-        .map_err(|source| DecideNowError::ReadOutcome {
-            review_id,
-            order_id: order_id.clone(),
-            source,
-        })?;
-    Ok(DecidedNow {
-        queued,
-        run,
-        outcome,
     })
 }
 

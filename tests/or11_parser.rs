@@ -11,6 +11,7 @@
 //! alone (unknown keys, other fields' types, huge strings, unknown states, deep nesting) still
 //! parse.
 
+use rust_decimal::dec;
 use std::sync::OnceLock;
 
 use order_acceptance::marketplace::{Order, OrderState, TaxMode};
@@ -350,14 +351,20 @@ fn the_shared_example_parses() {
     assert_eq!(order.order_tax_mode, Some(TaxMode::TaxExcluded));
     assert_eq!(
         (order.shipping_price, order.total_price),
-        (Some(8.0), Some(173.0))
+        (Some(dec!(8.0)), Some(dec!(173.0)))
     );
     let line = &order.order_lines[0];
     assert_eq!(line.offer_sku.as_deref(), Some("S2000"));
     assert_eq!(line.product_sku.as_deref(), Some("MKP100000000037254"));
     assert_eq!(line.quantity, Some(3));
-    assert_eq!((line.price_unit, line.price), (Some(55.0), Some(165.0)));
-    assert_eq!((line.taxes, line.shipping_taxes), (Some(20.0), Some(20.0)));
+    assert_eq!(
+        (line.price_unit, line.price),
+        (Some(dec!(55.0)), Some(dec!(165.0)))
+    );
+    assert_eq!(
+        (line.taxes, line.shipping_taxes),
+        (Some(dec!(20.0)), Some(dec!(20.0)))
+    );
 }
 
 #[test]
@@ -369,4 +376,34 @@ fn deep_nesting_in_text_is_a_parse_error_not_a_stack_overflow() {
         "]".repeat(depth)
     );
     assert!(parse_page(body.as_bytes()).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Every amount OR11 can send with up to four decimals and twelve integer digits reads as
+    /// exactly the decimal written in the JSON, prices and each tax alike, and a line's taxes sum
+    /// exactly.
+    #[test]
+    fn amounts_read_as_the_exact_decimals_written(
+        units in 0i64..1_000_000_000_000,
+        scale in 0u32..=4,
+        taxes in prop::collection::vec(0i64..100_000_000, 0..6),
+    ) {
+        let price = rust_decimal::Decimal::new(units, scale);
+        let tax_list: Vec<String> =
+            taxes.iter().map(|t| format!(r#"{{"amount": {}}}"#, rust_decimal::Decimal::new(*t, 2))).collect();
+        let text = format!(
+            r#"{{"order_id": "M-1", "order_state": "WAITING_ACCEPTANCE",
+                "order_lines": [{{"order_line_id": "M-1-1", "price": {price}, "price_unit": {price},
+                                  "taxes": [{}]}}]}}"#,
+            tax_list.join(", ")
+        );
+        let order = Order::from_json(serde_json::from_str(&text).unwrap()).unwrap();
+        let line = &order.order_lines[0];
+        prop_assert_eq!(line.price, Some(price));
+        prop_assert_eq!(line.price_unit, Some(price));
+        let sum: i64 = taxes.iter().sum();
+        prop_assert_eq!(line.taxes, Some(rust_decimal::Decimal::new(sum, 2)));
+    }
 }

@@ -576,7 +576,7 @@ async fn accept_now_carries_the_decision_out_for_that_order_only(pool: PgPool) {
     app.insert_pending("OTHER-1", json!({"order_id": "OTHER-1"}))
         .await;
 
-    let decided = review::decide_now(
+    let decided = acceptance::decide_now(
         &app.worker(),
         &CancellationToken::new(),
         &decision("NOW-1", ReviewAction::Accept, None),
@@ -1221,7 +1221,7 @@ async fn review_refuse_now_refuses_at_once_through_the_same_path(pool: PgPool) {
     let app = rules_app(pool, &[]).await;
     sent_to_review(&app, "E2E-N", 2).await;
 
-    let decided = review::decide_now(
+    let decided = acceptance::decide_now(
         &app.worker(),
         &CancellationToken::new(),
         &decision("E2E-N", ReviewAction::Refuse, Some(&["E2E-N-2"])),

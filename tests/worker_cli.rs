@@ -112,7 +112,7 @@ async fn once_exits_non_zero_when_the_key_is_refused(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn once_exits_2_when_the_import_failed_and_status_says_degraded(pool: PgPool) {
+async fn once_exits_3_when_the_import_failed_and_status_says_degraded(pool: PgPool) {
     // Every OR11 answer is a proxy's HTML page: the import reads nothing.
     let app = spawn_app(
         pool,
@@ -129,7 +129,7 @@ async fn once_exits_2_when_the_import_failed_and_status_says_degraded(pool: PgPo
         .await
         .expect("run the binary");
     let all = text(&output);
-    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert_eq!(output.status.code(), Some(3), "{all}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("degraded"), "{stdout}");
     assert!(stdout.contains("import failed"), "{stdout}");
@@ -144,6 +144,20 @@ async fn once_exits_2_when_the_import_failed_and_status_says_degraded(pool: PgPo
     assert!(status.status.success(), "{}", text(&status));
     assert!(shown.contains(": degraded, started"), "{shown}");
     assert!(shown.contains("error: the import failed"), "{shown}");
+}
+
+/// A mistyped flag is clap's usage error, 2: a script can tell it from a degraded run (3) and
+/// from a fatal error (1).
+#[tokio::test]
+async fn a_usage_error_exits_2_and_nothing_else_does() {
+    let output = Command::new(env!("CARGO_BIN_EXE_order-acceptance"))
+        .arg("--oncee")
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--oncee"), "{}", text(&output));
 }
 
 #[sqlx::test]

@@ -18,11 +18,13 @@
 
 use std::collections::HashMap;
 
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::outcome::{Outcome, OutcomeSender, report};
 use super::preflight::ToAccept;
 use super::{Context, RunError};
+
 use crate::config::RulesSettings;
 use crate::db::decisions::{self, LineDecisionRecord};
 use crate::db::queue::Claim;
@@ -236,8 +238,8 @@ struct Judgement {
     quantity: Option<u32>,
     available: Option<i64>,
     reserved: Option<i64>,
-    unit_price: Option<f64>,
-    floor_price: Option<f64>,
+    unit_price: Option<Decimal>,
+    floor_price: Option<Decimal>,
     reason: String,
 }
 
@@ -314,7 +316,7 @@ fn by_the_rules(terms: &OrderTerms, rules: &RulesSettings, shelf: &Shelf) -> Vec
 fn judge_line(
     line: &OrderLine,
     tax_mode: Option<TaxMode>,
-    order_total: Option<f64>,
+    order_total: Option<Decimal>,
     rules: &RulesSettings,
     shelf: &Shelf,
     taken_here: &HashMap<&str, i64>,
@@ -323,10 +325,11 @@ fn judge_line(
     let sku = shelf.sku_of(line);
     let row = sku.and_then(|sku| shelf.rows.get(sku));
     let reserved = sku.map(|sku| shelf.reserved(sku) + taken_here.get(sku).copied().unwrap_or(0));
-    let unit_price = unit_price_with_taxes(line, tax_mode);
+    let paid = paid_with_taxes(line, tax_mode);
+    let unit_price = paid.map(|paid| paid.per_unit());
     let floor_price = row
         .and_then(|row| row.min_price)
-        .map(|min| min * (1.0 - rules.max_price_drop));
+        .and_then(|min| min.checked_mul(Decimal::ONE - rules.max_price_drop));
     let judgement = |action, rule, reason| Judgement {
         order_line_id: id.clone(),
         action,
@@ -371,16 +374,16 @@ fn judge_line(
         return most_cautious(candidates, unknown);
     };
     if let Some(floor) = floor_price {
-        match unit_price {
-            Some(price) if price < floor => candidates.push(judgement(
+        match (paid, unit_price) {
+            (Some(paid), Some(price)) if paid.is_below(floor) => candidates.push(judgement(
                 rules.price_below_floor,
                 "price_below_floor",
                 format!(
                     "Line {id}: unit price {price:.2} (tax included) is below the floor {floor:.2} for SKU {sku_text}."
                 ),
             )),
-            Some(_) => {}
-            None => candidates.push(judgement(
+            (Some(_), _) => {}
+            _ => candidates.push(judgement(
                 RuleAction::Review,
                 "unreadable_line",
                 format!("Line {id}: OR11 gives no price to hold against the floor {floor:.2}."),
@@ -436,41 +439,66 @@ fn most_cautious(earlier: Vec<Judgement>, last: Judgement) -> Judgement {
     })
 }
 
-/// The unit price the floor is held against: what the customer pays per unit, so the line's
-/// `price` (after promotions) over its quantity, else `price_unit`. The floor is tax-included,
-/// so a TAX_EXCLUDED line gets its taxes per unit added (missing taxes count as none).
-fn unit_price_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<f64> {
-    let quantity = f64::from(line.quantity.filter(|q| *q > 0)?);
-    let unit = line
-        .price
-        .map(|price| price / quantity)
-        .or(line.price_unit)?;
-    Some(match tax_mode {
-        Some(TaxMode::TaxExcluded) => unit + line.taxes.unwrap_or(0.0) / quantity,
-        _ => unit,
-    })
+/// What the customer pays for a line, tax included, and for how many units: the floor is held
+/// against it without dividing, so the comparison is exact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Paid {
+    amount: Decimal,
+    quantity: Decimal,
+}
+
+impl Paid {
+    /// Below a per-unit floor: `amount < floor × quantity`, exact for any price and quantity.
+    fn is_below(self, floor: Decimal) -> bool {
+        floor
+            .checked_mul(self.quantity)
+            .is_none_or(|needed| self.amount < needed)
+    }
+
+    /// The unit price shown to people and stored with the decision, to 4 decimals.
+    fn per_unit(self) -> Decimal {
+        self.amount
+            .checked_div(self.quantity)
+            .unwrap_or(Decimal::MAX)
+            .round_dp(4)
+    }
+}
+
+/// The line's `price` (after promotions), else `price_unit` × quantity; the floor is
+/// tax-included, so a TAX_EXCLUDED line gets its taxes added (missing taxes count as none).
+/// `None` when OR11 gives no quantity or price, or the amounts are past what a decimal holds.
+fn paid_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<Paid> {
+    let quantity = Decimal::from(line.quantity.filter(|q| *q > 0)?);
+    let price = match line.price {
+        Some(price) => price,
+        None => line.price_unit?.checked_mul(quantity)?,
+    };
+    let amount = match tax_mode {
+        Some(TaxMode::TaxExcluded) => price.checked_add(line.taxes.unwrap_or_default())?,
+        _ => price,
+    };
+    Some(Paid { amount, quantity })
 }
 
 /// Lines and shipping, tax included: OR11's total, plus the line and shipping taxes when the
-/// order is TAX_EXCLUDED.
-fn order_total(terms: &OrderTerms) -> Option<f64> {
-    let before_taxes = terms.total_price.or_else(|| {
-        let lines: Option<f64> = terms
+/// order is TAX_EXCLUDED. `None` when a needed amount is missing or the sum overflows.
+fn order_total(terms: &OrderTerms) -> Option<Decimal> {
+    let before_taxes = match terms.total_price {
+        Some(total) => total,
+        None => terms
             .lines
             .iter()
-            .map(|line| line.total_price.or(line.price))
-            .sum();
-        Some(lines? + terms.shipping_price.unwrap_or(0.0))
-    })?;
-    let taxes: f64 = match terms.order_tax_mode {
-        Some(TaxMode::TaxExcluded) => terms
-            .lines
-            .iter()
-            .map(|line| line.taxes.unwrap_or(0.0) + line.shipping_taxes.unwrap_or(0.0))
-            .sum(),
-        _ => 0.0,
+            .try_fold(terms.shipping_price.unwrap_or_default(), |sum, line| {
+                sum.checked_add(line.total_price.or(line.price)?)
+            })?,
     };
-    Some(before_taxes + taxes)
+    match terms.order_tax_mode {
+        Some(TaxMode::TaxExcluded) => terms.lines.iter().try_fold(before_taxes, |sum, line| {
+            sum.checked_add(line.taxes.unwrap_or_default())?
+                .checked_add(line.shipping_taxes.unwrap_or_default())
+        }),
+        _ => Some(before_taxes),
+    }
 }
 
 /// What the transaction writes, gathered while the batch is decided.
@@ -598,6 +626,7 @@ mod tests {
     use super::*;
     use crate::config::{Needs, Settings};
     use crate::marketplace::OrderState;
+    use rust_decimal::dec;
 
     fn rules(overrides: &[(&str, &str)]) -> RulesSettings {
         let env: Vec<(String, String)> = [
@@ -613,7 +642,7 @@ mod tests {
             .rules
     }
 
-    fn line(id: &str, sku: &str, quantity: u32, price_unit: f64) -> OrderLine {
+    fn line(id: &str, sku: &str, quantity: u32, price_unit: Decimal) -> OrderLine {
         OrderLine {
             order_line_id: id.into(),
             order_line_state: OrderState::WaitingAcceptance,
@@ -621,9 +650,9 @@ mod tests {
             product_sku: None,
             quantity: Some(quantity),
             price_unit: Some(price_unit),
-            price: Some(price_unit * f64::from(quantity)),
-            shipping_price: Some(0.0),
-            total_price: Some(price_unit * f64::from(quantity)),
+            price: Some(price_unit * Decimal::from(quantity)),
+            shipping_price: Some(dec!(0.0)),
+            total_price: Some(price_unit * Decimal::from(quantity)),
             taxes: None,
             shipping_taxes: None,
         }
@@ -632,13 +661,13 @@ mod tests {
     fn terms(lines: Vec<OrderLine>) -> OrderTerms {
         OrderTerms {
             order_tax_mode: Some(TaxMode::TaxIncluded),
-            shipping_price: Some(0.0),
+            shipping_price: Some(dec!(0.0)),
             total_price: None,
             lines,
         }
     }
 
-    fn shelf(rows: &[(&str, i64, Option<f64>, bool)]) -> Shelf {
+    fn shelf(rows: &[(&str, i64, Option<Decimal>, bool)]) -> Shelf {
         Shelf {
             rows: rows
                 .iter()
@@ -671,14 +700,14 @@ mod tests {
             ("IN", 5, None, false),
             ("SHORT", 1, None, false),
             ("BACK", 0, None, true),
-            ("FLOOR", 9, Some(100.0), false),
+            ("FLOOR", 9, Some(dec!(100.0)), false),
         ]);
         let order = terms(vec![
-            line("L1", "IN", 2, 10.0),
-            line("L2", "NOWHERE", 1, 10.0),
-            line("L3", "SHORT", 2, 10.0),
-            line("L4", "BACK", 3, 10.0),
-            line("L5", "FLOOR", 1, 99.99),
+            line("L1", "IN", 2, dec!(10.0)),
+            line("L2", "NOWHERE", 1, dec!(10.0)),
+            line("L3", "SHORT", 2, dec!(10.0)),
+            line("L4", "BACK", 3, dec!(10.0)),
+            line("L5", "FLOOR", 1, dec!(99.99)),
         ]);
         assert_eq!(
             verdicts(&by_the_rules(&order, &rules, &shelf)),
@@ -696,7 +725,10 @@ mod tests {
     fn two_lines_of_one_sku_share_its_stock() {
         let rules = rules(&[("ORDER_ACCEPTANCE__RULES__INSUFFICIENT_STOCK", "refuse")]);
         let shelf = shelf(&[("A", 3, None, false)]);
-        let order = terms(vec![line("L1", "A", 2, 1.0), line("L2", "A", 2, 1.0)]);
+        let order = terms(vec![
+            line("L1", "A", 2, dec!(1.0)),
+            line("L2", "A", 2, dec!(1.0)),
+        ]);
         let judged = by_the_rules(&order, &rules, &shelf);
         assert_eq!(
             verdicts(&judged),
@@ -708,16 +740,16 @@ mod tests {
     #[test]
     fn the_floor_is_tax_included_so_tax_excluded_prices_get_their_taxes() {
         let rules = rules(&[("ORDER_ACCEPTANCE__RULES__MAX_PRICE_DROP", "0.1")]);
-        let shelf = shelf(&[("A", 9, Some(100.0), false)]);
+        let shelf = shelf(&[("A", 9, Some(dec!(100.0)), false)]);
         // 85 before taxes, 10 of taxes per unit: 95 with taxes, above the floor of 90.
-        let mut taxed = line("L1", "A", 2, 85.0);
-        taxed.taxes = Some(20.0);
+        let mut taxed = line("L1", "A", 2, dec!(85.0));
+        taxed.taxes = Some(dec!(20.0));
         let mut order = terms(vec![taxed]);
         order.order_tax_mode = Some(TaxMode::TaxExcluded);
         let judged = by_the_rules(&order, &rules, &shelf);
         assert_eq!(verdicts(&judged), [("accept", "in_stock")]);
-        assert_eq!(judged[0].unit_price, Some(95.0));
-        assert_eq!(judged[0].floor_price, Some(90.0));
+        assert_eq!(judged[0].unit_price, Some(dec!(95.0)));
+        assert_eq!(judged[0].floor_price, Some(dec!(90.0)));
 
         order.order_tax_mode = Some(TaxMode::TaxIncluded);
         let judged = by_the_rules(&order, &rules, &shelf);
@@ -728,7 +760,7 @@ mod tests {
     fn a_zero_quantity_line_goes_to_review_instead_of_reserving_nothing() {
         let rules = rules(&[]);
         let shelf = shelf(&[("A", 9, None, false)]);
-        let order = terms(vec![line("L1", "A", 0, 5.0)]);
+        let order = terms(vec![line("L1", "A", 0, dec!(5.0))]);
         assert_eq!(
             verdicts(&by_the_rules(&order, &rules, &shelf)),
             [("review", "unreadable_line")]
@@ -738,20 +770,23 @@ mod tests {
     #[test]
     fn the_floor_is_held_against_the_price_paid_after_promotions() {
         let rules = rules(&[]);
-        let shelf = shelf(&[("A", 9, Some(100.0), false)]);
+        let shelf = shelf(&[("A", 9, Some(dec!(100.0)), false)]);
         // Listed at 110 a unit, but a promotion brings the line of two down to 180.
-        let mut promoted = line("L1", "A", 2, 110.0);
-        promoted.price = Some(180.0);
+        let mut promoted = line("L1", "A", 2, dec!(110.0));
+        promoted.price = Some(dec!(180.0));
         let judged = by_the_rules(&terms(vec![promoted]), &rules, &shelf);
         assert_eq!(verdicts(&judged), [("review", "price_below_floor")]);
-        assert_eq!(judged[0].unit_price, Some(90.0));
+        assert_eq!(judged[0].unit_price, Some(dec!(90.0)));
     }
 
     #[test]
     fn an_order_above_the_limit_sends_every_line_to_its_action() {
         let rules = rules(&[("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "100")]);
         let shelf = shelf(&[("A", 9, None, false)]);
-        let order = terms(vec![line("L1", "A", 1, 60.0), line("L2", "A", 1, 60.0)]);
+        let order = terms(vec![
+            line("L1", "A", 1, dec!(60.0)),
+            line("L2", "A", 1, dec!(60.0)),
+        ]);
         assert_eq!(
             verdicts(&by_the_rules(&order, &rules, &shelf)),
             [
@@ -768,9 +803,9 @@ mod tests {
             ("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "1"),
         ]);
         let shelf = shelf(&[]);
-        let mut no_quantity = line("L2", "A", 1, 5.0);
+        let mut no_quantity = line("L2", "A", 1, dec!(5.0));
         no_quantity.quantity = None;
-        let order = terms(vec![line("L1", "A", 1, 5.0), no_quantity]);
+        let order = terms(vec![line("L1", "A", 1, dec!(5.0)), no_quantity]);
         assert_eq!(
             verdicts(&by_the_rules(&order, &rules, &shelf)),
             [
@@ -792,10 +827,128 @@ mod tests {
     #[test]
     fn lines_match_on_offer_sku_then_product_sku() {
         let shelf = shelf(&[("P-1", 1, None, false)]);
-        let mut both = line("L1", "O-1", 1, 1.0);
+        let mut both = line("L1", "O-1", 1, dec!(1.0));
         both.product_sku = Some("P-1".into());
         assert_eq!(shelf.sku_of(&both), Some("P-1"));
-        let only_offer = line("L2", "O-2", 1, 1.0);
+        let only_offer = line("L2", "O-2", 1, dec!(1.0));
         assert_eq!(shelf.sku_of(&only_offer), Some("O-2"));
+    }
+
+    /// Amounts a float gets wrong: a floor of 399.995 against a price of exactly 399.995, and
+    /// taxes of 0.10 + 0.20 on a total of 100.00 against a limit of 100.30.
+    #[test]
+    fn money_compares_exactly_where_floats_would_not() {
+        let rules = rules(&[]);
+        let shelf = shelf(&[("A", 9, Some(dec!(399.995)), false)]);
+        let order = terms(vec![line("L1", "A", 1, dec!(399.995))]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [("accept", "in_stock")]
+        );
+
+        let shelf = self::shelf(&[("A", 9, None, false)]);
+        let mut rules = rules_without_limit();
+        rules.max_order_total = Some(dec!(100.30));
+        let mut first = line("L1", "A", 1, dec!(60.00));
+        first.taxes = Some(dec!(0.10));
+        let mut second = line("L2", "A", 1, dec!(40.00));
+        second.taxes = Some(dec!(0.20));
+        let mut order = terms(vec![first, second]);
+        order.order_tax_mode = Some(TaxMode::TaxExcluded);
+        assert_eq!(order_total(&order), Some(dec!(100.30)));
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [("accept", "in_stock"), ("accept", "in_stock")]
+        );
+    }
+
+    #[test]
+    fn amounts_past_what_a_decimal_holds_are_unknown_not_a_panic() {
+        let mut huge = line("L1", "A", 3, Decimal::ONE);
+        huge.price = Some(Decimal::MAX);
+        huge.total_price = Some(Decimal::MAX);
+        huge.taxes = Some(Decimal::MAX);
+        assert_eq!(paid_with_taxes(&huge, Some(TaxMode::TaxExcluded)), None);
+        let mut order = terms(vec![huge.clone(), huge]);
+        order.order_tax_mode = Some(TaxMode::TaxExcluded);
+        assert_eq!(order_total(&order), None);
+    }
+
+    mod exact_money {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Cents and hundredths as integers: the arithmetic the decimals must agree with.
+        fn cents(amount: i64) -> Decimal {
+            Decimal::new(amount, 2)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// The floor rule fires exactly when the price paid (taxes added for TAX_EXCLUDED)
+            /// is below min_price × (1 − max_price_drop) per unit, counted in integers.
+            #[test]
+            fn the_floor_agrees_with_integer_arithmetic(
+                price_cents in 0i64..100_000_000,
+                tax_cents in 0i64..10_000_000,
+                floor_cents in 0i64..1_000_000,
+                drop_percent in 0i64..100,
+                quantity in 1u32..50,
+                tax_excluded in any::<bool>(),
+            ) {
+                let mut rules = rules_without_limit();
+                rules.max_price_drop = Decimal::new(drop_percent, 2);
+                let shelf = shelf(&[("A", 1_000, Some(cents(floor_cents)), false)]);
+                let mut line = line("L1", "A", quantity, Decimal::ZERO);
+                line.price = Some(cents(price_cents));
+                line.taxes = Some(cents(tax_cents));
+                let mut order = terms(vec![line]);
+                if tax_excluded {
+                    order.order_tax_mode = Some(TaxMode::TaxExcluded);
+                }
+                let paid = price_cents + if tax_excluded { tax_cents } else { 0 };
+                // paid / q < floor × (100 − drop) / 100, with every side multiplied out.
+                let below = i128::from(paid) * 100
+                    < i128::from(floor_cents) * i128::from(100 - drop_percent) * i128::from(quantity);
+                let judged = by_the_rules(&order, &rules, &shelf);
+                let rule = if below { "price_below_floor" } else { "in_stock" };
+                prop_assert_eq!(judged[0].rule, rule);
+            }
+
+            /// The order total with taxes split over any number of lines is the exact sum, and
+            /// the limit rule fires exactly when it is above the limit.
+            #[test]
+            fn the_order_limit_agrees_with_integer_arithmetic(
+                lines in prop::collection::vec((0i64..10_000_000, 0i64..1_000_000, 0i64..100_000), 1..8),
+                shipping_cents in 0i64..100_000,
+                limit_cents in 1i64..100_000_000,
+            ) {
+                let mut rules = rules_without_limit();
+                rules.max_order_total = Some(cents(limit_cents));
+                let shelf = shelf(&[("A", 1_000_000, None, false)]);
+                let mut order = terms(
+                    lines
+                        .iter()
+                        .enumerate()
+                        .map(|(index, (price, taxes, shipping_taxes))| {
+                            let mut line = line(&format!("L{index}"), "A", 1, cents(*price));
+                            line.taxes = Some(cents(*taxes));
+                            line.shipping_taxes = Some(cents(*shipping_taxes));
+                            line
+                        })
+                        .collect(),
+                );
+                order.order_tax_mode = Some(TaxMode::TaxExcluded);
+                order.shipping_price = Some(cents(shipping_cents));
+                let total: i64 = shipping_cents
+                    + lines.iter().map(|(p, t, s)| p + t + s).sum::<i64>();
+                prop_assert_eq!(order_total(&order), Some(cents(total)));
+                let judged = by_the_rules(&order, &rules, &shelf);
+                let rule = if total > limit_cents { "order_total_above_limit" } else { "in_stock" };
+                prop_assert!(judged.iter().all(|j| j.rule == rule), "{:?}", verdicts(&judged));
+            }
+        }
     }
 }

@@ -28,7 +28,10 @@ mod preflight;
 mod record;
 mod reread;
 pub mod retention;
+mod review_now;
 mod validate;
+
+pub use review_now::{DecideNowError, DecidedNow, decide_now};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -99,6 +102,21 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The figures the run's `acceptance_runs` row keeps.
+    fn counts(&self) -> db::runs::RunCounts {
+        db::runs::RunCounts {
+            imported: self.imported,
+            claimed: self.claimed,
+            accepted: self.accepted,
+            refused: self.refused,
+            cancelled: self.cancelled,
+            in_review: self.in_review,
+            failed: self.failed,
+            retry_scheduled: self.retry_scheduled,
+            api_calls: self.api_calls,
+        }
+    }
+
     /// The line people and `acceptance_runs.error` get for a failed import.
     fn import_failure(&self) -> Option<String> {
         self.import_failed.as_ref().map(|reason| {
@@ -283,9 +301,15 @@ async fn run_scoped(
         .as_ref()
         .map(ToString::to_string)
         .or_else(|| summary.import_failure());
-    db::runs::finish_run(&ctx.pool, run_id, &summary, result, message.as_deref())
-        .await
-        .map_err(RunError::database("closing the run"))?;
+    db::runs::finish_run(
+        &ctx.pool,
+        run_id,
+        &summary.counts(),
+        result.as_str(),
+        message.as_deref(),
+    )
+    .await
+    .map_err(RunError::database("closing the run"))?;
     metrics::counter!("acceptance_runs_total", "result" => result.as_str()).increment(1);
     if matches!(result, RunResult::Completed | RunResult::Interrupted) {
         metrics::gauge!("acceptance_last_successful_run_timestamp_seconds")

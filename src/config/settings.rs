@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rules::RuleAction;
@@ -176,9 +177,9 @@ pub struct RulesSettings {
     /// released.
     pub reservation_ttl: Option<Duration>,
     /// How far below `min_price` a line's unit price may be, as a fraction (0.1 = 10 %).
-    pub max_price_drop: f64,
+    pub max_price_drop: Decimal,
     /// Orders whose total is above this go to review; `None`: no limit.
-    pub max_order_total: Option<f64>,
+    pub max_order_total: Option<Decimal>,
     pub unknown_sku: RuleAction,
     pub insufficient_stock: RuleAction,
     pub backorder: RuleAction,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds};
+use rust_decimal::Decimal;
 use secrecy::SecretString;
 
 use super::load::WELL_KNOWN_VARS;
@@ -171,6 +172,16 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A TOML number as the exact decimal it was written as: the shortest text that reads back as
+/// the same `f64` is the text in the file (`0.1` stays `0.1`). `None` for NaN, infinities and
+/// values past what a decimal holds.
+fn decimal(value: f64) -> Option<Decimal> {
+    let text = value.to_string();
+    Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .ok()
 }
 
 fn round_up_to_minute(duration: Duration) -> Duration {
@@ -436,25 +447,29 @@ impl Checker {
         }
     }
 
-    fn fraction(&mut self, key: &str, value: f64) -> f64 {
-        if !(0.0..1.0).contains(&value) {
-            self.problems.push(format!(
-                "{key}: {value} is not a fraction from 0 up to (not including) 1 (example: 0.1 for 10 %)"
-            ));
-            return 0.0;
+    fn fraction(&mut self, key: &str, value: f64) -> Decimal {
+        match decimal(value) {
+            Some(fraction) if (0.0..1.0).contains(&value) => fraction,
+            _ => {
+                self.problems.push(format!(
+                    "{key}: {value} is not a fraction from 0 up to (not including) 1 (example: 0.1 for 10 %)"
+                ));
+                Decimal::ZERO
+            }
         }
-        value
     }
 
     /// An amount where 0 means "no limit".
-    fn optional_amount(&mut self, key: &str, value: f64) -> Option<f64> {
-        if !value.is_finite() || value < 0.0 {
-            self.problems.push(format!(
-                "{key}: {value} must be 0 (no limit) or a positive amount in the order's currency"
-            ));
-            return None;
+    fn optional_amount(&mut self, key: &str, value: f64) -> Option<Decimal> {
+        match decimal(value) {
+            Some(amount) if amount >= Decimal::ZERO => (amount > Decimal::ZERO).then_some(amount),
+            _ => {
+                self.problems.push(format!(
+                    "{key}: {value} must be 0 (no limit) or a positive amount in the order's currency"
+                ));
+                None
+            }
         }
-        (value > 0.0).then_some(value)
     }
 
     fn rule_action(&mut self, key: &str, value: &str) -> RuleAction {

@@ -1,6 +1,7 @@
 //! Why each line was accepted, refused or sent to review (`acceptance_decisions`), and the
 //! people's decisions the run carries out (`review_decisions`).
 
+use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 
 /// One line's decision, as stored.
@@ -16,8 +17,8 @@ pub struct LineDecisionRecord {
     pub quantity: Option<i32>,
     pub available: Option<i64>,
     pub reserved: Option<i64>,
-    pub unit_price: Option<f64>,
-    pub floor_price: Option<f64>,
+    pub unit_price: Option<Decimal>,
+    pub floor_price: Option<Decimal>,
     pub reason: String,
     /// `rules`, or the person whose review decision this carries out.
     pub decided_by: String,
@@ -43,18 +44,18 @@ pub async fn insert_line_decisions(
     let quantities: Vec<Option<i32>> = decisions.iter().map(|d| d.quantity).collect();
     let available: Vec<Option<i64>> = decisions.iter().map(|d| d.available).collect();
     let reserved: Vec<Option<i64>> = decisions.iter().map(|d| d.reserved).collect();
-    let prices: Vec<Option<f64>> = decisions.iter().map(|d| d.unit_price).collect();
-    let floors: Vec<Option<f64>> = decisions.iter().map(|d| d.floor_price).collect();
+    let prices: Vec<Option<Decimal>> = decisions.iter().map(|d| d.unit_price).collect();
+    let floors: Vec<Option<Decimal>> = decisions.iter().map(|d| d.floor_price).collect();
     sqlx::query(
         r#"
         INSERT INTO acceptance_decisions
             (order_id, order_line_id, attempt, action, rule, sku, quantity, available, reserved,
              unit_price, floor_price, reason, decided_by)
         SELECT order_id, order_line_id, attempt, action, rule, sku, quantity,
-               least(available, 2147483647)::int, least(reserved, 2147483647)::int, round(unit_price::numeric, 4), round(floor_price::numeric, 4),
+               least(available, 2147483647)::int, least(reserved, 2147483647)::int, unit_price, floor_price,
                reason, decided_by
         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                    $7::int[], $8::int8[], $9::int8[], $10::float8[], $11::float8[], $12::text[],
+                    $7::int[], $8::int8[], $9::int8[], $10::numeric[], $11::numeric[], $12::text[],
                     $13::text[])
              AS d(order_id, order_line_id, attempt, action, rule, sku, quantity, available,
                   reserved, unit_price, floor_price, reason, decided_by)

@@ -5,8 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::acceptance::{RunResult, RunSummary};
-
 /// Opens the run's row; returns its id.
 pub async fn start_run(pool: &PgPool, worker_id: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("INSERT INTO acceptance_runs (worker_id) VALUES ($1) RETURNING run_id")
@@ -15,12 +13,27 @@ pub async fn start_run(pool: &PgPool, worker_id: &str) -> Result<i64, sqlx::Erro
         .await
 }
 
-/// Closes the run's row with its counts and how it ended.
+/// What a run did, as the run counted it: written to its row when it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunCounts {
+    pub imported: u64,
+    pub claimed: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub cancelled: u64,
+    pub in_review: u64,
+    pub failed: u64,
+    pub retry_scheduled: u64,
+    pub api_calls: u64,
+}
+
+/// Closes the run's row with its counts and how it ended (`result`: completed, failed,
+/// interrupted or degraded).
 pub async fn finish_run(
     pool: &PgPool,
     run_id: i64,
-    summary: &RunSummary,
-    result: RunResult,
+    summary: &RunCounts,
+    result: &str,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -33,7 +46,7 @@ pub async fn finish_run(
         "#,
     )
     .bind(run_id)
-    .bind(result.as_str())
+    .bind(result)
     .bind(count(summary.imported))
     .bind(count(summary.claimed))
     .bind(count(summary.accepted))

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 /// The stock relation cannot be used: named in every message, with what to do.
@@ -42,7 +43,7 @@ pub struct StockColumns {
 pub struct StockRow {
     pub available: i64,
     /// Tax included.
-    pub min_price: Option<f64>,
+    pub min_price: Option<Decimal>,
     pub backorder: bool,
 }
 
@@ -144,8 +145,9 @@ pub async fn stock_of(
     columns: StockColumns,
     skus: &[&str],
 ) -> Result<HashMap<String, StockRow>, sqlx::Error> {
+    // A floor past what a decimal holds still refuses every price: capped, not dropped.
     let min_price = if columns.min_price {
-        "min_price"
+        "round(least(min_price::numeric, 1e20), 10)"
     } else {
         "NULL"
     };
@@ -155,9 +157,9 @@ pub async fn stock_of(
         "false"
     };
     // `relation` is checked to be plain identifiers when the configuration loads.
-    let rows: Vec<(String, i64, Option<f64>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+    let rows: Vec<(String, i64, Option<Decimal>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
         r#"
-        SELECT DISTINCT ON (sku::text) sku::text, available::bigint, {min_price}::float8,
+        SELECT DISTINCT ON (sku::text) sku::text, available::bigint, {min_price}::numeric,
                {backorder}::bool
         FROM {relation}
         WHERE sku::text = ANY($1::text[]) AND available >= 0

@@ -8,10 +8,11 @@ use super::{
     AgedOrder, FailureList, FailureReport, NearestDeadline, OrderReport, RetryOutcome, StatusReport,
 };
 use crate::acceptance;
+use crate::acceptance::DecidedNow;
 use crate::db::failures::{FailureSummary, Resolution};
 use crate::db::review::{LineDecision, LineState, ReviewDecision};
 use crate::db::runs::RunRecord;
-use crate::review::{DecidedNow, Queued, ReviewList};
+use crate::review::{Queued, ReviewList};
 
 /// Longest details text shown on one line of a list.
 const DETAILS_WIDTH: usize = 80;

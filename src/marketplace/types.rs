@@ -2,6 +2,7 @@
 //! its full JSON in `raw`, so nothing Mirakl sends is lost even though most of it is not typed.
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,9 +16,9 @@ pub struct Order {
     pub created_date: Option<DateTime<Utc>>,
     /// Whether line prices include taxes; `None` when OR11 leaves it out or sends a new mode.
     pub order_tax_mode: Option<TaxMode>,
-    pub shipping_price: Option<f64>,
+    pub shipping_price: Option<Decimal>,
     /// Lines and shipping, without taxes when the order is TAX_EXCLUDED.
-    pub total_price: Option<f64>,
+    pub total_price: Option<Decimal>,
     pub order_lines: Vec<OrderLine>,
     /// The order object exactly as OR11 returned it.
     pub raw: Value,
@@ -28,8 +29,8 @@ pub struct Order {
 #[derive(Debug, Clone)]
 pub struct OrderTerms {
     pub order_tax_mode: Option<TaxMode>,
-    pub shipping_price: Option<f64>,
-    pub total_price: Option<f64>,
+    pub shipping_price: Option<Decimal>,
+    pub total_price: Option<Decimal>,
     pub lines: Vec<OrderLine>,
 }
 
@@ -49,15 +50,15 @@ pub struct OrderLine {
     pub offer_sku: Option<String>,
     pub product_sku: Option<String>,
     pub quantity: Option<u32>,
-    pub price_unit: Option<f64>,
+    pub price_unit: Option<Decimal>,
     /// `price_unit` × `quantity`, less promotions.
-    pub price: Option<f64>,
-    pub shipping_price: Option<f64>,
-    pub total_price: Option<f64>,
+    pub price: Option<Decimal>,
+    pub shipping_price: Option<Decimal>,
+    pub total_price: Option<Decimal>,
     /// The sum of the line's `taxes[].amount` (for the whole quantity).
-    pub taxes: Option<f64>,
+    pub taxes: Option<Decimal>,
     /// The sum of the line's `shipping_taxes[].amount`.
-    pub shipping_taxes: Option<f64>,
+    pub shipping_taxes: Option<Decimal>,
 }
 
 /// One line of an OR21 body: the shop accepts or refuses the line.
@@ -210,19 +211,30 @@ fn optional_str(value: Option<&Value>) -> Option<String> {
     value.and_then(Value::as_str).map(str::to_owned)
 }
 
-/// A finite JSON number; anything else (absent, null, text, NaN) is unknown.
-fn amount(value: Option<&Value>) -> Option<f64> {
-    value.and_then(Value::as_f64).filter(|n| n.is_finite())
+/// A JSON number as an exact decimal; anything else (absent, null, text) is unknown.
+///
+/// serde_json reads a number as the nearest `f64`, and prints it back as the shortest text that
+/// reads as that same `f64`: for any amount of up to 15 significant digits that is the text the
+/// marketplace sent, so `399.995` stays `399.995`, not `399.99499999999998`.
+fn amount(value: Option<&Value>) -> Option<Decimal> {
+    match value? {
+        Value::Number(number) => Decimal::from_str_exact(&number.to_string())
+            .or_else(|_| Decimal::from_scientific(&number.to_string()))
+            .ok(),
+        _ => None,
+    }
 }
 
-/// The sum of `[{ "amount": ... }]`; `None` when there is no array or an amount is unreadable,
-/// so a partly readable tax list is never taken for the whole of it.
-fn tax_total(value: Option<&Value>) -> Option<f64> {
+/// The sum of `[{ "amount": ... }]`; `None` when there is no array, an amount is unreadable or
+/// the sum is past what a decimal holds, so a partly readable tax list is never taken for the
+/// whole of it.
+fn tax_total(value: Option<&Value>) -> Option<Decimal> {
     value?
         .as_array()?
         .iter()
-        .map(|tax| amount(tax.get("amount")))
-        .sum()
+        .try_fold(Decimal::ZERO, |sum, tax| {
+            sum.checked_add(amount(tax.get("amount"))?)
+        })
 }
 
 pub(crate) fn kind(value: &Value) -> &'static str {
@@ -238,6 +250,8 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::dec;
+
     use super::*;
 
     #[test]
@@ -280,14 +294,20 @@ mod tests {
         assert_eq!(order.order_tax_mode, Some(TaxMode::TaxExcluded));
         assert_eq!(
             (order.shipping_price, order.total_price),
-            (Some(8.0), Some(173.0))
+            (Some(dec!(8.0)), Some(dec!(173.0)))
         );
         let full = &order.order_lines[0];
         assert_eq!(full.offer_sku.as_deref(), Some("S2000"));
         assert_eq!(full.product_sku.as_deref(), Some("P1"));
         assert_eq!(full.quantity, Some(3));
-        assert_eq!((full.price_unit, full.price), (Some(55.0), Some(165.0)));
-        assert_eq!((full.taxes, full.shipping_taxes), (Some(20.5), Some(1.0)));
+        assert_eq!(
+            (full.price_unit, full.price),
+            (Some(dec!(55.0)), Some(dec!(165.0)))
+        );
+        assert_eq!(
+            (full.taxes, full.shipping_taxes),
+            (Some(dec!(20.5)), Some(dec!(1.0)))
+        );
         let sparse = &order.order_lines[1];
         assert_eq!(sparse.offer_sku, None);
         assert_eq!(sparse.quantity, None);
