@@ -33,7 +33,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
 
-    /// Do one full run (import, claim, accept, validate, record), print its summary and exit.
+    /// Do one full run (import, claim, accept, validate, record), print its summary and exit:
+    /// 0 completed, 1 fatal error, 3 degraded (the import read no page); 2 is a usage error.
     #[arg(long)]
     once: bool,
 
