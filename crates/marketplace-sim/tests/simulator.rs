@@ -630,7 +630,11 @@ async fn generated_orders_draw_their_lines_from_the_catalogue() {
 
 #[tokio::test]
 async fn the_demo_catalogue_reads_with_titles_and_built_in_products() {
-    let catalogue = Catalogue::from_arg("config/demo-catalogue.csv").unwrap();
+    let catalogue = Catalogue::from_arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/demo-catalogue.csv"
+    ))
+    .unwrap();
     assert!((8..=12).contains(&catalogue.len()), "{}", catalogue.len());
     let sim = start(SimConfig {
         catalogue,
