@@ -147,7 +147,7 @@ pub async fn stock_of(
 ) -> Result<HashMap<String, StockRow>, sqlx::Error> {
     // A floor past what a decimal holds still refuses every price: capped, not dropped.
     let min_price = if columns.min_price {
-        "round(least(min_price::numeric, 1e20), 10)"
+        "round(CASE WHEN min_price::numeric > 1e20 THEN 1e20 ELSE min_price::numeric END, 10)"
     } else {
         "NULL"
     };
