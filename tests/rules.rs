@@ -443,6 +443,32 @@ async fn the_price_floor_counts_taxes_on_tax_excluded_orders(pool: PgPool) {
     assert!((floor - 95.0).abs() < 0.001, "{floor}");
 }
 
+/// Money is exact from the OR11 JSON to the NUMERIC columns: three units at 0.10 paid 0.30,
+/// which a float divides back to 0.09999… and holds below a floor of 0.10.
+#[sqlx::test]
+async fn a_price_equal_to_its_floor_is_not_below_it_and_is_stored_exactly(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    priced_stock(&app, "CABLE", 10, Some(0.10), false).await;
+    order_of(
+        &app,
+        "EXACT",
+        vec![item("CABLE", 3, 0.10)],
+        Some("TAX_INCLUDED"),
+    )
+    .await;
+
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.in_review), (1, 0));
+    assert_eq!(app.current_status("EXACT").await.0, "accepted");
+    let (price, floor): (String, String) = sqlx::query_as(
+        "SELECT unit_price::text, floor_price::text FROM acceptance_decisions WHERE order_id = 'EXACT'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("decision");
+    assert_eq!((price.as_str(), floor.as_str()), ("0.1", "0.1"));
+}
+
 #[sqlx::test]
 async fn an_order_above_the_total_limit_goes_to_review(pool: PgPool) {
     let app = rules_app(pool, &[("ORDER_ACCEPTANCE__RULES__MAX_ORDER_TOTAL", "100")]).await;

@@ -174,7 +174,8 @@ pub async fn stock_of(
         .map(|(sku, available, min_price, backorder)| {
             let row = StockRow {
                 available,
-                min_price,
+                // Rounding to 10 places pads the scale; the floor keeps the digits it was given.
+                min_price: min_price.map(|price| price.normalize()),
                 backorder,
             };
             (sku, row)
