@@ -466,7 +466,30 @@ async fn a_price_equal_to_its_floor_is_not_below_it_and_is_stored_exactly(pool: 
     .fetch_one(&app.pool)
     .await
     .expect("decision");
-    assert_eq!((price.as_str(), floor.as_str()), ("0.1", "0.1"));
+    assert_eq!((price.as_str(), floor.as_str()), ("0.1000", "0.1000"));
+}
+
+/// Floors a decimal cannot hold do not stop the run: a negative one is no floor, a NaN or an
+/// infinite one holds every price below it.
+#[sqlx::test]
+async fn floors_no_decimal_holds_are_judged_not_fatal(pool: PgPool) {
+    let app = rules_app(pool, &[]).await;
+    sqlx::query(
+        "INSERT INTO acceptance_stock (sku, available, min_price, backorder)
+         VALUES ('NEG', 5, '-Infinity', false), ('NAN', 5, 'NaN', false), ('BIG', 5, 1e40, false)",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("stock");
+    order_of(&app, "F-NEG", vec![item("NEG", 1, 10.0)], None).await;
+    order_of(&app, "F-NAN", vec![item("NAN", 1, 10.0)], None).await;
+    order_of(&app, "F-BIG", vec![item("BIG", 1, 10.0)], None).await;
+
+    let summary = run_once(&app).await;
+    assert_eq!((summary.accepted, summary.in_review), (1, 2));
+    assert_eq!(app.current_status("F-NEG").await.0, "accepted");
+    assert_eq!(app.current_status("F-NAN").await.0, "in_review");
+    assert_eq!(app.current_status("F-BIG").await.0, "in_review");
 }
 
 #[sqlx::test]

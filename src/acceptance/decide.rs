@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 
 use super::outcome::{Outcome, OutcomeSender, report};
@@ -329,7 +329,7 @@ fn judge_line(
     let unit_price = paid.map(|paid| paid.per_unit());
     let floor_price = row
         .and_then(|row| row.min_price)
-        .and_then(|min| min.checked_mul(Decimal::ONE - rules.max_price_drop));
+        .map(|min| min.saturating_mul(Decimal::ONE - rules.max_price_drop));
     let judgement = |action, rule, reason| Judgement {
         order_line_id: id.clone(),
         action,
@@ -353,7 +353,9 @@ fn judge_line(
             rules.order_total_above_limit,
             "order_total_above_limit",
             format!(
-                "Line {id}: the order total {total:.2} is above rules.max_order_total {limit:.2}."
+                "Line {id}: the order total {} is above rules.max_order_total {}.",
+                money(total),
+                money(limit)
             ),
         ));
     }
@@ -379,14 +381,19 @@ fn judge_line(
                 rules.price_below_floor,
                 "price_below_floor",
                 format!(
-                    "Line {id}: unit price {price:.2} (tax included) is below the floor {floor:.2} for SKU {sku_text}."
+                    "Line {id}: unit price {} (tax included) is below the floor {} for SKU {sku_text}.",
+                    money(price),
+                    money(floor)
                 ),
             )),
             (Some(_), _) => {}
             _ => candidates.push(judgement(
                 RuleAction::Review,
                 "unreadable_line",
-                format!("Line {id}: OR11 gives no price to hold against the floor {floor:.2}."),
+                format!(
+                    "Line {id}: OR11 gives no price to hold against the floor {}.",
+                    money(floor)
+                ),
             )),
         }
     }
@@ -440,7 +447,8 @@ fn most_cautious(earlier: Vec<Judgement>, last: Judgement) -> Judgement {
 }
 
 /// What the customer pays for a line, tax included, and for how many units: the floor is held
-/// against it without dividing, so the comparison is exact.
+/// against it without dividing, so the comparison is exact. Sums past what a decimal holds stay
+/// at the largest decimal, which is above any floor and any limit: the cautious side.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Paid {
     amount: Decimal,
@@ -450,38 +458,51 @@ struct Paid {
 impl Paid {
     /// Below a per-unit floor: `amount < floor × quantity`, exact for any price and quantity.
     fn is_below(self, floor: Decimal) -> bool {
-        floor
-            .checked_mul(self.quantity)
-            .is_none_or(|needed| self.amount < needed)
+        self.amount < floor.saturating_mul(self.quantity)
     }
 
-    /// The unit price shown to people and stored with the decision, to 4 decimals.
+    /// The unit price shown to people and stored with the decision: 4 decimals, rounded half
+    /// away from zero as PostgreSQL's `round` does.
     fn per_unit(self) -> Decimal {
-        self.amount
-            .checked_div(self.quantity)
-            .unwrap_or(Decimal::MAX)
-            .round_dp(4)
+        stored(
+            self.amount
+                .checked_div(self.quantity)
+                .unwrap_or(Decimal::MAX),
+        )
     }
+}
+
+/// An amount as `acceptance_decisions` keeps it: 4 decimals, as it always has.
+fn stored(amount: Decimal) -> Decimal {
+    let mut amount = amount.round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero);
+    amount.rescale(4);
+    amount
+}
+
+/// An amount in a reason people read: 2 decimals, rounded half away from zero.
+fn money(amount: Decimal) -> String {
+    let rounded = amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    format!("{rounded:.2}")
 }
 
 /// The line's `price` (after promotions), else `price_unit` × quantity; the floor is
 /// tax-included, so a TAX_EXCLUDED line gets its taxes added (missing taxes count as none).
-/// `None` when OR11 gives no quantity or price, or the amounts are past what a decimal holds.
+/// `None` when OR11 gives no quantity or price.
 fn paid_with_taxes(line: &OrderLine, tax_mode: Option<TaxMode>) -> Option<Paid> {
     let quantity = Decimal::from(line.quantity.filter(|q| *q > 0)?);
     let price = match line.price {
         Some(price) => price,
-        None => line.price_unit?.checked_mul(quantity)?,
+        None => line.price_unit?.saturating_mul(quantity),
     };
     let amount = match tax_mode {
-        Some(TaxMode::TaxExcluded) => price.checked_add(line.taxes.unwrap_or_default())?,
+        Some(TaxMode::TaxExcluded) => price.saturating_add(line.taxes.unwrap_or_default()),
         _ => price,
     };
     Some(Paid { amount, quantity })
 }
 
 /// Lines and shipping, tax included: OR11's total, plus the line and shipping taxes when the
-/// order is TAX_EXCLUDED. `None` when a needed amount is missing or the sum overflows.
+/// order is TAX_EXCLUDED. `None` when no total is given and a line has no price.
 fn order_total(terms: &OrderTerms) -> Option<Decimal> {
     let before_taxes = match terms.total_price {
         Some(total) => total,
@@ -489,16 +510,16 @@ fn order_total(terms: &OrderTerms) -> Option<Decimal> {
             .lines
             .iter()
             .try_fold(terms.shipping_price.unwrap_or_default(), |sum, line| {
-                sum.checked_add(line.total_price.or(line.price)?)
+                Some(sum.saturating_add(line.total_price.or(line.price)?))
             })?,
     };
-    match terms.order_tax_mode {
-        Some(TaxMode::TaxExcluded) => terms.lines.iter().try_fold(before_taxes, |sum, line| {
-            sum.checked_add(line.taxes.unwrap_or_default())?
-                .checked_add(line.shipping_taxes.unwrap_or_default())
+    Some(match terms.order_tax_mode {
+        Some(TaxMode::TaxExcluded) => terms.lines.iter().fold(before_taxes, |sum, line| {
+            sum.saturating_add(line.taxes.unwrap_or_default())
+                .saturating_add(line.shipping_taxes.unwrap_or_default())
         }),
-        _ => Some(before_taxes),
-    }
+        _ => before_taxes,
+    })
 }
 
 /// What the transaction writes, gathered while the batch is decided.
@@ -552,7 +573,7 @@ impl Writes {
                 available: j.available,
                 reserved: j.reserved,
                 unit_price: j.unit_price,
-                floor_price: j.floor_price,
+                floor_price: j.floor_price.map(stored),
                 reason: j.reason.clone(),
                 decided_by: decided_by.to_string(),
             });
@@ -862,16 +883,30 @@ mod tests {
         );
     }
 
+    /// An amount past what a decimal holds reads as the largest one: the order is above any
+    /// limit and its lines above any floor, never taken for an order without a total.
     #[test]
-    fn amounts_past_what_a_decimal_holds_are_unknown_not_a_panic() {
+    fn amounts_past_what_a_decimal_holds_stay_huge_not_a_panic() {
         let mut huge = line("L1", "A", 3, Decimal::ONE);
         huge.price = Some(Decimal::MAX);
         huge.total_price = Some(Decimal::MAX);
         huge.taxes = Some(Decimal::MAX);
-        assert_eq!(paid_with_taxes(&huge, Some(TaxMode::TaxExcluded)), None);
+        let paid = paid_with_taxes(&huge, Some(TaxMode::TaxExcluded));
+        assert_eq!(paid.map(|paid| paid.amount), Some(Decimal::MAX));
         let mut order = terms(vec![huge.clone(), huge]);
         order.order_tax_mode = Some(TaxMode::TaxExcluded);
-        assert_eq!(order_total(&order), None);
+        assert_eq!(order_total(&order), Some(Decimal::MAX));
+
+        let mut rules = rules_without_limit();
+        rules.max_order_total = Some(dec!(1000));
+        let shelf = shelf(&[("A", 9, Some(dec!(10)), false)]);
+        assert_eq!(
+            verdicts(&by_the_rules(&order, &rules, &shelf)),
+            [
+                ("review", "order_total_above_limit"),
+                ("review", "order_total_above_limit")
+            ]
+        );
     }
 
     mod exact_money {

@@ -145,9 +145,10 @@ pub async fn stock_of(
     columns: StockColumns,
     skus: &[&str],
 ) -> Result<HashMap<String, StockRow>, sqlx::Error> {
-    // A floor past what a decimal holds still refuses every price: capped, not dropped.
+    // A floor must decode as a decimal: one past 1e20 (or NaN, or Infinity) still holds every
+    // price below it, capped rather than dropped; a negative one is no floor.
     let min_price = if columns.min_price {
-        "round(CASE WHEN min_price::numeric > 1e20 THEN 1e20 ELSE min_price::numeric END, 10)"
+        "round(CASE WHEN min_price::numeric > 1e20 THEN 1e20 WHEN min_price::numeric < 0 THEN 0 ELSE min_price::numeric END, 10)"
     } else {
         "NULL"
     };

@@ -1,6 +1,7 @@
 //! The operator commands: the failure inbox (`failures list|show|resolve|retry`), one order's
-//! story (`order`) and the state of the queue (`status`). The review queue's commands are in
-//! [`crate::review`]; their tables are in [`render`] with the others.
+//! story (`order`) and the state of the queue (`status`). The review queue's domain is
+//! [`crate::review`] (and `review --now` is [`crate::acceptance::decide_now`]); their tables are
+//! in [`render`] with the others.
 //!
 //! Each command returns a plain struct; [`render`] turns it into tables for people or JSON for
 //! machines. Commands that depend on the time take `now`, so tests need no clock and no sleep.

@@ -215,25 +215,36 @@ fn optional_str(value: Option<&Value>) -> Option<String> {
 ///
 /// serde_json reads a number as the nearest `f64`, and prints it back as the shortest text that
 /// reads as that same `f64`: for any amount of up to 15 significant digits that is the text the
-/// marketplace sent, so `399.995` stays `399.995`, not `399.99499999999998`.
+/// marketplace sent, so `399.995` stays `399.995`, not `399.99499999999998`. A number past what
+/// a decimal holds (about 7.9e28) reads as the largest decimal of its sign: still too large for
+/// any limit, never mistaken for an absent amount.
 fn amount(value: Option<&Value>) -> Option<Decimal> {
-    match value? {
-        Value::Number(number) => Decimal::from_str_exact(&number.to_string())
-            .or_else(|_| Decimal::from_scientific(&number.to_string()))
-            .ok(),
-        _ => None,
-    }
+    let Value::Number(number) = value? else {
+        return None;
+    };
+    let text = number.to_string();
+    Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .ok()
+        .or_else(|| {
+            let float = number.as_f64()?;
+            Some(if float < 0.0 {
+                Decimal::MIN
+            } else {
+                Decimal::MAX
+            })
+        })
 }
 
-/// The sum of `[{ "amount": ... }]`; `None` when there is no array, an amount is unreadable or
-/// the sum is past what a decimal holds, so a partly readable tax list is never taken for the
-/// whole of it.
+/// The sum of `[{ "amount": ... }]`; `None` when there is no array or an amount is unreadable,
+/// so a partly readable tax list is never taken for the whole of it. A sum past what a decimal
+/// holds stays at the largest decimal.
 fn tax_total(value: Option<&Value>) -> Option<Decimal> {
     value?
         .as_array()?
         .iter()
         .try_fold(Decimal::ZERO, |sum, tax| {
-            sum.checked_add(amount(tax.get("amount"))?)
+            Some(sum.saturating_add(amount(tax.get("amount"))?))
         })
 }
 

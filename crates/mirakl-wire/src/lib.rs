@@ -1,6 +1,7 @@
 //! The Mirakl seller API's shapes that both sides speak: order states, the OR11 page envelope
-//! and the OR21 body. The worker reads and sends them; the simulator serves and reads them. Only
-//! what both need lives here, so the worker never depends on the simulator.
+//! and the OR21 body. The worker parses states with [`OrderState`] and sends [`AcceptBody`];
+//! the simulator serves [`OrdersPage`] and reads [`AcceptBody`]. Only what both need lives here,
+//! so the worker never depends on the simulator.
 
 use std::fmt;
 
