@@ -10,6 +10,7 @@ pub mod db;
 pub mod healthcheck;
 pub mod inbox;
 pub mod marketplace;
+pub mod redact;
 pub mod review;
 pub mod rules;
 pub mod scheduler;

@@ -96,6 +96,13 @@ pub enum Verdict {
         lines: Option<Value>,
     },
     Refused(Ending),
+    /// REFUSED at the marketplace although our OR21 accepted lines: recorded `refused`, with a
+    /// failure for a person.
+    RefusedAfterAcceptance {
+        ending: Ending,
+        details: String,
+        payload: Value,
+    },
     Cancelled(Ending),
     /// A rule sent a line to review: a person decides, and no OR21 was sent.
     InReview {

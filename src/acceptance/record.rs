@@ -91,6 +91,24 @@ fn to_record(outcome: Outcome, settings: &AcceptanceSettings) -> OutcomeRecord {
             Some(ending.lines),
             Some("refused"),
         ),
+        Verdict::RefusedAfterAcceptance {
+            ending,
+            details,
+            payload,
+        } => OutcomeRecord {
+            failure: Some(FailureRecord {
+                details,
+                payload,
+                retryable: false,
+            }),
+            ..record(
+                "refused",
+                ending.note,
+                ending.reason_code,
+                Some(ending.lines),
+                Some("refused"),
+            )
+        },
         Verdict::Cancelled(ending) => record(
             "cancelled",
             ending.note,

@@ -38,7 +38,7 @@ impl Settings {
 
         let marketplace = MarketplaceSettings {
             url: check.marketplace_url(&raw.marketplace.url),
-            api_key: SecretString::from(raw.marketplace.api_key),
+            api_key: SecretString::from(raw.marketplace.api_key.clone()),
             shop_id: check.shop_id(&raw.marketplace.shop_id),
             name: check.non_empty("marketplace.name", raw.marketplace.name),
             timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
@@ -108,6 +108,7 @@ impl Settings {
         let import = ImportSettings {
             enabled: raw.import.enabled,
             parallel_pages: check.within("import.parallel_pages", raw.import.parallel_pages, 1, 16),
+            max_orders: check.within("import.max_orders", raw.import.max_orders, 100, 10_000_000),
         };
         let api_calls = ApiCallsSettings {
             retention: check.duration("api_calls.retention", &raw.api_calls.retention),
@@ -132,6 +133,9 @@ impl Settings {
         let rules = check.rules(raw.rules);
 
         check.finish()?;
+        // From here on nothing this process prints, stores or logs may carry them.
+        crate::redact::remember(&raw.marketplace.api_key);
+        crate::redact::remember_url_passwords(&raw.database.url);
         let settings = Settings {
             database,
             marketplace,
@@ -184,9 +188,22 @@ fn decimal(value: f64) -> Option<Decimal> {
         .ok()
 }
 
+/// The URL without its user name and password, to name it in a message.
+fn without_user_info(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    // Only fails on URLs that cannot carry user-info, which these do.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
 fn round_up_to_minute(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs().div_ceil(60) * 60)
 }
+
+/// No setting needs more; anything longer is a typo, and would overflow the sums of durations
+/// the worker derives from the settings.
+const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Collects problems while building typed values, so all of them are reported at once.
 #[derive(Default)]
@@ -230,6 +247,10 @@ impl Checker {
 
     fn duration(&mut self, key: &str, value: &str) -> Duration {
         match humantime::parse_duration(value.trim()) {
+            Ok(duration) if duration > LONGEST_DURATION => {
+                self.too_long(key, value);
+                LONGEST_DURATION
+            }
             Ok(duration) if !duration.is_zero() => duration,
             Ok(_) => {
                 self.problems.push(format!(
@@ -244,6 +265,13 @@ impl Checker {
                 Duration::from_secs(1)
             }
         }
+    }
+
+    fn too_long(&mut self, key: &str, value: &str) {
+        self.problems.push(format!(
+            "{key}: \"{value}\" is longer than {}, the longest duration a setting may have",
+            humantime::format_duration(LONGEST_DURATION)
+        ));
     }
 
     fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
@@ -327,11 +355,21 @@ impl Checker {
         if value.trim().is_empty() {
             return fallback();
         }
+        let shown = crate::redact::url(value.trim());
         match url::Url::parse(value.trim()) {
+            // Credentials in the URL would be printed wherever the URL is shown, and the key
+            // goes in the Authorization header anyway.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                self.problems.push(format!(
+                    "marketplace.url: \"{}\" carries a user name or password; remove them from the URL (MARKETPLACE_URL) and put the shop API key in marketplace.api_key (MARKETPLACE_API_KEY)",
+                    without_user_info(&url)
+                ));
+                fallback()
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
             Ok(_) | Err(_) => {
                 self.problems.push(format!(
-                    "marketplace.url: \"{value}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
+                    "marketplace.url: \"{shown}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
                 ));
                 fallback()
             }
@@ -436,6 +474,10 @@ impl Checker {
             "" | "0" => None,
             text => match humantime::parse_duration(text) {
                 Ok(duration) if duration.is_zero() => None,
+                Ok(duration) if duration > LONGEST_DURATION => {
+                    self.too_long(key, value);
+                    Some(LONGEST_DURATION)
+                }
                 Ok(duration) => Some(duration),
                 Err(_) => {
                     self.problems.push(format!(
