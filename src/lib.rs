@@ -16,3 +16,4 @@ pub mod rules;
 pub mod scheduler;
 pub mod server;
 pub mod telemetry;
+pub mod terminal;

@@ -13,6 +13,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// Installs the global subscriber with any writer; tests use it to capture what is logged.
+/// Every remembered secret is masked before a line reaches the writer.
 pub fn init_with_writer<W>(format: LogFormat, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -28,7 +29,8 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
-        .with_writer(writer);
+        // Secrets are masked in every line, whatever a message or a field carries.
+        .with_writer(crate::redact::ScrubbingWriter(writer));
     // A second initialisation (several tests in one process) keeps the first subscriber.
     let _ = if json {
         builder.json().flatten_event(true).try_init()

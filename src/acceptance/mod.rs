@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::db;
 use crate::marketplace::{MarketplaceClient, MarketplaceError};
+use crate::terminal::{self, Width};
 
 /// What a run needs: the database, the marketplace, the settings, and who it is.
 #[derive(Clone)]
@@ -397,9 +398,8 @@ async fn stages(
 }
 
 /// The run's figures as a small table for people.
-pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+pub fn summary_table(summary: &RunSummary, width: Width) -> comfy_table::Table {
+    let mut table = terminal::table(width);
     table.set_header(["run", summary.result.as_str()]);
     let rows: [(&str, String); 10] = [
         ("imported", summary.imported.to_string()),
@@ -422,7 +422,9 @@ pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
     for (label, value) in rows {
         table.add_row([label.to_string(), value]);
     }
+    // The marketplace's words may be in these: escaped before the table is laid out.
     if let Some(failure) = summary.import_failure() {
+        let failure = terminal::escape(&failure).into_owned();
         table.add_row(["import failed".to_string(), failure]);
     }
     if let Some(why) = &summary.import_ended_early {

@@ -98,11 +98,7 @@ pub enum Verdict {
     Refused(Ending),
     /// REFUSED at the marketplace although our OR21 accepted lines: recorded `refused`, with a
     /// failure for a person.
-    RefusedAfterAcceptance {
-        ending: Ending,
-        details: String,
-        payload: Value,
-    },
+    RefusedAfterAcceptance(Box<Contradiction>),
     Cancelled(Ending),
     /// A rule sent a line to review: a person decides, and no OR21 was sent.
     InReview {
@@ -130,6 +126,14 @@ impl Verdict {
             lines: Some(line_states(order)),
         }
     }
+}
+
+/// What the marketplace shows against what we sent, for a person.
+#[derive(Debug)]
+pub struct Contradiction {
+    pub ending: Ending,
+    pub details: String,
+    pub payload: Value,
 }
 
 #[derive(Debug)]

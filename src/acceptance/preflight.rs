@@ -57,7 +57,7 @@ pub async fn check(
     }
 
     let ids: Vec<String> = to_read.iter().map(|c| c.order_id.clone()).collect();
-    match ctx.client.orders_by_ids(&ids).await {
+    match ctx.client.read_orders(&ids).await {
         Ok(read) => {
             let stored: Vec<_> = read.orders.iter().map(stored_order).collect();
             queue::refresh_orders(&ctx.pool, &stored)

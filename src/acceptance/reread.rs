@@ -101,10 +101,8 @@ async fn read_batch(ctx: &Context, batch: Vec<Request>) -> Result<(), RunError> 
         "re-reading orders whose OR21 answer was unclear"
     );
     match ctx.client.orders_by_ids(&ids).await {
-        Ok(read) => {
-            // An order listed but unreadable counts as not returned.
-            let mut by_id: HashMap<String, Order> = read
-                .orders
+        Ok(orders) => {
+            let mut by_id: HashMap<String, Order> = orders
                 .into_iter()
                 .map(|o| (o.order_id.clone(), o))
                 .collect();

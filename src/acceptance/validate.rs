@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::accept::Awaiting;
 use super::outcome::{
-    Ending, Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report,
+    Contradiction, Ending, Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report,
 };
 use super::{Context, RunError};
 use crate::db::queue::Claim;
@@ -89,10 +89,8 @@ async fn read_due(
         .collect();
     for chunk in due.chunks(READ_CHUNK) {
         match ctx.client.orders_by_ids(chunk).await {
-            Ok(read) => {
-                // An order listed but unreadable counts as not returned.
-                let mut by_id: HashMap<String, Order> = read
-                    .orders
+            Ok(orders) => {
+                let mut by_id: HashMap<String, Order> = orders
                     .into_iter()
                     .map(|o| (o.order_id.clone(), o))
                     .collect();
@@ -197,11 +195,11 @@ fn refused_after_acceptance(watch: &Watch, order: &Order, ending: Ending) -> Ver
     );
     let payload =
         json!({"stage": "validate", "last_state": order.order_state.as_str(), "order": order.raw});
-    Verdict::RefusedAfterAcceptance {
+    Verdict::RefusedAfterAcceptance(Box::new(Contradiction {
         ending,
         details,
         payload,
-    }
+    }))
 }
 
 /// Reads kept failing until the deadline: a later run's preflight reads the real state, so the

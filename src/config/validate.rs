@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
@@ -132,6 +134,7 @@ impl Settings {
         };
         let rules = check.rules(raw.rules);
 
+        check.schedule_fires(&schedule);
         check.finish()?;
         // From here on nothing this process prints, stores or logs may carry them.
         crate::redact::remember(&raw.marketplace.api_key);
@@ -391,6 +394,17 @@ impl Checker {
         value
     }
 
+    fn schedule_fires(&mut self, schedule: &ScheduleSettings) {
+        if let Ok(runs) = next_runs(&schedule.cron, schedule.timezone, Utc::now(), 1)
+            && runs.is_empty()
+        {
+            self.problems.push(format!(
+                "schedule.cron: \"{}\" never fires within a year in {} (a date that does not exist, such as 31 February?); give a schedule that runs (example: \"*/5 * * * *\")",
+                schedule.cron, schedule.timezone
+            ));
+        }
+    }
+
     fn timezone(&mut self, value: &str) -> chrono_tz::Tz {
         value.parse().unwrap_or_else(|_| {
             self.problems.push(format!(
@@ -546,17 +560,48 @@ impl Checker {
 /// Turns a 5-field expression into the 6-field form (seconds first) the scheduler reads, and
 /// checks that it parses.
 pub fn parse_cron(expression: &str) -> Result<String, String> {
+    parse_schedule(expression).map(|(six_fields, _)| six_fields)
+}
+
+fn parse_schedule(expression: &str) -> Result<(String, croner::Cron), String> {
     let fields = expression.split_whitespace().count();
     let six_fields = if fields == 5 {
         format!("0 {}", expression.trim())
     } else {
         expression.trim().to_string()
     };
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(&six_fields)
         .map_err(|err| err.to_string())?;
-    Ok(six_fields)
+    Ok((six_fields, cron))
+}
+
+/// How far ahead a schedule must have a run: one that never fires within it (`0 0 31 2 *`) is
+/// a mistake, not a schedule.
+const SCHEDULE_HORIZON: TimeDelta = TimeDelta::days(366);
+
+/// The next `count` start times of `expression` in `timezone` after `from`, those within a year.
+pub fn next_runs(
+    expression: &str,
+    timezone: Tz,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<DateTime<Tz>>, String> {
+    let (_, cron) = parse_schedule(expression)?;
+    let horizon = from + SCHEDULE_HORIZON;
+    let mut runs = Vec::with_capacity(count);
+    let mut after = from.with_timezone(&timezone);
+    while runs.len() < count {
+        match cron.find_next_occurrence(&after, false) {
+            Ok(next) if next.with_timezone(&Utc) <= horizon => {
+                runs.push(next);
+                after = next;
+            }
+            _ => break,
+        }
+    }
+    Ok(runs)
 }

@@ -26,7 +26,7 @@ use super::error::{Endpoint, MarketplaceError};
 use super::gate::{Gate, Refused};
 use super::path::{encode_segment, sendable_id};
 use super::retry::{RetryPolicy, RetrySchedule, retry_after};
-use super::types::{Account, LineDecision, OrderState, OrdersPage, OrdersRead};
+use super::types::{Account, LineDecision, Order, OrderState, OrdersPage, OrdersRead};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
 use crate::db::api_calls::{self, NewApiCall};
 use crate::redact;
@@ -171,13 +171,18 @@ impl MarketplaceClient {
         })
     }
 
-    /// OR11 by order_ids, split into chunks of at most 100 (paginate=false AND max=chunk size);
+    /// OR11 by order_ids (the readable orders; see [`Self::read_orders`]), split into chunks of at most 100 (paginate=false AND max=chunk size);
     /// returns the orders asked for that were found (missing ids are simply absent, anything
     /// else OR11 lists is dropped).
     ///
     /// `order_ids` is a comma-separated list, so an id with a comma in it would be read as two
     /// and could push a real order out of the chunk's `max`: such an id is read on its own.
-    pub async fn orders_by_ids(&self, ids: &[String]) -> Result<OrdersRead, MarketplaceError> {
+    pub async fn orders_by_ids(&self, ids: &[String]) -> Result<Vec<Order>, MarketplaceError> {
+        self.read_orders(ids).await.map(|read| read.orders)
+    }
+
+    /// [`Self::orders_by_ids`], with the orders listed that cannot be read reported beside.
+    pub async fn read_orders(&self, ids: &[String]) -> Result<OrdersRead, MarketplaceError> {
         let mut seen = HashSet::with_capacity(ids.len());
         let unique: Vec<&str> = ids
             .iter()
