@@ -5,14 +5,12 @@
 //! The secrets of loaded settings are remembered here once, for the whole process, because
 //! they must be scrubbed in places that never see the settings: a marketplace answer that
 //! echoes the key, a driver error that repeats the URL, the fatal error printed by `main`, and
-//! every log line (see [`ScrubbingWriter`]).
+//! every log line (see `telemetry`).
 
 use std::borrow::Cow;
-use std::io;
 use std::sync::{PoisonError, RwLock};
 
 use memchr::memmem;
-use tracing_subscriber::fmt::MakeWriter;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -123,31 +121,6 @@ fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// A log writer that masks remembered secrets in each line before it is written. The fmt
-/// layer writes every event with one `write_all`, so a secret is never split across calls.
-pub struct ScrubbingWriter<M>(pub M);
-
-impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for ScrubbingWriter<M> {
-    type Writer = Scrubbed<M::Writer>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        Scrubbed(self.0.make_writer())
-    }
-}
-
-pub struct Scrubbed<W>(W);
-
-impl<W: io::Write> io::Write for Scrubbed<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_all(&scrub_bytes(buf))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
 }
 
 #[cfg(test)]

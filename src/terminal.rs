@@ -48,6 +48,13 @@ pub fn escape_lines(text: &str) -> Cow<'_, str> {
     escape_where(text, |c| c != '\n')
 }
 
+/// A text log line: what the log formatter does not escape itself (CR, TAB, the Unicode marks
+/// that reorder a line) is escaped; ESC is left to it, since it escapes ESC in every value and
+/// writes its own for colours.
+pub fn escape_log_line(text: &str) -> Cow<'_, str> {
+    escape_where(text, |c| c != '\n' && c != '\u{1b}')
+}
+
 fn escape_where(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
     let needs = |c: char| is_dangerous(c) && escaped(c);
     if !text.chars().any(needs) {

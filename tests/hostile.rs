@@ -266,7 +266,10 @@ async fn an_import_announcing_a_million_orders_stops_at_the_first_empty_page(poo
     let summary = run(&ctx).await;
     assert_eq!((summary.imported, summary.accepted), (1, 1));
     assert_eq!(*market.listing_reads.lock().unwrap(), vec![0, 100]);
-    let why = summary.import_ended_early.clone().expect("the summary says why");
+    let why = summary
+        .import_ended_early
+        .clone()
+        .expect("the summary says why");
     assert!(
         why.contains("offset 100") && why.contains("no order"),
         "{why}"
