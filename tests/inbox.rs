@@ -234,7 +234,7 @@ async fn list_renders_a_table_and_json(pool: PgPool) -> anyhow::Result<()> {
     };
     let list = inbox::list_failures(&pool, &all, now()).await?;
 
-    let table = render::failure_list(&list, Width::Wide);
+    let table = render::failure_list(&list, Width::Fit);
     assert!(table.contains("STATE"), "{table}");
     assert!(table.contains("2h"), "{table}");
     assert!(table.contains("OR21 answered 400 for order B"), "{table}");
