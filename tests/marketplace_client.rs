@@ -281,7 +281,7 @@ async fn a_line_without_id_makes_the_order_unreadable_naming_it(pool: PgPool) {
         .unwrap()
         .remove("order_line_id");
     Mock::given(path("/api/orders"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(or11_body(vec![order], 1)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(or11_body(vec![order.clone()], 1)))
         .mount(&server)
         .await;
     let client = client(&settings(&server.uri()), &pool);
