@@ -151,8 +151,8 @@ async fn check_binary_exits_0_with_a_good_key(pool: PgPool) {
     assert!(output.status.success());
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(json["ok"], true);
-    assert_eq!(json["checks"][3]["check"], "marketplace");
-    assert_eq!(json["checks"][3]["ok"], true);
+    assert_eq!(json["checks"][4]["check"], "marketplace");
+    assert_eq!(json["checks"][4]["ok"], true);
 }
 
 #[sqlx::test]
