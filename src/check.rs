@@ -12,7 +12,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::{ConfigError, Settings};
+use chrono::Utc;
+
+use crate::config::{self, ConfigError, Settings};
 use crate::db::{self, MigrationState};
 use crate::marketplace::{MarketplaceClient, MarketplaceError};
 
@@ -95,7 +97,7 @@ pub async fn run_checks(settings: &Settings) -> CheckReport {
     } else {
         format!("valid, with warnings:\n- {}", warnings.join("\n- "))
     };
-    let mut checks = vec![passed("configuration", configuration)];
+    let mut checks = vec![passed("configuration", configuration), schedule(settings)];
     let pool = match db::connect(&settings.database).await {
         Ok(pool) => {
             checks.push(database_version(&pool, settings).await);
@@ -116,6 +118,34 @@ pub async fn run_checks(settings: &Settings) -> CheckReport {
     };
     checks.push(marketplace(settings, pool).await);
     CheckReport::new(checks)
+}
+
+/// When the next runs start, so a schedule that is valid but not what was meant shows.
+fn schedule(settings: &Settings) -> CheckLine {
+    let schedule = &settings.schedule;
+    match config::next_runs(&schedule.cron, schedule.timezone, Utc::now(), 3) {
+        Ok(runs) if !runs.is_empty() => {
+            let at: Vec<String> = runs
+                .iter()
+                .map(|run| run.format("%Y-%m-%d %H:%M:%S").to_string())
+                .collect();
+            passed(
+                "schedule",
+                format!(
+                    "\"{}\": next runs {} ({})",
+                    schedule.cron,
+                    at.join(", "),
+                    schedule.timezone
+                ),
+            )
+        }
+        // Loading refused both already; kept for a report that must never panic.
+        Ok(_) => failed(
+            "schedule",
+            format!("\"{}\" never fires within a year", schedule.cron),
+        ),
+        Err(err) => failed("schedule", err),
+    }
 }
 
 async fn database_version(pool: &PgPool, settings: &Settings) -> CheckLine {
@@ -234,7 +264,7 @@ fn unconnected_pool(settings: &Settings) -> PgPool {
 }
 
 async fn marketplace(settings: &Settings, pool: PgPool) -> CheckLine {
-    let url = settings.marketplace.url.as_str();
+    let url = &crate::redact::url(settings.marketplace.url.as_str());
     // One attempt, no retries: the check reports what it sees now, within marketplace.timeout,
     // instead of waiting through the worker's retry budget.
     let mut marketplace = settings.marketplace.clone();

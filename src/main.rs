@@ -17,7 +17,8 @@ use order_acceptance::db::failures::FailureFilter;
 use order_acceptance::inbox::{self, render};
 use order_acceptance::marketplace::MarketplaceClient;
 use order_acceptance::review::{self, Decision, ReviewAction};
-use order_acceptance::{check, db, healthcheck, scheduler, server, telemetry};
+use order_acceptance::terminal::Width;
+use order_acceptance::{check, db, healthcheck, redact, scheduler, server, telemetry, terminal};
 
 /// Accepts new orders on a Mirakl marketplace (Best Buy Canada and others) and records every
 /// step in PostgreSQL. Without a command, runs on `schedule.cron` until SIGTERM or SIGINT.
@@ -189,6 +190,15 @@ struct Output {
     /// Print JSON for machines instead of tables.
     #[arg(long)]
     json: bool,
+    /// Show tables in full, however wide (by default they fit 120 columns, long texts cut).
+    #[arg(long, conflicts_with = "json")]
+    wide: bool,
+}
+
+impl Output {
+    fn width(self) -> Width {
+        if self.wide { Width::Wide } else { Width::Fit }
+    }
 }
 
 fn failure_id() -> clap::builder::RangedI64ValueParser<i64> {
@@ -208,8 +218,10 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "fatal");
-            eprintln!("error: {err:#}");
+            // A driver error may repeat the database URL: no secret is printed, whatever the text.
+            let message = redact::scrub(&format!("{err:#}")).into_owned();
+            tracing::error!(error = %message, "fatal");
+            eprintln!("error: {}", terminal::escape_lines(&message));
             ExitCode::FAILURE
         }
     }
@@ -257,6 +269,7 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     if settings.database.migrate_on_start {
         db::migrate(&pool, &settings.database).await?;
     }
+    require_schema(&pool, &settings).await?;
     if settings.rules.enabled {
         db::stock::inspect_stock_relation(&pool, &settings.rules.stock_relation).await?;
     }
@@ -272,7 +285,7 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         acceptance::run(&worker, &shutdown)
             .await
             .map(|summary| {
-                println!("{}", acceptance::summary_table(&summary));
+                println!("{}", acceptance::summary_table(&summary, Width::Fit));
                 once_exit_code(summary.result)
             })
             .map_err(anyhow::Error::from)
@@ -286,6 +299,23 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         server.stop().await;
     }
     worked
+}
+
+/// A database without this release's schema would fail the first query with "relation does not
+/// exist"; say what to do instead.
+async fn require_schema(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    let state = db::migration_state(pool)
+        .await
+        .context("reading the applied migrations (_sqlx_migrations)")?;
+    if !state.pending.is_empty() {
+        anyhow::bail!(
+            "the database {} lacks {} of this release's {} migrations (a new database, or one an older release set up): run `order-acceptance migrate`, or set database.migrate_on_start = true",
+            settings.database.redacted_url(),
+            state.pending.len(),
+            db::MIGRATOR.iter().count()
+        );
+    }
+    Ok(())
 }
 
 /// The exit codes a script can tell apart (README, "Exit codes"). 0 and 1 are the usual ones;
@@ -320,7 +350,7 @@ async fn check(config: Option<&Path>, output: Output) -> anyhow::Result<ExitCode
     let text = if output.json {
         render::json(&report).context("writing JSON")?
     } else {
-        report.render()
+        terminal::escape_lines(&report.render()).into_owned()
     };
     println!("{}", text.trim_end());
     Ok(if report.ok {
@@ -377,12 +407,12 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
         } => emit(
             output,
             &inbox::resolve_failure(&pool, id, &note, &operator(by)).await?,
-            render::resolution,
+            |resolution, _| render::resolution(resolution),
         ),
         FailuresCommand::Retry { id, by, output } => emit(
             output,
             &inbox::retry_failure(&pool, id, &operator(by)).await?,
-            render::retry,
+            |retry, _| render::retry(retry),
         ),
     }
 }
@@ -407,7 +437,7 @@ async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result
     if !args.now {
         let pool = operator_pool(config).await?;
         let queued = review::queue_decision(&pool, &decision).await?;
-        return emit(args.output, &queued, render::queued);
+        return emit(args.output, &queued, |queued, _| render::queued(queued));
     }
     let worker = command_worker(config).await?;
     let decided = acceptance::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
@@ -447,12 +477,12 @@ async fn operator_pool(config: Option<&Path>) -> anyhow::Result<PgPool> {
 fn emit<T: Serialize>(
     output: Output,
     value: &T,
-    as_text: fn(&T) -> String,
+    as_text: fn(&T, Width) -> String,
 ) -> anyhow::Result<ExitCode> {
     let text = if output.json {
         render::json(value).context("writing JSON")?
     } else {
-        as_text(value)
+        as_text(value, output.width())
     };
     println!("{}", text.trim_end());
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::{TestApp, spawn_app};
 use marketplace_sim::{Behaviour, OrderSpec, Scripted, SimConfig};
 use order_acceptance::acceptance::{self, RunError, RunResult};
+use order_acceptance::terminal::Width;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +169,7 @@ async fn a_run_whose_import_failed_is_degraded(pool: PgPool) {
     assert_eq!((summary.imported, summary.claimed), (0, 0));
     let reason = summary.import_failed.clone().unwrap_or_default();
     assert!(reason.contains("not the JSON expected"), "{reason}");
-    let table = acceptance::summary_table(&summary).to_string();
+    let table = acceptance::summary_table(&summary, Width::Wide).to_string();
     assert!(table.contains("degraded"), "{table}");
     assert!(table.contains("the import failed"), "{table}");
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use order_acceptance::db::failures::FailureFilter;
 use order_acceptance::inbox::{self, InboxError, render};
+use order_acceptance::terminal::Width;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -233,7 +234,7 @@ async fn list_renders_a_table_and_json(pool: PgPool) -> anyhow::Result<()> {
     };
     let list = inbox::list_failures(&pool, &all, now()).await?;
 
-    let table = render::failure_list(&list);
+    let table = render::failure_list(&list, Width::Fit);
     assert!(table.contains("STATE"), "{table}");
     assert!(table.contains("2h"), "{table}");
     assert!(table.contains("OR21 answered 400 for order B"), "{table}");
@@ -290,7 +291,7 @@ async fn show_returns_details_payload_and_the_orders_status(pool: PgPool) -> any
     assert_eq!(report.age_seconds, 7200);
     assert!(report.failure.resolved_at.is_none());
 
-    let text = render::failure(&report);
+    let text = render::failure(&report, Width::Wide);
     assert!(text.contains("second line"), "details in full: {text}");
     assert!(
         text.contains("\"lines\": ["),
@@ -300,7 +301,7 @@ async fn show_returns_details_payload_and_the_orders_status(pool: PgPool) -> any
 
     let resolved = inbox::show_failure(&pool, a, now()).await?;
     assert_eq!(resolved.failure.resolved_by.as_deref(), Some("bob"));
-    assert!(render::failure(&resolved).contains("accepted by hand in the portal"));
+    assert!(render::failure(&resolved, Width::Wide).contains("accepted by hand in the portal"));
     Ok(())
 }
 
@@ -578,7 +579,7 @@ async fn order_shows_timeline_failures_and_api_calls(pool: PgPool) -> anyhow::Re
     assert_eq!(codes, [Some(503), Some(400)]);
     assert_eq!(report.api_calls[0].duration_ms, Some(120));
 
-    let text = render::order(&report);
+    let text = render::order(&report, Width::Wide);
     for expected in [
         "Timeline:",
         "accepting",
@@ -695,7 +696,7 @@ async fn status_counts_the_queue_at_a_reference_time(pool: PgPool) -> anyhow::Re
 async fn status_renders_the_deadline_and_json(pool: PgPool) -> anyhow::Result<()> {
     seed_queue(&pool).await?;
     let report = inbox::status_report(&pool, TWENTY_HOURS, now()).await?;
-    let text = render::status(&report);
+    let text = render::status(&report, Width::Wide);
     for expected in [
         "Pending longer than 20h: 2",
         "24 h after its creation",
@@ -719,7 +720,7 @@ async fn status_of_an_empty_database(pool: PgPool) -> anyhow::Result<()> {
     assert_eq!(report.pending.total, 0);
     assert!(report.pending.oldest.is_none());
     assert!(report.last_run.is_none());
-    assert!(render::status(&report).contains("Last run: none yet"));
+    assert!(render::status(&report, Width::Wide).contains("Last run: none yet"));
     Ok(())
 }
 

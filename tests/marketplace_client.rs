@@ -273,7 +273,7 @@ async fn unknown_states_and_fields_parse(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_line_without_id_is_malformed_naming_the_order(pool: PgPool) {
+async fn a_line_without_id_makes_the_order_unreadable_naming_it(pool: PgPool) {
     let server = MockServer::start().await;
     let mut order = order_json("L-1", "WAITING_ACCEPTANCE");
     order["order_lines"][1]
@@ -281,15 +281,21 @@ async fn a_line_without_id_is_malformed_naming_the_order(pool: PgPool) {
         .unwrap()
         .remove("order_line_id");
     Mock::given(path("/api/orders"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(or11_body(vec![order], 1)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(or11_body(vec![order.clone()], 1)))
         .mount(&server)
         .await;
     let client = client(&settings(&server.uri()), &pool);
 
-    let err = client.orders_by_ids(&["L-1".into()]).await.unwrap_err();
-    assert!(matches!(err, MarketplaceError::Malformed { .. }), "{err:?}");
-    assert!(err.to_string().contains("L-1"), "{err}");
-    assert_eq!(client.calls_made(), 1, "malformed answers are not retried");
+    let read = client.read_orders(&["L-1".into()]).await.unwrap();
+    assert!(read.orders.is_empty(), "{read:?}");
+    let [unreadable] = read.unreadable.as_slice() else {
+        panic!("one unreadable order: {read:?}");
+    };
+    assert_eq!(unreadable.order_id.as_deref(), Some("L-1"));
+    assert!(unreadable.reason.contains("L-1"), "{}", unreadable.reason);
+    assert!(unreadable.reason.contains("order_line_id"));
+    assert_eq!(unreadable.raw, order, "kept as sent");
+    assert_eq!(client.calls_made(), 1, "unreadable orders are not re-read");
 }
 
 #[sqlx::test]
@@ -1035,11 +1041,44 @@ async fn base_urls_with_prefix_or_trailing_slash_and_odd_order_ids(pool: PgPool)
 }
 
 #[sqlx::test]
-async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
+async fn a_lost_answer_row_does_not_fail_an_accepted_order(pool: PgPool) {
     let server = MockServer::start().await;
     Mock::given(path("/api/orders/D-1/accept"))
         .respond_with(ResponseTemplate::new(204))
         .expect(1)
+        .mount(&server)
+        .await;
+    // The row written before sending stays; completing it with the answer fails.
+    sqlx::query("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON api_calls FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let client = client(&settings(&server.uri()), &pool);
+    client
+        .accept_order("D-1", &[LineDecision::accept("D-1-1")])
+        .await
+        .unwrap();
+    server.verify().await;
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM api_calls WHERE related_id = 'D-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(error.unwrap().contains("no answer was recorded"));
+}
+
+#[sqlx::test]
+async fn an_or21_without_its_api_calls_row_is_not_sent(pool: PgPool) {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/orders/D-1/accept"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
         .mount(&server)
         .await;
     sqlx::query("DROP TABLE api_calls CASCADE")
@@ -1047,10 +1086,15 @@ async fn a_lost_api_calls_row_does_not_fail_an_accepted_order(pool: PgPool) {
         .await
         .unwrap();
     let client = client(&settings(&server.uri()), &pool);
-    client
+    let err = client
         .accept_order("D-1", &[LineDecision::accept("D-1-1")])
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        err.is_transient() && !err.may_have_taken_effect(),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not sent"), "{err}");
     server.verify().await;
 }
 

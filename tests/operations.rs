@@ -100,7 +100,17 @@ async fn check_passes_with_a_good_key(pool: PgPool) {
     let names: Vec<&str> = report.checks.iter().map(|line| line.check).collect();
     assert_eq!(
         names,
-        ["configuration", "database", "migrations", "marketplace"]
+        [
+            "configuration",
+            "schedule",
+            "database",
+            "migrations",
+            "marketplace"
+        ]
+    );
+    assert!(
+        line(&report, "schedule").detail.contains("next runs"),
+        "{report:?}"
     );
     assert!(line(&report, "database").detail.contains("PostgreSQL"));
     assert!(line(&report, "migrations").detail.starts_with("all "));
@@ -111,7 +121,7 @@ async fn check_passes_with_a_good_key(pool: PgPool) {
         "{report:?}"
     );
     let rendered = report.render();
-    assert_eq!(rendered.lines().filter(|l| l.starts_with('✓')).count(), 4);
+    assert_eq!(rendered.lines().filter(|l| l.starts_with('✓')).count(), 5);
     assert!(!rendered.contains(API_KEY));
 }
 
@@ -133,7 +143,7 @@ async fn check_binary_exits_0_with_a_good_key(pool: PgPool) {
         "{stdout}\n{}",
         text(&output.stderr)
     );
-    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
     assert!(stdout.lines().all(|l| l.starts_with('✓')), "{stdout}");
     assert!(stdout.contains("Simulated Shop"), "{stdout}");
 
@@ -141,8 +151,8 @@ async fn check_binary_exits_0_with_a_good_key(pool: PgPool) {
     assert!(output.status.success());
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(json["ok"], true);
-    assert_eq!(json["checks"][3]["check"], "marketplace");
-    assert_eq!(json["checks"][3]["ok"], true);
+    assert_eq!(json["checks"][4]["check"], "marketplace");
+    assert_eq!(json["checks"][4]["ok"], true);
 }
 
 #[sqlx::test]
@@ -216,15 +226,16 @@ async fn check_with_the_database_down_reports_it_and_carries_on(pool: PgPool) {
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(lines[0].starts_with("✓ configuration"), "{stdout}");
+    assert!(lines[1].starts_with("✓ schedule"), "{stdout}");
     assert!(
-        lines[1].starts_with("✗ database") && lines[1].contains("cannot connect"),
+        lines[2].starts_with("✗ database") && lines[2].contains("cannot connect"),
         "{stdout}"
     );
-    assert!(lines[2].starts_with("✗ migrations") && lines[2].contains("not checked"));
+    assert!(lines[3].starts_with("✗ migrations") && lines[3].contains("not checked"));
     // The marketplace is still checked; its api_calls row could not be written, which is logged.
-    assert!(lines[3].starts_with("✓ marketplace"), "{stdout}");
+    assert!(lines[4].starts_with("✓ marketplace"), "{stdout}");
     assert!(!stdout.contains("db-secret-pw") && !stderr.contains("db-secret-pw"));
 }
 

@@ -1,11 +1,10 @@
 //! Bad input for the OR11 parser: arbitrary JSON and mutations of Mirakl's own example response.
 //!
-//! The page parser (`parse_orders_page` in src/marketplace/client.rs) is private, so the
-//! envelope is parsed here the same way it does — `serde_json` on the body, `total_count` as an
-//! unsigned integer, `orders` as an array — and every order goes through the public
-//! `Order::from_json`, which is what the client calls on each one.
+//! The page parser is `OrdersPage::from_body`, which the client calls on every OR11 answer; each
+//! order goes through `Order::from_json`.
 //!
-//! Properties: nothing panics; every failure is an `Err` with a message; whatever parses keeps
+//! Properties: nothing panics; every failure is an `Err` with a message; every order listed in
+//! a readable envelope is either read or reported unreadable (with its reason); whatever parses keeps
 //! the guarantees the worker relies on (a non-blank order id and state, a non-blank id on every
 //! line, the raw JSON kept as given); and mutations that leave the fields the worker decides on
 //! alone (unknown keys, other fields' types, huge strings, unknown states, deep nesting) still
@@ -14,30 +13,29 @@
 use rust_decimal::dec;
 use std::sync::OnceLock;
 
-use order_acceptance::marketplace::{Order, OrderState, TaxMode};
+use order_acceptance::marketplace::{Order, OrderState, OrdersPage, TaxMode};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 const EXAMPLE: &str = include_str!("fixtures/mirakl/or11-response-example.json");
 
-/// The envelope as the client reads it, then `Order::from_json` on each order.
+/// The page as the client reads it: the envelope strictly, each order leniently. Every order
+/// listed is either read or reported unreadable, never dropped.
 fn parse_page(body: &[u8]) -> Result<(Vec<Order>, u64), String> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| err.to_string())?;
-    let Value::Object(mut object) = value else {
-        return Err("not an object".into());
-    };
-    let total_count = object
-        .get("total_count")
-        .and_then(Value::as_u64)
-        .ok_or("no total_count")?;
-    let Some(Value::Array(orders)) = object.remove("orders") else {
-        return Err("no orders array".into());
-    };
-    let orders = orders
-        .into_iter()
-        .map(Order::from_json)
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok((orders, total_count))
+    let page = OrdersPage::from_body(body)?;
+    if let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body)
+        && let Some(Value::Array(listed)) = object.get("orders")
+    {
+        assert_eq!(
+            page.orders.len() + page.unreadable.len(),
+            listed.len(),
+            "an order was neither read nor reported"
+        );
+    }
+    for unreadable in &page.unreadable {
+        assert!(!unreadable.reason.is_empty(), "unreadable without a reason");
+    }
+    Ok((page.orders, page.total_count))
 }
 
 /// The example page and the JSON pointers into it, read once.
@@ -278,9 +276,11 @@ proptest! {
             }
             Err(message) => prop_assert!(!message.is_empty()),
         }
-        // The same value as an order inside an otherwise valid envelope.
-        let page = json!({ "orders": [value], "total_count": 1 });
-        let _ = parse_page(&serde_json::to_vec(&page).unwrap());
+        // The same value as an order inside an otherwise valid envelope, beside a good order:
+        // the page reads, the good order is read, the value is read or reported.
+        let page = json!({ "orders": [value, example_order().0], "total_count": 2 });
+        let read = parse_page(&serde_json::to_vec(&page).unwrap());
+        prop_assert!(read.as_ref().is_ok_and(|(orders, _)| !orders.is_empty()), "{read:?}");
     }
 }
 

@@ -15,6 +15,7 @@ use order_acceptance::inbox::{self, render};
 use order_acceptance::review::{
     self, DEADLINE_POLICY, Decision, ReviewAction, ReviewError, queue_decision,
 };
+use order_acceptance::terminal::Width;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +245,7 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
     assert_eq!(newest.lines.len(), 2);
     assert!(older.queued.is_none() && newest.queued.is_none());
 
-    let text = render::review_list(&list);
+    let text = render::review_list(&list, Width::Wide);
     assert!(text.contains("Order OLDER: deadline"), "{text}");
     assert!(text.contains("1h left"), "{text}");
     assert!(text.contains("insufficient_stock"), "{text}");
@@ -278,7 +279,7 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
         (queued.action.as_str(), queued.decided_by.as_str()),
         ("refuse", "bob")
     );
-    assert!(render::review_list(&list).contains("Decided: refuse all by bob"));
+    assert!(render::review_list(&list, Width::Wide).contains("Decided: refuse all by bob"));
 }
 
 #[sqlx::test]
@@ -287,7 +288,10 @@ async fn list_of_an_empty_queue_says_so(pool: PgPool) {
         .await
         .expect("list");
     assert!(list.orders.is_empty());
-    assert_eq!(render::review_list(&list), "No orders in review.");
+    assert_eq!(
+        render::review_list(&list, Width::Wide),
+        "No orders in review."
+    );
 }
 
 // `review accept|refuse` --------------------------------------------------------------------
@@ -534,7 +538,7 @@ async fn list_and_policy_say_when_the_deadline_has_passed(pool: PgPool) {
     seed_in_review(&pool, "LATE-1", hours_before(now, 25), 1).await;
     let list = review::list_in_review(&pool, now).await.expect("list");
     assert_eq!(list.orders[0].time_left_seconds, -3600);
-    let text = render::review_list(&list);
+    let text = render::review_list(&list, Width::Wide);
     assert!(text.contains("(passed 1h ago)"), "{text}");
 
     let app = app(pool, &[]).await;
@@ -601,7 +605,7 @@ async fn accept_now_carries_the_decision_out_for_that_order_only(pool: PgPool) {
         "the other order is left for the worker"
     );
     assert_eq!(app.current_status("OTHER-1").await.0, "pending_acceptance");
-    let text = render::decided_now(&decided);
+    let text = render::decided_now(&decided, Width::Wide);
     assert!(text.contains("Order NOW-1 is now accepted"), "{text}");
 }
 
@@ -760,7 +764,7 @@ async fn status_shows_orders_in_review_and_the_nearest_deadline(pool: PgPool) {
     );
     assert_eq!(nearest.seconds_left, 2 * 3600);
 
-    let text = render::status(&report);
+    let text = render::status(&report, Width::Wide);
     assert!(
         text.contains("Pending (still to be decided): 3, of which in review (a person decides): 2"),
         "{text}"
@@ -802,7 +806,7 @@ async fn order_shows_line_decisions_review_decisions_and_line_states(pool: PgPoo
     assert_eq!(states[0].state.as_deref(), Some("REFUSED"));
     assert_eq!(states[1].accepted, Some(true));
 
-    let text = render::order(&report);
+    let text = render::order(&report, Width::Wide);
     for expected in [
         "Line decisions:",
         "insufficient_stock",
@@ -831,7 +835,7 @@ async fn order_without_decisions_says_none(pool: PgPool) {
     let report = inbox::order_report(&pool, "PLAIN-1").await.expect("order");
     assert!(report.line_decisions.is_empty() && report.review_decisions.is_empty());
     assert!(report.line_states.is_none());
-    let text = render::order(&report);
+    let text = render::order(&report, Width::Wide);
     assert!(text.contains("Line decisions:\n  (none)"), "{text}");
     assert!(!text.contains("Line states"), "{text}");
 }
@@ -1135,7 +1139,7 @@ async fn review_accept_is_carried_out_by_the_next_run(pool: PgPool) {
         "the last claim carried out alice's decision"
     );
     assert!(
-        render::order(&report).contains("(accepted)"),
+        render::order(&report, Width::Wide).contains("(accepted)"),
         "carried out, with its outcome"
     );
 }
@@ -1210,9 +1214,9 @@ async fn review_accept_of_some_lines_refuses_the_others(pool: PgPool) {
         "order ID shows which line was refused"
     );
     assert!(
-        render::order(&report).contains("REFUSED"),
+        render::order(&report, Width::Wide).contains("REFUSED"),
         "{}",
-        render::order(&report)
+        render::order(&report, Width::Wide)
     );
 }
 

@@ -26,6 +26,8 @@ use crate::marketplace::{AdaptiveLimit, Endpoint, MarketplaceError, Order, Retry
 pub struct Awaiting {
     pub claim: Claim,
     pub accepted_at: Instant,
+    /// OR21 accepted at least one line: the order must not end REFUSED.
+    pub accepted_lines: bool,
 }
 
 /// Where one order stands after the accept stage.
@@ -103,14 +105,14 @@ async fn accept_one(
     let id = order.claim.order_id.clone();
     if order.accepted_before {
         tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
-        return Ok(confirm(order.claim));
+        return Ok(confirm(order));
     }
     // The order's sends share one retry schedule, as the attempts of one call do.
     let mut schedule = RetryPolicy::new(&ctx.settings.marketplace.retry).start();
     let mut unclear: Vec<MarketplaceError> = Vec::new();
     loop {
         let err = match ctx.client.accept_order(&id, &order.lines).await {
-            Ok(()) => return Ok(confirm(order.claim)),
+            Ok(()) => return Ok(confirm(order)),
             Err(err @ MarketplaceError::Unauthorized { .. }) => {
                 return Err(RunError::Unauthorized(err));
             }
@@ -118,7 +120,7 @@ async fn accept_one(
         };
         let answer = answer(&err);
         let delay = match next_move(answer, !unclear.is_empty(), schedule.next_delay(None)) {
-            Move::Confirm => return Ok(confirm(order.claim)),
+            Move::Confirm => return Ok(confirm(order)),
             Move::Fail => return Ok(Step::Decided(refused_or_failed(order, err))),
             Move::GiveUp => return Ok(Step::Decided(gave_up(order, &unclear, err))),
             Move::Reread(delay) => delay,
@@ -186,7 +188,7 @@ fn settle(order: Decided, err: MarketplaceError, answer: Answer, current: &Order
         (Reading::Cancelled(ending), _) => Step::Decided(Outcome::cancelled(order.claim, ending)),
         // OR21 said the order is no longer waiting while OR11 still shows it waiting: an
         // acceptance is on its way through; validation confirms it or gives up.
-        (Reading::Waiting, Answer::NoLongerWaiting) => confirm(order.claim),
+        (Reading::Waiting, Answer::NoLongerWaiting) => confirm(order),
         (Reading::Waiting, Answer::MaybeAccepted) => {
             Step::Decided(rejected_while_waiting(order, &err, current))
         }
@@ -196,9 +198,10 @@ fn settle(order: Decided, err: MarketplaceError, answer: Answer, current: &Order
     Settled::Done(step)
 }
 
-fn confirm(claim: Claim) -> Step {
+fn confirm(order: Decided) -> Step {
     Step::Confirm(Awaiting {
-        claim,
+        accepted_lines: order.lines.iter().any(|line| line.accepted),
+        claim: order.claim,
         accepted_at: Instant::now(),
     })
 }
@@ -207,6 +210,9 @@ fn confirm(claim: Claim) -> Step {
 fn refused_or_failed(order: Decided, err: MarketplaceError) -> Outcome {
     let id = order.claim.order_id.clone();
     let payload = json!({"stage": "accept", "error": err.to_string(), "lines": order.lines});
+    if let MarketplaceError::Unsendable { .. } = err {
+        return Outcome::refused_by_or21(order.claim, err.to_string(), payload);
+    }
     if err.is_transient() {
         let details = format!(
             "OR21 for order {id} failed: {err}. Nothing was accepted; a later run tries again."

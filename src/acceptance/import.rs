@@ -4,14 +4,20 @@
 //! It finishes before this run claims anything: OR11 pages by offset, and orders this run
 //! accepted would leave the listing and shift the pages still to read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::{Context, RunError, Tally};
+use crate::db::failures;
 use crate::db::queue::{self, StoredOrder};
-use crate::marketplace::{MarketplaceError, Order, OrderState, OrderTerms, OrdersPage};
+use crate::marketplace::{
+    MarketplaceError, Order, OrderState, OrderTerms, OrdersPage, UnreadableOrder,
+};
 
 /// OR11's largest page.
 const PAGE_SIZE: u64 = 100;
@@ -46,10 +52,86 @@ pub struct Imported {
     /// Why no page could be read, when none could: the run goes on with the orders already
     /// stored, and ends `degraded`.
     pub failed: Option<String>,
+    /// Why the import stopped before the pages the marketplace announced, when it did.
+    pub ended_early: Option<String>,
+    /// Orders listed that cannot be read; each is in the inbox (once).
+    pub unreadable: u64,
 }
 
-pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<Imported, RunError> {
+/// Why the import stops reading pages.
+#[derive(Debug, Clone)]
+enum Halt {
+    Empty(u64),
+    NothingNew(u64),
+    Stopped,
+}
+
+impl Halt {
+    fn describe(&self) -> String {
+        match self {
+            Halt::Empty(offset) => format!(
+                "the page at offset {offset} listed no order although total_count announced more"
+            ),
+            Halt::NothingNew(offset) => format!(
+                "the page at offset {offset} listed only orders already read by this import"
+            ),
+            Halt::Stopped => "a stop signal came: no further page was read".to_owned(),
+        }
+    }
+}
+
+/// The state the pages of one import share: what was read, and whether to read on.
+#[derive(Default)]
+struct Pages {
+    seen: Mutex<HashSet<String>>,
+    halt: Mutex<Option<Halt>>,
+    unreadable: AtomicU64,
+}
+
+impl Pages {
+    /// Notes the page's orders; false when it brought none this import had not read.
+    fn brings_new(&self, page: &OrdersPage) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let readable = page.orders.iter().map(|o| o.order_id.clone());
+        let unreadable = page.unreadable.iter().map(|o| {
+            o.order_id
+                .clone()
+                .unwrap_or_else(|| format!("raw:{}", o.raw))
+        });
+        let mut new = false;
+        for key in readable.chain(unreadable) {
+            new |= seen.insert(key);
+        }
+        new
+    }
+
+    fn halt(&self, why: Halt) {
+        let mut halt = self.halt.lock().unwrap_or_else(PoisonError::into_inner);
+        halt.get_or_insert(why);
+    }
+
+    fn halted(&self) -> bool {
+        self.halt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+/// Reads the waiting orders page by page and stores the new ones. It ends at the last page
+/// announced, at an empty page, at a page that brings nothing new, at `import.max_orders`, or
+/// at a stop signal (between pages), whichever comes first: a marketplace that announces a
+/// million orders and sends empty or repeating pages cannot keep a run from claiming.
+pub async fn import_waiting_orders(
+    ctx: &Context,
+    stop: &CancellationToken,
+    tally: &Tally,
+) -> Result<Imported, RunError> {
     let mut imported = Imported::default();
+    if stop.is_cancelled() {
+        imported.ended_early = Some(Halt::Stopped.describe());
+        return Ok(imported);
+    }
     let first = match read_page(ctx, 0).await? {
         Ok(page) => page,
         Err(err) => {
@@ -58,23 +140,74 @@ pub async fn import_waiting_orders(ctx: &Context, tally: &Tally) -> Result<Impor
         }
     };
     let total = first.total_count;
-    store_page(ctx, first, &imported.fresh, tally).await?;
+    let announced = total.div_ceil(PAGE_SIZE);
+    let cap = ctx.settings.import.max_pages();
+    let pages = Pages::default();
+    let first_empty = first.orders.is_empty() && first.unreadable.is_empty();
+    pages.brings_new(&first);
+    store_page(ctx, first, &imported.fresh, &pages, tally).await?;
+    if first_empty && announced > 1 {
+        pages.halt(Halt::Empty(0));
+    }
 
     // The first page tells how many there are; the rest follow, `import.parallel_pages` at once
-    // (each page in flight is a hundred parsed orders in memory).
-    let offsets = (1..total.div_ceil(PAGE_SIZE)).map(|page| page * PAGE_SIZE);
+    // (each page in flight is a hundred parsed orders in memory), until something says stop.
+    let pages = &pages;
     let fresh = &imported.fresh;
+    let offsets = (1..announced.min(cap))
+        .map(|page| page * PAGE_SIZE)
+        .take_while(|_| {
+            if stop.is_cancelled() {
+                pages.halt(Halt::Stopped);
+            }
+            !pages.halted()
+        });
     stream::iter(offsets)
         .map(|offset| async move {
-            match read_page(ctx, offset).await? {
-                Ok(page) => store_page(ctx, page, fresh, tally).await,
-                Err(_) => Ok(()),
+            let page = match read_page(ctx, offset).await? {
+                Ok(page) => page,
+                Err(_) => return Ok(()),
+            };
+            if page.orders.is_empty() && page.unreadable.is_empty() {
+                pages.halt(Halt::Empty(offset));
+                return Ok(());
             }
+            if !pages.brings_new(&page) {
+                pages.halt(Halt::NothingNew(offset));
+                return Ok(());
+            }
+            store_page(ctx, page, fresh, pages, tally).await
         })
         .buffer_unordered(ctx.settings.import.parallel_pages as usize)
         .try_collect::<()>()
         .await?;
-    tracing::info!(waiting_at_marketplace = total, "import finished");
+
+    let halt = pages
+        .halt
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    imported.ended_early = match halt {
+        Some(halt) => Some(halt.describe()),
+        None if announced > cap => Some(format!(
+            "it read {cap} pages, the cap import.max_orders ({}) sets, of the {announced} that total_count ({total}) announced; the next run reads on",
+            ctx.settings.import.max_orders
+        )),
+        None => None,
+    };
+    imported.unreadable = pages.unreadable.load(Ordering::Relaxed);
+    match &imported.ended_early {
+        Some(why) => tracing::warn!(
+            waiting_at_marketplace = total,
+            unreadable = imported.unreadable,
+            "import ended early: {why}"
+        ),
+        None => tracing::info!(
+            waiting_at_marketplace = total,
+            unreadable = imported.unreadable,
+            "import finished"
+        ),
+    }
     Ok(imported)
 }
 
@@ -106,8 +239,13 @@ async fn store_page(
     ctx: &Context,
     page: OrdersPage,
     fresh: &FreshLines,
+    pages: &Pages,
     tally: &Tally,
 ) -> Result<(), RunError> {
+    for order in &page.unreadable {
+        report_unreadable(ctx, order).await?;
+        pages.unreadable.fetch_add(1, Ordering::Relaxed);
+    }
     let stored: Vec<StoredOrder> = page.orders.iter().map(stored_order).collect();
     let new_ids = queue::insert_new_orders(&ctx.pool, &stored)
         .await
@@ -127,6 +265,29 @@ async fn store_page(
         {
             fresh.insert(id, terms);
         }
+    }
+    Ok(())
+}
+
+/// An order the worker cannot read is not stored (nothing could be done with it) but goes to
+/// the inbox with its JSON, once: later imports that list it again add no row while that one
+/// is open.
+async fn report_unreadable(ctx: &Context, order: &UnreadableOrder) -> Result<(), RunError> {
+    let which = order.order_id.as_deref().map_or_else(
+        || "An order without a usable order_id".to_owned(),
+        |id| format!("Order {id}"),
+    );
+    let details = format!(
+        "{which} is listed as waiting for acceptance but cannot be read: {}. It was not imported, and every other order was. Accept or refuse it in the seller portal before its deadline (or have the marketplace fix it; the import reads it again each run), then resolve this failure.",
+        order.reason
+    );
+    let payload = json!({"stage": "import", "error": order.reason, "order": order.raw});
+    let recorded =
+        failures::record_unreadable_once(&ctx.pool, order.order_id.as_deref(), &details, &payload)
+            .await
+            .map_err(RunError::database("recording an unreadable order"))?;
+    if recorded {
+        tracing::warn!(order_id = order.order_id.as_deref(), reason = %order.reason, "unreadable order listed by OR11; it is in the inbox");
     }
     Ok(())
 }

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::db;
 use crate::marketplace::{MarketplaceClient, MarketplaceError};
+use crate::terminal::{self, Width};
 
 /// What a run needs: the database, the marketplace, the settings, and who it is.
 #[derive(Clone)]
@@ -99,6 +100,10 @@ pub struct RunSummary {
     /// Why the import read no page, when it failed: the run went on with the orders already
     /// stored and is `degraded`.
     pub import_failed: Option<String>,
+    /// Why the import stopped before the pages the marketplace announced, when it did.
+    pub import_ended_early: Option<String>,
+    /// Orders the import found listed but could not read: each is in the inbox.
+    pub unreadable: u64,
 }
 
 impl RunSummary {
@@ -205,7 +210,7 @@ impl Tally {
         duration: Duration,
         api_calls: u64,
         result: RunResult,
-        import_failed: Option<String>,
+        import: ImportNotes,
     ) -> RunSummary {
         RunSummary {
             imported: self.imported.load(Ordering::Relaxed),
@@ -219,9 +224,20 @@ impl Tally {
             api_calls,
             duration,
             result,
-            import_failed,
+            import_failed: import.failed,
+            import_ended_early: import.ended_early,
+            unreadable: import.unreadable,
         }
     }
+}
+
+/// What the import stage tells the summary; set as soon as it is known, so an interrupted run
+/// still reports it.
+#[derive(Debug, Clone, Default)]
+struct ImportNotes {
+    failed: Option<String>,
+    ended_early: Option<String>,
+    unreadable: u64,
 }
 
 /// Which orders a run works on.
@@ -277,16 +293,16 @@ async fn run_scoped(
         stop.cancelled().await;
         tokio::time::sleep(ctx.settings.shutdown.grace).await;
     };
-    let import_failed = OnceLock::new();
+    let import_notes = OnceLock::new();
     let (result, error) = tokio::select! {
-        finished = stages(ctx, stop, &tally, scope, &import_failed) => match finished {
+        finished = stages(ctx, stop, &tally, scope, &import_notes) => match finished {
             Ok(()) => (RunResult::Completed, None),
             Err(err) => (RunResult::Failed, Some(err)),
         },
         () = grace_over => (RunResult::Interrupted, None),
     };
-    let import_failed = import_failed.into_inner();
-    let result = match (result, &import_failed) {
+    let import_notes: ImportNotes = import_notes.into_inner().unwrap_or_default();
+    let result = match (result, &import_notes.failed) {
         (RunResult::Completed, Some(_)) => RunResult::Degraded,
         (result, _) => result,
     };
@@ -295,7 +311,7 @@ async fn run_scoped(
         started.elapsed(),
         ctx.client.calls_made() - calls_before,
         result,
-        import_failed,
+        import_notes,
     );
     let message = error
         .as_ref()
@@ -329,6 +345,8 @@ async fn run_scoped(
         api_calls = summary.api_calls,
         duration_ms = summary.duration.as_millis() as u64,
         import_failed = summary.import_failed.as_deref(),
+        import_ended_early = summary.import_ended_early.as_deref(),
+        unreadable = summary.unreadable,
         "run finished"
     );
     retention::prune_after_run(ctx, stop).await;
@@ -345,20 +363,22 @@ async fn stages(
     stop: &CancellationToken,
     tally: &Tally,
     scope: Scope<'_>,
-    import_failed: &OnceLock<String>,
+    import_notes: &OnceLock<ImportNotes>,
 ) -> Result<(), RunError> {
     let only = scope.order_ids();
     if only.is_none() {
         deadline::apply_policy(ctx, chrono::Utc::now()).await?;
     }
     let imported = match (ctx.settings.import.enabled, only) {
-        (true, None) => import::import_waiting_orders(ctx, tally).await?,
+        (true, None) => import::import_waiting_orders(ctx, stop, tally).await?,
         _ => import::Imported::default(),
     };
-    if let Some(reason) = imported.failed {
-        // Set once, by this stage only.
-        let _ = import_failed.set(reason);
-    }
+    // Set once, by this stage only.
+    let _ = import_notes.set(ImportNotes {
+        failed: imported.failed,
+        ended_early: imported.ended_early,
+        unreadable: imported.unreadable,
+    });
     let fresh = imported.fresh;
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
@@ -378,9 +398,8 @@ async fn stages(
 }
 
 /// The run's figures as a small table for people.
-pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+pub fn summary_table(summary: &RunSummary, width: Width) -> comfy_table::Table {
+    let mut table = terminal::table(width);
     table.set_header(["run", summary.result.as_str()]);
     let rows: [(&str, String); 10] = [
         ("imported", summary.imported.to_string()),
@@ -403,8 +422,20 @@ pub fn summary_table(summary: &RunSummary) -> comfy_table::Table {
     for (label, value) in rows {
         table.add_row([label.to_string(), value]);
     }
+    // The marketplace's words may be in these: escaped before the table is laid out.
     if let Some(failure) = summary.import_failure() {
+        let failure = terminal::escape(&failure).into_owned();
         table.add_row(["import failed".to_string(), failure]);
+    }
+    if let Some(why) = &summary.import_ended_early {
+        table.add_row(["import ended early".to_string(), why.clone()]);
+    }
+    if summary.unreadable > 0 {
+        let text = format!(
+            "{} listed but unreadable, not imported: see `order-acceptance failures list`",
+            summary.unreadable
+        );
+        table.add_row(["unreadable orders".to_string(), text]);
     }
     table
 }

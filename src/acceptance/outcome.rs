@@ -96,6 +96,9 @@ pub enum Verdict {
         lines: Option<Value>,
     },
     Refused(Ending),
+    /// REFUSED at the marketplace although our OR21 accepted lines: recorded `refused`, with a
+    /// failure for a person.
+    RefusedAfterAcceptance(Box<Contradiction>),
     Cancelled(Ending),
     /// A rule sent a line to review: a person decides, and no OR21 was sent.
     InReview {
@@ -123,6 +126,14 @@ impl Verdict {
             lines: Some(line_states(order)),
         }
     }
+}
+
+/// What the marketplace shows against what we sent, for a person.
+#[derive(Debug)]
+pub struct Contradiction {
+    pub ending: Ending,
+    pub details: String,
+    pub payload: Value,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
 use super::{Context, RunError};
 use crate::db::api_calls;
 use crate::db::queue::{self, Claim};
-use crate::marketplace::{MarketplaceError, Order, OrderTerms};
+use crate::marketplace::{MarketplaceError, Order, OrderTerms, UnreadableOrder};
 
 /// A claimed order still waiting for acceptance, with the lines OR21 must decide on.
 #[derive(Debug)]
@@ -57,15 +57,21 @@ pub async fn check(
     }
 
     let ids: Vec<String> = to_read.iter().map(|c| c.order_id.clone()).collect();
-    match ctx.client.orders_by_ids(&ids).await {
-        Ok(orders) => {
-            let stored: Vec<_> = orders.iter().map(stored_order).collect();
+    match ctx.client.read_orders(&ids).await {
+        Ok(read) => {
+            let stored: Vec<_> = read.orders.iter().map(stored_order).collect();
             queue::refresh_orders(&ctx.pool, &stored)
                 .await
                 .map_err(RunError::database("refreshing stored orders"))?;
-            let mut by_id: HashMap<String, Order> = orders
+            let mut by_id: HashMap<String, Order> = read
+                .orders
                 .into_iter()
                 .map(|o| (o.order_id.clone(), o))
+                .collect();
+            let mut unreadable: HashMap<String, UnreadableOrder> = read
+                .unreadable
+                .into_iter()
+                .filter_map(|o| Some((o.order_id.clone()?, o)))
                 .collect();
             let accepted_before = accepted_by_earlier_attempts(ctx, &to_read).await?;
             for claim in to_read {
@@ -75,7 +81,10 @@ pub async fn check(
                         Ok(ready) => checked.to_accept.push(ready),
                         Err(outcome) => report(outcomes, outcome),
                     },
-                    None => report(outcomes, not_found(claim)),
+                    None => match unreadable.remove(&claim.order_id) {
+                        Some(order) => report(outcomes, unreadable_now(claim, order)),
+                        None => report(outcomes, not_found(claim)),
+                    },
                 }
             }
         }
@@ -155,6 +164,17 @@ fn decide(claim: Claim, order: Order, accepted_before: bool) -> Result<ToAccept,
             Err(Outcome::failed(claim, Retry::WhenDue, details, payload()))
         }
     }
+}
+
+/// OR11 lists the order in a shape the worker cannot act on: nothing is sent, and a later run
+/// reads it again (the marketplace may correct it) until the attempts are used up.
+fn unreadable_now(claim: Claim, order: UnreadableOrder) -> Outcome {
+    let details = format!(
+        "Order {} cannot be read from the marketplace's answer ({}); nothing was sent for it. A later run reads it again; check it in the seller portal.",
+        claim.order_id, order.reason
+    );
+    let payload = json!({"stage": "preflight", "error": order.reason, "order": order.raw});
+    Outcome::failed(claim, Retry::WhenDue, details, payload)
 }
 
 fn not_found(claim: Claim) -> Outcome {

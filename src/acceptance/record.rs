@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::outcome::{Failure, Outcome, Retry, Verdict};
+use super::outcome::{Contradiction, Failure, Outcome, Retry, Verdict};
 use super::{Context, RunError, Tally};
 use crate::config::AcceptanceSettings;
 use crate::db::decisions;
@@ -91,6 +91,27 @@ fn to_record(outcome: Outcome, settings: &AcceptanceSettings) -> OutcomeRecord {
             Some(ending.lines),
             Some("refused"),
         ),
+        Verdict::RefusedAfterAcceptance(contradiction) => {
+            let Contradiction {
+                ending,
+                details,
+                payload,
+            } = *contradiction;
+            OutcomeRecord {
+                failure: Some(FailureRecord {
+                    details,
+                    payload,
+                    retryable: false,
+                }),
+                ..record(
+                    "refused",
+                    ending.note,
+                    ending.reason_code,
+                    Some(ending.lines),
+                    Some("refused"),
+                )
+            }
+        }
         Verdict::Cancelled(ending) => record(
             "cancelled",
             ending.note,

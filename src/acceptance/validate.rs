@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::accept::Awaiting;
-use super::outcome::{Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report};
+use super::outcome::{
+    Contradiction, Ending, Failure, Outcome, OutcomeSender, Reading, Retry, Verdict, read, report,
+};
 use super::{Context, RunError};
 use crate::db::queue::Claim;
 use crate::marketplace::{MarketplaceError, Order};
@@ -27,6 +29,7 @@ const READ_CHUNK: usize = 100;
 struct Watch {
     claim: Claim,
     accepted_at: Instant,
+    accepted_lines: bool,
     next_read: Instant,
     reads: u32,
     last_seen: Option<Order>,
@@ -54,6 +57,7 @@ pub async fn validate_all(
                     let watch = Watch {
                         next_read: order.accepted_at,
                         accepted_at: order.accepted_at,
+                        accepted_lines: order.accepted_lines,
                         claim: order.claim,
                         reads: 0,
                         last_seen: None,
@@ -142,8 +146,14 @@ fn verdict(ctx: &Context, watch: &Watch) -> Option<Verdict> {
                 let note = format!("Validated as '{}'.", order.order_state);
                 return Some(Verdict::accepted_as_read(order, note));
             }
-            // Refused after a 204: OR21 refused every line, as decided.
-            Reading::Refused(ending) => return Some(Verdict::Refused(ending)),
+            // Refused after a 204 that refused every line: as decided.
+            Reading::Refused(ending) if !watch.accepted_lines => {
+                return Some(Verdict::Refused(ending));
+            }
+            // Refused although OR21 accepted lines: it contradicts what we sent.
+            Reading::Refused(ending) => {
+                return Some(refused_after_acceptance(watch, order, ending));
+            }
             Reading::Cancelled(mut ending) => {
                 ending.note = format!("Cancelled after acceptance: {}", ending.note);
                 return Some(Verdict::Cancelled(ending));
@@ -172,6 +182,23 @@ fn verdict(ctx: &Context, watch: &Watch) -> Option<Verdict> {
         payload,
         retry: Retry::Never,
         releases_reservations: false,
+    }))
+}
+
+/// The marketplace reads REFUSED an order whose OR21 accepted lines and was answered 204: it is
+/// recorded `refused`, as the marketplace has it, with a failure for a person, since nothing we
+/// sent explains it (a marketplace-side refusal, a seller-portal action, a fault).
+fn refused_after_acceptance(watch: &Watch, order: &Order, ending: Ending) -> Verdict {
+    let details = format!(
+        "Order {} reads REFUSED at the marketplace although our OR21 accepted its lines and was answered 204 ({}). It is recorded refused; check in the seller portal who refused it and why, then resolve this failure.",
+        watch.claim.order_id, ending.note
+    );
+    let payload =
+        json!({"stage": "validate", "last_state": order.order_state.as_str(), "order": order.raw});
+    Verdict::RefusedAfterAcceptance(Box::new(Contradiction {
+        ending,
+        details,
+        payload,
     }))
 }
 

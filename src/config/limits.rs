@@ -45,7 +45,9 @@ impl Settings {
     /// attempts, but they cannot stretch validation past this: an order still unconfirmed then
     /// is left for a later run, whose preflight reads its real state.
     pub fn validation_deadline(&self) -> Duration {
-        self.validation.interval * (self.validation.max_attempts + 1)
-            + self.marketplace.call_budget()
+        self.validation
+            .interval
+            .saturating_mul(self.validation.max_attempts.saturating_add(1))
+            .saturating_add(self.marketplace.call_budget())
     }
 }

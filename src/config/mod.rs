@@ -12,7 +12,7 @@ mod settings;
 mod validate;
 
 pub use settings::*;
-pub use validate::parse_cron;
+pub use validate::{next_runs, parse_cron};
 
 /// What a command needs: the worker needs everything; commands that only read the database
 /// (`migrate`, the failure inbox, `status`) need no marketplace key.

@@ -93,6 +93,7 @@ pub struct Validation {
 pub struct Import {
     pub enabled: bool,
     pub parallel_pages: u32,
+    pub max_orders: u32,
 }
 
 #[derive(Deserialize)]

@@ -49,7 +49,7 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     /// The URL with its password replaced, for logs and messages.
     pub fn redacted_url(&self) -> String {
-        redact_url(self.url.expose_secret())
+        crate::redact::url(self.url.expose_secret())
     }
 }
 
@@ -82,7 +82,7 @@ impl MarketplaceSettings {
     /// The longest one call may take, retries included: the last attempt can start just before
     /// the retry budget runs out and then take a full timeout.
     pub fn call_budget(&self) -> Duration {
-        self.retry.budget + self.timeout
+        self.retry.budget.saturating_add(self.timeout)
     }
 }
 
@@ -131,6 +131,16 @@ pub struct ImportSettings {
     pub enabled: bool,
     /// OR11 pages read and stored at once.
     pub parallel_pages: u32,
+    /// The most orders one import reads: its page cap, whatever `total_count` the marketplace
+    /// announces.
+    pub max_orders: u32,
+}
+
+impl ImportSettings {
+    /// The most OR11 pages of 100 one import reads.
+    pub fn max_pages(&self) -> u64 {
+        u64::from(self.max_orders).div_ceil(100).max(1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,19 +228,5 @@ fn is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
-    }
-}
-
-/// Replaces the password of a URL with `***`; anything unparseable is hidden whole.
-fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Setting a password only fails on URLs that cannot have one.
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable URL hidden>".to_string(),
     }
 }

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
@@ -38,7 +40,7 @@ impl Settings {
 
         let marketplace = MarketplaceSettings {
             url: check.marketplace_url(&raw.marketplace.url),
-            api_key: SecretString::from(raw.marketplace.api_key),
+            api_key: SecretString::from(raw.marketplace.api_key.clone()),
             shop_id: check.shop_id(&raw.marketplace.shop_id),
             name: check.non_empty("marketplace.name", raw.marketplace.name),
             timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
@@ -108,6 +110,7 @@ impl Settings {
         let import = ImportSettings {
             enabled: raw.import.enabled,
             parallel_pages: check.within("import.parallel_pages", raw.import.parallel_pages, 1, 16),
+            max_orders: check.within("import.max_orders", raw.import.max_orders, 100, 10_000_000),
         };
         let api_calls = ApiCallsSettings {
             retention: check.duration("api_calls.retention", &raw.api_calls.retention),
@@ -131,7 +134,11 @@ impl Settings {
         };
         let rules = check.rules(raw.rules);
 
+        check.schedule_fires(&schedule);
         check.finish()?;
+        // From here on nothing this process prints, stores or logs may carry them.
+        crate::redact::remember(&raw.marketplace.api_key);
+        crate::redact::remember_url_passwords(&raw.database.url);
         let settings = Settings {
             database,
             marketplace,
@@ -184,9 +191,22 @@ fn decimal(value: f64) -> Option<Decimal> {
         .ok()
 }
 
+/// The URL without its user name and password, to name it in a message.
+fn without_user_info(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    // Only fails on URLs that cannot carry user-info, which these do.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
 fn round_up_to_minute(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs().div_ceil(60) * 60)
 }
+
+/// No setting needs more; anything longer is a typo, and would overflow the sums of durations
+/// the worker derives from the settings.
+const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Collects problems while building typed values, so all of them are reported at once.
 #[derive(Default)]
@@ -230,6 +250,10 @@ impl Checker {
 
     fn duration(&mut self, key: &str, value: &str) -> Duration {
         match humantime::parse_duration(value.trim()) {
+            Ok(duration) if duration > LONGEST_DURATION => {
+                self.too_long(key, value);
+                LONGEST_DURATION
+            }
             Ok(duration) if !duration.is_zero() => duration,
             Ok(_) => {
                 self.problems.push(format!(
@@ -244,6 +268,13 @@ impl Checker {
                 Duration::from_secs(1)
             }
         }
+    }
+
+    fn too_long(&mut self, key: &str, value: &str) {
+        self.problems.push(format!(
+            "{key}: \"{value}\" is longer than {}, the longest duration a setting may have",
+            humantime::format_duration(LONGEST_DURATION)
+        ));
     }
 
     fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
@@ -327,11 +358,21 @@ impl Checker {
         if value.trim().is_empty() {
             return fallback();
         }
+        let shown = crate::redact::url(value.trim());
         match url::Url::parse(value.trim()) {
+            // Credentials in the URL would be printed wherever the URL is shown, and the key
+            // goes in the Authorization header anyway.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                self.problems.push(format!(
+                    "marketplace.url: \"{}\" carries a user name or password; remove them from the URL (MARKETPLACE_URL) and put the shop API key in marketplace.api_key (MARKETPLACE_API_KEY)",
+                    without_user_info(&url)
+                ));
+                fallback()
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
             Ok(_) | Err(_) => {
                 self.problems.push(format!(
-                    "marketplace.url: \"{value}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
+                    "marketplace.url: \"{shown}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
                 ));
                 fallback()
             }
@@ -351,6 +392,17 @@ impl Checker {
             ));
         }
         value
+    }
+
+    fn schedule_fires(&mut self, schedule: &ScheduleSettings) {
+        if let Ok(runs) = next_runs(&schedule.cron, schedule.timezone, Utc::now(), 1)
+            && runs.is_empty()
+        {
+            self.problems.push(format!(
+                "schedule.cron: \"{}\" never fires within a year in {} (a date that does not exist, such as 31 February?); give a schedule that runs (example: \"*/5 * * * *\")",
+                schedule.cron, schedule.timezone
+            ));
+        }
     }
 
     fn timezone(&mut self, value: &str) -> chrono_tz::Tz {
@@ -436,6 +488,10 @@ impl Checker {
             "" | "0" => None,
             text => match humantime::parse_duration(text) {
                 Ok(duration) if duration.is_zero() => None,
+                Ok(duration) if duration > LONGEST_DURATION => {
+                    self.too_long(key, value);
+                    Some(LONGEST_DURATION)
+                }
                 Ok(duration) => Some(duration),
                 Err(_) => {
                     self.problems.push(format!(
@@ -504,17 +560,48 @@ impl Checker {
 /// Turns a 5-field expression into the 6-field form (seconds first) the scheduler reads, and
 /// checks that it parses.
 pub fn parse_cron(expression: &str) -> Result<String, String> {
+    parse_schedule(expression).map(|(six_fields, _)| six_fields)
+}
+
+fn parse_schedule(expression: &str) -> Result<(String, croner::Cron), String> {
     let fields = expression.split_whitespace().count();
     let six_fields = if fields == 5 {
         format!("0 {}", expression.trim())
     } else {
         expression.trim().to_string()
     };
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(&six_fields)
         .map_err(|err| err.to_string())?;
-    Ok(six_fields)
+    Ok((six_fields, cron))
+}
+
+/// How far ahead a schedule must have a run: one that never fires within it (`0 0 31 2 *`) is
+/// a mistake, not a schedule.
+const SCHEDULE_HORIZON: TimeDelta = TimeDelta::days(366);
+
+/// The next `count` start times of `expression` in `timezone` after `from`, those within a year.
+pub fn next_runs(
+    expression: &str,
+    timezone: Tz,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<DateTime<Tz>>, String> {
+    let (_, cron) = parse_schedule(expression)?;
+    let horizon = from + SCHEDULE_HORIZON;
+    let mut runs = Vec::with_capacity(count);
+    let mut after = from.with_timezone(&timezone);
+    while runs.len() < count {
+        match cron.find_next_occurrence(&after, false) {
+            Ok(next) if next.with_timezone(&Utc) <= horizon => {
+                runs.push(next);
+                after = next;
+            }
+            _ => break,
+        }
+    }
+    Ok(runs)
 }

@@ -24,7 +24,8 @@ pub struct NewApiCall<'a> {
     /// `None` when no response arrived.
     pub status_code: Option<u16>,
     pub is_success: bool,
-    pub duration_ms: u64,
+    /// `None` while the call has not been answered.
+    pub duration_ms: Option<u64>,
     /// 1 for the first attempt of a call.
     pub attempt: u32,
     pub error: Option<&'a str>,
@@ -49,11 +50,45 @@ pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::E
     .bind(call.response_truncated)
     .bind(call.status_code.map(i32::from))
     .bind(call.is_success)
-    .bind(i32::try_from(call.duration_ms).unwrap_or(i32::MAX))
+    .bind(
+        call.duration_ms
+            .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX)),
+    )
     .bind(i32::try_from(call.attempt).unwrap_or(i32::MAX))
     .bind(call.error)
     .fetch_one(pool)
     .await
+}
+
+/// The `error` of a row written before its call was sent, until the answer completes it: a row
+/// that keeps it is a call whose answer was never recorded.
+pub const UNANSWERED: &str = "sent, but no answer was recorded: the worker stopped or lost the database while the call was in flight; the order's next run re-reads it before any re-send";
+
+/// Completes a row written before its call was sent with what the call got back.
+pub async fn complete(
+    pool: &PgPool,
+    call_id: i64,
+    call: &NewApiCall<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_calls
+         SET response_body = $2, response_truncated = $3, status_code = $4, is_success = $5,
+             duration_ms = $6, error = $7
+         WHERE call_id = $1",
+    )
+    .bind(call_id)
+    .bind(call.response_body)
+    .bind(call.response_truncated)
+    .bind(call.status_code.map(i32::from))
+    .bind(call.is_success)
+    .bind(
+        call.duration_ms
+            .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX)),
+    )
+    .bind(call.error)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Deletes at most `limit` rows recorded before `cutoff`, oldest first, and returns how many.

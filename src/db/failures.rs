@@ -194,6 +194,32 @@ pub async fn record_once_per_stage(
     Ok(inserted.rows_affected() > 0)
 }
 
+/// Records an order the import could not read, unless the same one is still open: by its id
+/// when it has one, else by its JSON. Returns whether it was recorded.
+pub async fn record_unreadable_once(
+    pool: &PgPool,
+    order_id: Option<&str>,
+    details: &str,
+    payload: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
+         SELECT $1, $2, $3, $4, false
+         WHERE NOT EXISTS (
+             SELECT 1 FROM process_failures
+             WHERE process_name = $2 AND resolved_at IS NULL AND payload ->> 'stage' = 'import'
+               AND CASE WHEN $1::text IS NULL THEN related_id IS NULL AND payload -> 'order' = $4 -> 'order'
+                        ELSE related_id = $1 END)",
+    )
+    .bind(order_id)
+    .bind(PROCESS_NAME)
+    .bind(details)
+    .bind(payload)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
 /// Resolves the order's open failures of `stage` (its payload's `stage`) with a note.
 pub async fn resolve_open_of_stage(
     conn: &mut PgConnection,

@@ -1,7 +1,11 @@
 //! Turns command results into text: tables for people, JSON for machines.
+//!
+//! Every value in a table is escaped for the terminal before the table is laid out (so widths
+//! stay right), and every text returned is escaped again as a whole (see [`crate::terminal`]).
+//! Tables fit [`terminal::TABLE_WIDTH`] columns unless [`Width::Wide`] is asked for.
 
 use chrono::{DateTime, Utc};
-use comfy_table::{ContentArrangement, Table, presets};
+use comfy_table::Table;
 use serde::Serialize;
 
 use super::{
@@ -13,9 +17,45 @@ use crate::db::failures::{FailureSummary, Resolution};
 use crate::db::review::{LineDecision, LineState, ReviewDecision};
 use crate::db::runs::RunRecord;
 use crate::review::{Queued, ReviewList};
+use crate::terminal::{self, Width};
 
 /// Longest details text shown on one line of a list.
 const DETAILS_WIDTH: usize = 80;
+/// Longest note or reason shown in a table cell that fits the terminal.
+const NOTE_WIDTH: usize = 60;
+
+/// Adds rows whose cells are escaped for the terminal.
+trait EscapedRows {
+    fn add_cells(&mut self, cells: Vec<String>) -> &mut Self;
+}
+
+impl EscapedRows for Table {
+    fn add_cells(&mut self, cells: Vec<String>) -> &mut Self {
+        self.add_row(
+            cells
+                .iter()
+                .map(|cell| terminal::escape_lines(cell).into_owned())
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// A whole text for people, escaped once more for what is not in a table.
+fn finish(text: String) -> String {
+    match terminal::escape_lines(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
+/// A long free text (a note, a reason, details): its first line cut to `limit` characters when
+/// the table must fit, all of it when wide.
+fn long_text(text: Option<&str>, limit: usize, width: Width) -> String {
+    match width {
+        Width::Fit => one_line(text, limit),
+        Width::Wide => text.unwrap_or("-").to_string(),
+    }
+}
 
 /// Pretty JSON of any command result.
 pub fn json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
@@ -64,29 +104,29 @@ fn optional_number(value: Option<i32>) -> String {
     value.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
+/// A stock count: the database caps counts at `i32::MAX`, which is no count a person can use
+/// (a stock view's "unlimited" or a clamp), so it reads as unknown.
+fn stock_count(value: Option<i32>) -> String {
+    optional_number(value.filter(|n| *n != i32::MAX))
+}
+
+fn table(header: &[&str], width: Width) -> Table {
+    let mut table = terminal::table(width);
+    table.set_header(header.to_vec());
     table
 }
 
 /// A two-column table of labels and values.
-fn fields(rows: Vec<(&str, String)>) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+fn fields(rows: Vec<(&str, String)>, width: Width) -> Table {
+    let mut table = terminal::table(width);
     for (label, value) in rows {
-        table.add_row(vec![label.to_string(), value]);
+        table.add_cells(vec![label.to_string(), value]);
     }
     table
 }
 
 /// `failures list`.
-pub fn failure_list(list: &FailureList) -> String {
+pub fn failure_list(list: &FailureList, width: Width) -> String {
     if list.failures.is_empty() {
         let which = if list.include_resolved { "" } else { "open " };
         return format!("No {which}failures match.");
@@ -96,19 +136,25 @@ pub fn failure_list(list: &FailureList) -> String {
         header.push("STATE");
     }
     header.push("DETAILS");
-    let mut rows = table(&header);
+    let mut rows = table(&header, width);
     for listed in &list.failures {
-        rows.add_row(failure_row(
+        rows.add_cells(failure_row(
             &listed.failure,
             listed.age_seconds,
             list.include_resolved,
+            width,
         ));
     }
     let count = list.failures.len();
-    format!("{rows}\n{count} failure(s), newest first.")
+    finish(format!("{rows}\n{count} failure(s), newest first."))
 }
 
-fn failure_row(failure: &FailureSummary, age_seconds: i64, with_state: bool) -> Vec<String> {
+fn failure_row(
+    failure: &FailureSummary,
+    age_seconds: i64,
+    with_state: bool,
+    width: Width,
+) -> Vec<String> {
     let mut row = vec![
         failure.failure_id.to_string(),
         or_dash(failure.related_id.as_deref()),
@@ -124,12 +170,12 @@ fn failure_row(failure: &FailureSummary, age_seconds: i64, with_state: bool) -> 
         };
         row.push(state.to_string());
     }
-    row.push(one_line(failure.details.as_deref(), DETAILS_WIDTH));
+    row.push(long_text(failure.details.as_deref(), DETAILS_WIDTH, width));
     row
 }
 
 /// `failures show`: the fields as a table, then the details and the payload in full.
-pub fn failure(report: &FailureReport) -> String {
+pub fn failure(report: &FailureReport, width: Width) -> String {
     let failure = &report.failure;
     let order_status = match (&failure.order_status, failure.order_status_at) {
         (Some(status), Some(at)) => format!("{status} (since {})", timestamp(at)),
@@ -144,41 +190,48 @@ pub fn failure(report: &FailureReport) -> String {
         ),
         None => "open".to_string(),
     };
-    let summary = fields(vec![
-        ("Failure", format!("#{}", failure.failure_id)),
-        ("Process", failure.process_name.clone()),
-        ("Order", or_dash(failure.related_id.as_deref())),
-        (
-            "Recorded",
-            format!(
-                "{} ({} ago)",
-                timestamp(failure.recorded_at),
-                humanise_age(report.age_seconds)
+    let summary = fields(
+        vec![
+            ("Failure", format!("#{}", failure.failure_id)),
+            ("Process", failure.process_name.clone()),
+            ("Order", or_dash(failure.related_id.as_deref())),
+            (
+                "Recorded",
+                format!(
+                    "{} ({} ago)",
+                    timestamp(failure.recorded_at),
+                    humanise_age(report.age_seconds)
+                ),
             ),
-        ),
-        ("Order status", order_status),
-        (
-            "Retryable",
-            if failure.retryable {
-                "yes: a later run retries the order by itself".to_string()
-            } else {
-                "no: left to a person".to_string()
-            },
-        ),
-        ("Resolution", resolution),
-    ]);
+            ("Order status", order_status),
+            (
+                "Retryable",
+                if failure.retryable {
+                    "yes: a later run retries the order by itself".to_string()
+                } else {
+                    "no: left to a person".to_string()
+                },
+            ),
+            ("Resolution", resolution),
+        ],
+        width,
+    );
     let payload = match &failure.payload {
         Some(value) => serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()),
         None => "(none)".to_string(),
     };
-    format!(
+    finish(format!(
         "{summary}\n\nDetails:\n{}\n\nPayload:\n{payload}",
         failure.details.as_deref().unwrap_or("(none)")
-    )
+    ))
 }
 
 /// `failures resolve`.
 pub fn resolution(resolution: &Resolution) -> String {
+    finish(resolution_text(resolution))
+}
+
+fn resolution_text(resolution: &Resolution) -> String {
     format!(
         "Failure #{} resolved at {} by {}: {}",
         resolution.failure_id,
@@ -190,6 +243,10 @@ pub fn resolution(resolution: &Resolution) -> String {
 
 /// `failures retry`.
 pub fn retry(outcome: &RetryOutcome) -> String {
+    finish(retry_text(outcome))
+}
+
+fn retry_text(outcome: &RetryOutcome) -> String {
     format!(
         "Order {} is back in the queue: history row #{} (pending_acceptance, was {}). The next run picks it up.\n{}",
         outcome.order_id,
@@ -200,7 +257,7 @@ pub fn retry(outcome: &RetryOutcome) -> String {
 }
 
 /// `order`: current status, then the timeline, the failures and the API calls.
-pub fn order(report: &OrderReport) -> String {
+pub fn order(report: &OrderReport, width: Width) -> String {
     let order = &report.order;
     let mut out = format!(
         "Order {}: {}\nStored {}; placed {}\n",
@@ -216,13 +273,13 @@ pub fn order(report: &OrderReport) -> String {
     );
 
     out.push_str("\nTimeline:\n");
-    let mut timeline = table(&["TIME", "STATUS", "ATTEMPT", "NOTE"]);
+    let mut timeline = table(&["TIME", "STATUS", "ATTEMPT", "NOTE"], width);
     for entry in &report.history {
-        timeline.add_row(vec![
+        timeline.add_cells(vec![
             timestamp(entry.at),
             entry.status.clone(),
             optional_number(entry.attempt),
-            or_dash(entry.notes.as_deref()),
+            long_text(entry.notes.as_deref(), NOTE_WIDTH, width),
         ]);
     }
     out.push_str(&section(
@@ -233,27 +290,31 @@ pub fn order(report: &OrderReport) -> String {
 
     out.push_str("\nLine decisions:\n");
     out.push_str(&section(
-        line_decisions(&report.line_decisions, true),
+        line_decisions(&report.line_decisions, true, width),
         report.line_decisions.is_empty(),
         "none",
     ));
 
     out.push_str("\nReview decisions:\n");
     out.push_str(&section(
-        review_decisions(&report.review_decisions),
+        review_decisions(&report.review_decisions, width),
         report.review_decisions.is_empty(),
         "none",
     ));
 
     if let Some(states) = &report.line_states {
         out.push_str("\nLine states (latest outcome):\n");
-        out.push_str(&section(line_states(states), states.is_empty(), "none"));
+        out.push_str(&section(
+            line_states(states, width),
+            states.is_empty(),
+            "none",
+        ));
     }
 
     out.push_str("\nFailures:\n");
-    let mut failures = table(&["ID", "TIME", "STATE", "DETAILS"]);
+    let mut failures = table(&["ID", "TIME", "STATE", "DETAILS"], width);
     for failure in &report.failures {
-        failures.add_row(vec![
+        failures.add_cells(vec![
             failure.failure_id.to_string(),
             timestamp(failure.recorded_at),
             if failure.resolved_at.is_some() {
@@ -261,15 +322,18 @@ pub fn order(report: &OrderReport) -> String {
             } else {
                 "open".to_string()
             },
-            one_line(failure.details.as_deref(), DETAILS_WIDTH),
+            long_text(failure.details.as_deref(), NOTE_WIDTH, width),
         ]);
     }
     out.push_str(&section(failures, report.failures.is_empty(), "none"));
 
     out.push_str("\nAPI calls:\n");
-    let mut calls = table(&["TIME", "ENDPOINT", "STATUS", "DURATION", "ATTEMPT", "ERROR"]);
+    let mut calls = table(
+        &["TIME", "ENDPOINT", "STATUS", "DURATION", "ATTEMPT", "ERROR"],
+        width,
+    );
     for call in &report.api_calls {
-        calls.add_row(vec![
+        calls.add_cells(vec![
             timestamp(call.at),
             call.endpoint.clone(),
             call.status_code
@@ -277,15 +341,15 @@ pub fn order(report: &OrderReport) -> String {
             call.duration_ms
                 .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
             optional_number(call.attempt),
-            one_line(call.error.as_deref(), DETAILS_WIDTH),
+            long_text(call.error.as_deref(), NOTE_WIDTH, width),
         ]);
     }
     out.push_str(&section(calls, report.api_calls.is_empty(), "none"));
-    out
+    finish(out)
 }
 
 /// `acceptance_decisions` rows; `with_time` adds when and by whom (the `order` view).
-fn line_decisions(decisions: &[LineDecision], with_time: bool) -> Table {
+fn line_decisions(decisions: &[LineDecision], with_time: bool, width: Width) -> Table {
     let mut header = vec![
         "LINE",
         "SKU",
@@ -301,7 +365,7 @@ fn line_decisions(decisions: &[LineDecision], with_time: bool) -> Table {
     if with_time {
         header.extend(["BY", "TIME"]);
     }
-    let mut rows = table(&header);
+    let mut rows = table(&header, width);
     for decision in decisions {
         let mut row = vec![
             decision.order_line_id.clone(),
@@ -309,30 +373,33 @@ fn line_decisions(decisions: &[LineDecision], with_time: bool) -> Table {
             optional_number(decision.quantity),
             decision.action.clone(),
             decision.rule.clone(),
-            optional_number(decision.available),
-            optional_number(decision.reserved),
+            stock_count(decision.available),
+            stock_count(decision.reserved),
             or_dash(decision.unit_price.as_deref()),
             or_dash(decision.floor_price.as_deref()),
-            decision.reason.clone(),
+            long_text(Some(&decision.reason), NOTE_WIDTH, width),
         ];
         if with_time {
             row.extend([decision.decided_by.clone(), timestamp(decision.decided_at)]);
         }
-        rows.add_row(row);
+        rows.add_cells(row);
     }
     rows
 }
 
-fn review_decisions(decisions: &[ReviewDecision]) -> Table {
-    let mut rows = table(&["ID", "TIME", "BY", "ACTION", "LINES", "NOTE", "CARRIED OUT"]);
+fn review_decisions(decisions: &[ReviewDecision], width: Width) -> Table {
+    let mut rows = table(
+        &["ID", "TIME", "BY", "ACTION", "LINES", "NOTE", "CARRIED OUT"],
+        width,
+    );
     for decision in decisions {
-        rows.add_row(vec![
+        rows.add_cells(vec![
             format!("#{}", decision.review_id),
             timestamp(decision.decided_at),
             decision.decided_by.clone(),
             decision.action.clone(),
             decided_lines(decision.lines.as_deref()),
-            or_dash(decision.note.as_deref()),
+            long_text(decision.note.as_deref(), NOTE_WIDTH, width),
             carried_out(decision),
         ]);
     }
@@ -354,10 +421,10 @@ fn carried_out(decision: &ReviewDecision) -> String {
     }
 }
 
-fn line_states(states: &[LineState]) -> Table {
-    let mut rows = table(&["LINE", "SKU", "QTY", "STATE", "ACCEPTED"]);
+fn line_states(states: &[LineState], width: Width) -> Table {
+    let mut rows = table(&["LINE", "SKU", "QTY", "STATE", "ACCEPTED"], width);
     for line in states {
-        rows.add_row(vec![
+        rows.add_cells(vec![
             or_dash(line.order_line_id.as_deref()),
             or_dash(line.offer_sku.as_deref()),
             line.quantity
@@ -381,10 +448,14 @@ fn section(table: Table, empty: bool, empty_text: &str) -> String {
 }
 
 /// `status`.
-pub fn status(report: &StatusReport) -> String {
-    let mut counts = table(&["STATUS", "ORDERS"]);
+pub fn status(report: &StatusReport, width: Width) -> String {
+    finish(status_text(report, width))
+}
+
+fn status_text(report: &StatusReport, width: Width) -> String {
+    let mut counts = table(&["STATUS", "ORDERS"], width);
     for count in &report.statuses {
-        counts.add_row(vec![count.status.clone(), count.orders.to_string()]);
+        counts.add_cells(vec![count.status.clone(), count.orders.to_string()]);
     }
     let pending = &report.pending;
     let mut out = format!(
@@ -458,7 +529,11 @@ fn time_left(seconds: i64) -> String {
 }
 
 /// `review list`.
-pub fn review_list(list: &ReviewList) -> String {
+pub fn review_list(list: &ReviewList, width: Width) -> String {
+    finish(review_list_text(list, width))
+}
+
+fn review_list_text(list: &ReviewList, width: Width) -> String {
     if list.orders.is_empty() {
         return "No orders in review.".to_string();
     }
@@ -483,7 +558,7 @@ pub fn review_list(list: &ReviewList) -> String {
             ));
         }
         out.push_str(&section(
-            line_decisions(&reviewed.lines, false),
+            line_decisions(&reviewed.lines, false, width),
             reviewed.lines.is_empty(),
             "no line decisions recorded",
         ));
@@ -499,6 +574,10 @@ pub fn review_list(list: &ReviewList) -> String {
 
 /// `review accept|refuse`.
 pub fn queued(queued: &Queued) -> String {
+    finish(queued_text(queued))
+}
+
+fn queued_text(queued: &Queued) -> String {
     format!(
         "{}\nHistory row #{} (pending_acceptance): the next run carries it out.",
         decision_line(&queued.decision),
@@ -523,7 +602,11 @@ fn decision_line(decision: &ReviewDecision) -> String {
 }
 
 /// `review accept|refuse --now`: the decision, the run's summary, and what became of the order.
-pub fn decided_now(decided: &DecidedNow) -> String {
+pub fn decided_now(decided: &DecidedNow, width: Width) -> String {
+    finish(decided_now_text(decided, width))
+}
+
+fn decided_now_text(decided: &DecidedNow, width: Width) -> String {
     let order_id = &decided.queued.decision.order_id;
     let outcome = match &decided.outcome {
         Some(now) => format!(
@@ -536,7 +619,7 @@ pub fn decided_now(decided: &DecidedNow) -> String {
     format!(
         "{}\nCarried out at once by a run over this order:\n{}\n{outcome}",
         decision_line(&decided.queued.decision),
-        acceptance::summary_table(&decided.run)
+        acceptance::summary_table(&decided.run, width)
     )
 }
 

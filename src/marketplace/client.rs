@@ -24,10 +24,12 @@ use url::Url;
 
 use super::error::{Endpoint, MarketplaceError};
 use super::gate::{Gate, Refused};
+use super::path::{encode_segment, sendable_id};
 use super::retry::{RetryPolicy, RetrySchedule, retry_after};
-use super::types::{Account, LineDecision, Order, OrderState, OrdersPage, kind};
+use super::types::{Account, LineDecision, Order, OrderState, OrdersPage, OrdersRead};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
 use crate::db::api_calls::{self, NewApiCall};
+use crate::redact;
 
 /// OR11 returns at most 100 orders per call and accepts at most 100 `order_ids`.
 const OR11_MAX: usize = 100;
@@ -169,27 +171,55 @@ impl MarketplaceClient {
         })
     }
 
-    /// OR11 by order_ids, split into chunks of at most 100 (paginate=false AND max=chunk size);
-    /// returns all orders found (missing ids are simply absent).
+    /// OR11 by order_ids (the readable orders; see [`Self::read_orders`]), split into chunks of at most 100 (paginate=false AND max=chunk size);
+    /// returns the orders asked for that were found (missing ids are simply absent, anything
+    /// else OR11 lists is dropped).
+    ///
+    /// `order_ids` is a comma-separated list, so an id with a comma in it would be read as two
+    /// and could push a real order out of the chunk's `max`: such an id is read on its own.
     pub async fn orders_by_ids(&self, ids: &[String]) -> Result<Vec<Order>, MarketplaceError> {
+        self.read_orders(ids).await.map(|read| read.orders)
+    }
+
+    /// [`Self::orders_by_ids`], with the orders listed that cannot be read reported beside.
+    pub async fn read_orders(&self, ids: &[String]) -> Result<OrdersRead, MarketplaceError> {
         let mut seen = HashSet::with_capacity(ids.len());
         let unique: Vec<&str> = ids
             .iter()
             .map(String::as_str)
             .filter(|id| seen.insert(*id))
             .collect();
-        let mut orders = Vec::with_capacity(unique.len());
-        for chunk in unique.chunks(OR11_MAX) {
+        let (alone, batched): (Vec<&str>, Vec<&str>) =
+            unique.iter().partition(|id| id.contains(','));
+        let chunks = batched
+            .chunks(OR11_MAX)
+            .chain(alone.chunks(1))
+            .filter(|chunk| !chunk.is_empty());
+        let mut read = OrdersRead::default();
+        for chunk in chunks {
+            let listed = chunk.join(",");
+            // However the marketplace splits the list, at most this many orders answer it.
+            let max = listed.split(',').count().clamp(1, OR11_MAX);
             // Both, because OR11 pages by 10 by default and ignores `max` for nothing else.
             let query = [
-                ("order_ids", chunk.join(",")),
+                ("order_ids", listed),
                 ("paginate", "false".to_owned()),
-                ("max", chunk.len().to_string()),
+                ("max", max.to_string()),
             ];
             let page = self.list_orders(&query).await?;
-            orders.extend(page.orders);
+            let asked = |id: &str| chunk.contains(&id);
+            read.orders.extend(
+                page.orders
+                    .into_iter()
+                    .filter(|order| asked(&order.order_id)),
+            );
+            read.unreadable.extend(
+                page.unreadable
+                    .into_iter()
+                    .filter(|order| order.order_id.as_deref().is_some_and(asked)),
+            );
         }
-        Ok(orders)
+        Ok(read)
     }
 
     /// One OR11 page: order_state_codes=comma list, max=100, offset, sort=dateCreated,
@@ -218,6 +248,10 @@ impl MarketplaceClient {
         order_id: &str,
         decisions: &[LineDecision],
     ) -> Result<(), MarketplaceError> {
+        sendable_id(order_id).map_err(|reason| MarketplaceError::Unsendable {
+            order_id: order_id.to_owned(),
+            reason,
+        })?;
         let body = AcceptBody {
             order_lines: decisions
                 .iter()
@@ -276,20 +310,23 @@ impl MarketplaceClient {
 
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
         let call = Call::get(Endpoint::OR11, self.url(&["api", "orders"], query));
-        self.send(&call, |_status, body| parse_orders_page(body))
+        self.send(&call, |_status, body| OrdersPage::from_body(body))
             .await
     }
 
     /// Base URL (with or without a trailing slash or a path prefix) + segments, each
-    /// percent-encoded, + the query, + `shop_id` when configured.
+    /// percent-encoded so it reads back as itself (see `path.rs`), + the query, + `shop_id`
+    /// when configured.
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.inner.base_url.clone();
         url.set_query(None);
         url.set_fragment(None);
-        // Always Ok: `new` refused URLs that cannot be a base.
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        for segment in segments {
+            path.push('/');
+            path.push_str(&encode_segment(segment));
         }
+        url.set_path(&path);
         let shop_id = self.inner.shop_id.as_deref().map(|id| ("shop_id", id));
         let pairs = query.iter().map(|(k, v)| (*k, v.as_str())).chain(shop_id);
         let mut pairs = pairs.peekable();
@@ -396,20 +433,64 @@ impl MarketplaceClient {
     }
 
     /// One HTTP attempt: send, read, decide, record.
+    ///
+    /// An OR21 is recorded before it is sent and completed with its answer, so one whose answer
+    /// never came back (the database went away, the shutdown grace ran out) still has its row;
+    /// when that row cannot be written, the OR21 is not sent.
     async fn attempt<T>(
         &self,
         call: &Call<'_>,
         attempt: u32,
         parse: &impl Fn(StatusCode, &[u8]) -> Result<T, String>,
     ) -> Result<T, Failure> {
+        let recorded_first = match call.method == Method::PUT {
+            true => Some(self.record_before_sending(call, attempt).await?),
+            false => None,
+        };
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let exchange = self.exchange(call).await;
         let duration = started.elapsed();
         let result = self.decide(call, &exchange, parse);
-        self.record(call, attempt, duration, &exchange, &result)
+        self.record(call, attempt, duration, &exchange, &result, recorded_first)
             .await;
         result
+    }
+
+    /// The `api_calls` row of a call about to be sent: no status, and an error saying the
+    /// answer was never recorded, until [`Self::record`] completes it.
+    async fn record_before_sending(&self, call: &Call<'_>, attempt: u32) -> Result<i64, Failure> {
+        let path = path_and_query(&call.url);
+        let row = NewApiCall {
+            service: &self.inner.service,
+            endpoint: call.endpoint.as_str(),
+            related_id: call.order_id,
+            method: call.method.as_str(),
+            path: &path,
+            request_payload: Some(&call.payload),
+            response_body: None,
+            response_truncated: false,
+            status_code: None,
+            is_success: false,
+            duration_ms: None,
+            attempt,
+            error: Some(api_calls::UNANSWERED),
+        };
+        api_calls::insert(&self.inner.pool, &row)
+            .await
+            .map_err(|err| {
+                let detail = format!(
+                    "not sent: its api_calls row could not be written first ({})",
+                    redact::scrub(&err.to_string())
+                );
+                MarketplaceError::Transient {
+                    endpoint: call.endpoint,
+                    order_id: call.order_id.map(str::to_owned),
+                    detail,
+                    may_have_taken_effect: false,
+                }
+                .into()
+            })
     }
 
     async fn exchange(&self, call: &Call<'_>) -> Exchange {
@@ -452,6 +533,11 @@ impl MarketplaceClient {
                     break;
                 }
             }
+        }
+        // A marketplace that echoes the key (or any configured secret) gets it masked before
+        // the body is parsed, stored, logged or quoted in an error.
+        if let std::borrow::Cow::Owned(scrubbed) = redact::scrub_bytes(&body) {
+            body = scrubbed;
         }
         Exchange::Response {
             status,
@@ -589,6 +675,7 @@ impl MarketplaceClient {
         duration: Duration,
         exchange: &Exchange,
         result: &Result<T, Failure>,
+        recorded_first: Option<i64>,
     ) {
         let (status, body, over_cap) = match exchange {
             Exchange::NoResponse(_) => (None, None, false),
@@ -610,11 +697,8 @@ impl MarketplaceClient {
         let error = result
             .as_ref()
             .err()
-            .map(|failure| failure.error.to_string());
-        let path = match call.url.query() {
-            Some(query) => format!("{}?{query}", call.url.path()),
-            None => call.url.path().to_owned(),
-        };
+            .map(|failure| redact::scrub(&failure.error.to_string()).into_owned());
+        let path = path_and_query(&call.url);
 
         let endpoint = call.endpoint.as_str();
         let status_class = match status.map(|s| s.as_u16()) {
@@ -650,11 +734,15 @@ impl MarketplaceClient {
             response_truncated: cut || over_cap,
             status_code: status.map(|s| s.as_u16()),
             is_success: result.is_ok(),
-            duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+            duration_ms: Some(duration.as_millis().try_into().unwrap_or(u64::MAX)),
             attempt,
             error: error.as_deref(),
         };
-        if let Err(err) = api_calls::insert(&self.inner.pool, &row).await {
+        let written = match recorded_first {
+            Some(call_id) => api_calls::complete(&self.inner.pool, call_id, &row).await,
+            None => api_calls::insert(&self.inner.pool, &row).await.map(drop),
+        };
+        if let Err(err) = written {
             tracing::error!(
                 endpoint,
                 order_id = call.order_id,
@@ -698,6 +786,14 @@ impl MarketplaceClient {
     }
 }
 
+/// Path and query as sent, for `api_calls.path` and the debug log.
+fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
 /// A call the gate would hold past `marketplace.retry_after_ceiling`: nothing was changed.
 fn held_too_long(call: &Call<'_>, refused: Refused) -> MarketplaceError {
     MarketplaceError::Transient {
@@ -738,31 +834,6 @@ fn parse_json(body: &[u8]) -> Result<Value, String> {
         } else {
             format!("the body is not valid JSON ({err})")
         }
-    })
-}
-
-fn parse_orders_page(body: &[u8]) -> Result<OrdersPage, String> {
-    let value = parse_json(body)?;
-    let Value::Object(mut object) = value else {
-        return Err(format!(
-            "expected an object with orders and total_count, got {}",
-            kind(&value)
-        ));
-    };
-    let total_count = object
-        .get("total_count")
-        .and_then(Value::as_u64)
-        .ok_or("the response has no total_count")?;
-    let Some(Value::Array(orders)) = object.remove("orders") else {
-        return Err("the response has no orders array".to_owned());
-    };
-    let orders = orders
-        .into_iter()
-        .map(Order::from_json)
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(OrdersPage {
-        orders,
-        total_count,
     })
 }
 

@@ -93,6 +93,12 @@ pub enum MarketplaceError {
         message: String,
     },
 
+    /// An order id that cannot be sent in a URL path as itself: nothing was sent.
+    #[error(
+        "order {order_id:?} was not sent to the marketplace: {reason}. Accept or refuse it in the seller portal, then resolve this failure"
+    )]
+    Unsendable { order_id: String, reason: String },
+
     /// A 2xx whose body is not the JSON expected: an HTML page, truncated JSON, over the size
     /// cap. `body` keeps the start of it for diagnosis.
     #[error(

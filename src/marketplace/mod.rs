@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod gate;
 mod limit;
+mod path;
 mod retry;
 mod types;
 
@@ -15,5 +16,6 @@ pub use error::{Endpoint, MarketplaceError};
 pub use limit::{AdaptiveLimit, Slot};
 pub use retry::RetryPolicy;
 pub use types::{
-    Account, LineDecision, Order, OrderLine, OrderState, OrderTerms, OrdersPage, TaxMode,
+    Account, LineDecision, Order, OrderLine, OrderState, OrderTerms, OrdersPage, OrdersRead,
+    TaxMode, UnreadableOrder,
 };

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 pub use mirakl_wire::OrderState;
 
+use super::path::sendable_id;
+
 #[derive(Debug, Clone)]
 pub struct Order {
     pub order_id: String,
@@ -77,8 +79,75 @@ impl LineDecision {
     }
 }
 
-/// One OR11 page of parsed orders.
-pub type OrdersPage = mirakl_wire::OrdersPage<Order>;
+/// One OR11 page: the envelope is read strictly (a page without `total_count` or an `orders`
+/// array is no page), each order leniently: one unreadable order is reported, not fatal to the
+/// others. Every listed order ends up in exactly one of `orders` and `unreadable`.
+#[derive(Debug, Clone)]
+pub struct OrdersPage {
+    pub orders: Vec<Order>,
+    pub unreadable: Vec<UnreadableOrder>,
+    pub total_count: u64,
+}
+
+/// What a read by order ids found: the orders asked for that OR11 returned, readable or not.
+#[derive(Debug, Clone, Default)]
+pub struct OrdersRead {
+    pub orders: Vec<Order>,
+    pub unreadable: Vec<UnreadableOrder>,
+}
+
+/// An order OR11 listed that the worker cannot act on, kept whole for a person to look at.
+#[derive(Debug, Clone)]
+pub struct UnreadableOrder {
+    /// The `order_id` when it is a usable string, for the inbox's order column.
+    pub order_id: Option<String>,
+    /// Why it cannot be read, in words.
+    pub reason: String,
+    /// The order object exactly as OR11 returned it.
+    pub raw: Value,
+}
+
+impl OrdersPage {
+    /// Reads an OR11 response body.
+    pub fn from_body(body: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(body).map_err(|err| {
+            if body.is_empty() {
+                "the body is empty".to_owned()
+            } else {
+                format!("the body is not valid JSON ({err})")
+            }
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(format!(
+                "expected an object with orders and total_count, got {}",
+                kind(&value)
+            ));
+        };
+        let total_count = object
+            .get("total_count")
+            .and_then(Value::as_u64)
+            .ok_or("the response has no total_count")?;
+        let Some(Value::Array(listed)) = object.remove("orders") else {
+            return Err("the response has no orders array".to_owned());
+        };
+        let mut page = OrdersPage {
+            orders: Vec::with_capacity(listed.len()),
+            unreadable: Vec::new(),
+            total_count,
+        };
+        for raw in listed {
+            match Order::from_json(raw.clone()) {
+                Ok(order) => page.orders.push(order),
+                Err(reason) => page.unreadable.push(UnreadableOrder {
+                    order_id: required_str(raw.get("order_id")).map(str::to_owned),
+                    reason,
+                    raw,
+                }),
+            }
+        }
+        Ok(page)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -101,6 +170,7 @@ impl Order {
         let order_id = required_str(object.get("order_id"))
             .ok_or("an order has no order_id (or it is not a non-empty string)")?
             .to_owned();
+        sendable_id(&order_id)?;
         let order_state = required_str(object.get("order_state"))
             .map(OrderState::parse)
             .ok_or_else(|| format!("order {order_id} has no order_state"))?;
