@@ -25,6 +25,8 @@ use crate::inbox;
 
 /// Rows per page of the review queue (each order a card with its lines).
 const REVIEW_PAGE: i64 = 25;
+/// Decisions waiting for a run shown above the queue (there are few between two runs).
+const QUEUED_SHOWN: i64 = 100;
 /// Rows per page of the failure inbox and the audit.
 const LIST_PAGE: i64 = 50;
 /// API calls shown on an order's page, newest first.
@@ -133,7 +135,7 @@ pub async fn overview(
             }
         }
         h2 { "Nearest deadlines" }
-        p.muted { (inbox::DEADLINE_NOTE) "." }
+        p.muted { "Orders still to be decided, first deadline first: the marketplace refuses an order left undecided 24 h after its creation." }
         @if deadlines.is_empty() { p { "No order is waiting for a decision." } } @else {
             table {
                 thead { tr { th { "Order" } th { "Status" } th { "Deadline" } th { "Time left" } } }
@@ -225,7 +227,16 @@ pub async fn review_queue(
     let lines = review::latest_line_decisions(&state.pool, &ids).await?;
     let queued = review::open_decisions(&state.pool, &id_refs).await?;
     let total = review::count_in_review(&state.pool).await?;
+    let waiting_for_run = store::queued_decisions(&state.pool, QUEUED_SHOWN).await?;
     let body = html! {
+        @if !waiting_for_run.is_empty() {
+            h2 { "Decided, waiting for the next run" }
+            p.muted { "These orders left the queue when they were decided; " (next_run_words(&state, now)) "." }
+            @for decision in &waiting_for_run {
+                p.queued { (order_link(&decision.order_id)) " — " (queued_words(decision)) }
+            }
+            h2 { "In review" }
+        }
         p {
             (total) " orders in review, oldest first. Accept or refuse the whole order, or tick lines to "
             "apply the action to them only (the other lines get the opposite). A refusal needs a note. "

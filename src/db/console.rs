@@ -337,6 +337,24 @@ pub async fn in_review_page(
     .await
 }
 
+/// Decisions queued and not yet carried out, oldest first: a handful between two runs.
+pub async fn queued_decisions(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<super::review::ReviewDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
+                outcome
+         FROM review_decisions
+         WHERE carried_out_at IS NULL
+         ORDER BY decided_at, review_id
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 // The failure inbox ----------------------------------------------------------------------------
 
 /// Which open failures an inbox page or a bulk action covers. Every field narrows.
