@@ -112,7 +112,7 @@ pub async fn overview(
 ) -> Result<Markup, ConsoleError> {
     let now = Utc::now();
     let pool = &state.pool;
-    let statuses = orders::count_by_status(pool).await?;
+    let statuses = store::count_live_statuses(pool).await?;
     let deadlines = store::nearest_deadlines(pool, 10).await?;
     let open_failures = failures::count_open_failures(pool).await?;
     let runs = store::recent_runs(pool, 10).await?;
@@ -130,8 +130,14 @@ pub async fn overview(
                 div.big { (next.map_or_else(|| "-".to_string(), |n| n.format("%H:%M").to_string())) }
                 "next scheduled run (UTC)"
             }
-            @for status in &statuses {
+            @for status in statuses.iter().filter(|s| s.status != "in_review") {
                 div.card { div.big { (status.orders) } (status.status) }
+            }
+            @for (index, (_, label, _)) in chart::SERIES.iter().enumerate().take(3) {
+                div.card {
+                    div.big { (days.iter().map(|(_, counts)| counts[index]).sum::<i64>()) }
+                    (label) ", last " (chart::DAYS) " days"
+                }
             }
         }
         h2 { "Nearest deadlines" }

@@ -456,6 +456,20 @@ pub async fn open_failure_ids(
 
 // The overview ---------------------------------------------------------------------------------
 
+/// Orders per status among those still to be decided or left to a person: read through the
+/// status index, so the cost follows the live orders, not the finished history.
+pub async fn count_live_statuses(
+    pool: &PgPool,
+) -> Result<Vec<super::orders::StatusCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, count(*) AS orders FROM order_current_status
+         WHERE status IN ('pending_acceptance', 'accepting', 'in_review', 'acceptance_failed')
+         GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// An order still to be decided, with the deadline the marketplace gives it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeadlineOrder {
