@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
 use maud::{Markup, html};
-use serde::Deserialize;
 
 use super::session::{self, LOGIN_COOKIE, User};
 use super::templates::{
@@ -361,7 +360,7 @@ fn keyset_param<T>(
 // Failure inbox --------------------------------------------------------------------------------
 
 /// The inbox filter as it travels in addresses and forms.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct FilterParams {
     pub process: Option<String>,
     pub stage: Option<String>,
