@@ -6,6 +6,7 @@
 pub mod acceptance;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod healthcheck;
 pub mod inbox;

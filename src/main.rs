@@ -18,7 +18,9 @@ use order_acceptance::inbox::{self, render};
 use order_acceptance::marketplace::MarketplaceClient;
 use order_acceptance::review::{self, Decision, ReviewAction};
 use order_acceptance::terminal::Width;
-use order_acceptance::{check, db, healthcheck, redact, scheduler, server, telemetry, terminal};
+use order_acceptance::{
+    check, console, db, healthcheck, redact, scheduler, server, telemetry, terminal,
+};
 
 /// Accepts new orders on a Mirakl marketplace (Best Buy Canada and others) and records every
 /// step in PostgreSQL. Without a command, runs on `schedule.cron` until SIGTERM or SIGINT.
@@ -71,6 +73,12 @@ enum Command {
     Status {
         #[command(flatten)]
         output: Output,
+    },
+    /// The operator console in the browser, on `console.listen`; needs only DATABASE_URL.
+    /// `console user …` manages its accounts.
+    Console {
+        #[command(subcommand)]
+        command: Option<ConsoleCommand>,
     },
     /// Ask the worker's health endpoint; exit 0 when it answers 200 (container health checks).
     /// Reads no configuration.
@@ -136,6 +144,33 @@ enum FailuresCommand {
         #[command(flatten)]
         output: Output,
     },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Console accounts: viewers read, operators decide reviews and work the inbox, admins
+    /// also manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account; the password is asked twice, or read from stdin's first line.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: console::accounts::Role,
+    },
+    /// Every account, its role and whether it is disabled.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Stop an account from logging in and end its sessions.
+    Disable { name: String },
+    /// Set a new password (asked twice, or stdin's first line); ends the account's sessions.
+    Password { name: String },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 inbox::status_report(&pool, settings.alerts.pending_after, Utc::now()).await?;
             emit(output, &report, render::status)
         }
+        Some(Command::Console { command }) => console_command(config, command).await,
         Some(Command::Health { url, timeout }) => {
             healthcheck::probe(&url, timeout).await?;
             println!("healthy: {url}");
@@ -442,6 +478,43 @@ async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result
     let worker = command_worker(config).await?;
     let decided = acceptance::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
     emit(args.output, &decided, render::decided_now)
+}
+
+/// `console`: serves the console until SIGTERM or SIGINT; `console user …`: its accounts.
+async fn console_command(
+    config: Option<&Path>,
+    command: Option<ConsoleCommand>,
+) -> anyhow::Result<ExitCode> {
+    use console::accounts;
+    let Some(ConsoleCommand::User(command)) = command else {
+        let settings = Settings::load(config, Needs::DatabaseOnly)?;
+        telemetry::init(settings.log.format);
+        let pool = db::connect(&settings.database).await?;
+        console::run(settings, pool, scheduler::shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let pool = operator_pool(config).await?;
+    match command {
+        UserCommand::Add { name, role } => {
+            let password = accounts::read_new_password(&name)?;
+            let user = accounts::add_user(&pool, &name, role, &password).await?;
+            println!("added {} ({})", user.name, user.role);
+        }
+        UserCommand::List { output } => {
+            let users = accounts::list_users(&pool).await?;
+            return emit(output, &users, |users, _| accounts::users_table(users));
+        }
+        UserCommand::Disable { name } => {
+            accounts::disable_user(&pool, &name).await?;
+            println!("disabled {name}: they can no longer log in, and their sessions are ended");
+        }
+        UserCommand::Password { name } => {
+            let password = accounts::read_new_password(&name)?;
+            accounts::change_password(&pool, &name, &password).await?;
+            println!("changed the password of {name}; their sessions are ended");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A worker for a command that runs acceptance work itself (`review ... --now`): the full

@@ -17,6 +17,7 @@ pub struct Settings {
     pub log: Log,
     pub alerts: Alerts,
     pub rules: Rules,
+    pub console: Console,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +110,20 @@ pub struct ApiCalls {
 pub struct Server {
     #[serde(deserialize_with = "lenient_string")]
     pub listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    #[serde(deserialize_with = "lenient_string")]
+    pub listen: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub public_url: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub session_idle: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub session_absolute: String,
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Deserialize)]

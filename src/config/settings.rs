@@ -35,6 +35,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub alerts: AlertSettings,
     pub rules: RulesSettings,
+    pub console: ConsoleSettings,
 }
 
 #[derive(Clone)]
@@ -152,6 +153,22 @@ pub struct ApiCallsSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: Option<SocketAddr>,
+}
+
+/// The operator console (`order-acceptance console`, `[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub listen: SocketAddr,
+    /// The address people type, when a TLS reverse proxy serves the console: its origin is the
+    /// only one forms are accepted from, and `https` makes the session cookie `Secure`.
+    pub public_url: Option<url::Url>,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after its login, used or not.
+    pub session_absolute: Duration,
+    /// Take the client's address from the last `X-Forwarded-For` entry (the proxy's view), for
+    /// the audit and the per-address login limit. Only behind a proxy that sets it.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -133,6 +133,7 @@ impl Settings {
             pending_after: check.duration("alerts.pending_after", &raw.alerts.pending_after),
         };
         let rules = check.rules(raw.rules);
+        let console = check.console(raw.console);
 
         check.schedule_fires(&schedule);
         check.finish()?;
@@ -152,6 +153,7 @@ impl Settings {
             log,
             alerts,
             rules,
+            console,
         };
         // The lease only matters to the worker; operator commands must work to fix a bad one.
         if needs == Needs::Everything {
@@ -423,6 +425,48 @@ impl Checker {
             Err(_) => {
                 self.problems.push(format!(
                     "server.listen: \"{value}\" is not an address (examples: 127.0.0.1:9090, 0.0.0.0:9090; empty disables the server)"
+                ));
+                None
+            }
+        }
+    }
+
+    fn console(&mut self, raw: raw::Console) -> ConsoleSettings {
+        let listen = raw.listen.trim().parse().unwrap_or_else(|_| {
+            self.problems.push(format!(
+                "console.listen: \"{}\" is not an address (examples: 127.0.0.1:8088, 0.0.0.0:8088)",
+                raw.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8088))
+        });
+        let session_idle = self.duration("console.session_idle", &raw.session_idle);
+        let session_absolute = self.duration("console.session_absolute", &raw.session_absolute);
+        if session_idle > session_absolute {
+            self.problems.push(format!(
+                "console.session_idle ({}) is longer than console.session_absolute ({}): make the idle timeout the shorter one",
+                raw.session_idle, raw.session_absolute
+            ));
+        }
+        ConsoleSettings {
+            listen,
+            public_url: self.public_url(&raw.public_url),
+            session_idle,
+            session_absolute,
+            trust_forwarded_for: raw.trust_forwarded_for,
+        }
+    }
+
+    fn public_url(&mut self, value: &str) -> Option<url::Url> {
+        if value.trim().is_empty() {
+            return None;
+        }
+        match url::Url::parse(value.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                self.problems.push(format!(
+                    "console.public_url: \"{value}\" is not an http(s) URL (example: https://orders.example.com); empty: the console is reached at console.listen"
                 ));
                 None
             }

@@ -2,6 +2,7 @@
 //! grouped by table.
 
 pub mod api_calls;
+pub mod console;
 pub mod decisions;
 pub mod failures;
 pub mod orders;

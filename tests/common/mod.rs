@@ -2,6 +2,8 @@
 //! a loopback port, and a worker context wired to both with short intervals.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod console;
+
 use std::sync::Arc;
 
 use marketplace_sim::{SimConfig, Simulator};
