@@ -375,11 +375,20 @@ async fn an_outcome_recorded_after_the_claim_was_lost_writes_nothing_over_the_ne
 async fn a_holder_gone_stale_while_its_or21_is_in_flight_records_nothing_over_the_takeover(
     pool: PgPool,
 ) {
-    // Its OR21 is applied at once but answered after 1 s: long enough for a takeover.
+    // Its OR21 is applied at once but answered after 1 s: long enough for a takeover. A roomy
+    // 10 s lease (7 s of sending after a heartbeat) keeps a loaded test host from closing the
+    // takeover run's own fence; the holder's staleness is set by hand.
+    let roomy: Vec<(&str, &str)> = FAST_LEASE
+        .iter()
+        .map(|&(key, value)| match key {
+            "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE" => (key, "10s"),
+            _ => (key, value),
+        })
+        .collect();
     let app = spawn_app(
         pool,
         |sim| sim.faults.slow_delay = Duration::from_secs(1),
-        &FAST_LEASE,
+        &roomy,
     )
     .await;
     app.sim.add_orders(vec![OrderSpec {
@@ -405,6 +414,8 @@ async fn a_holder_gone_stale_while_its_or21_is_in_flight_records_nothing_over_th
     }
     // The OR21 is on the wire; the holder's heartbeat is declared stale and another run takes
     // the order, reads it accepted at the marketplace, and records it.
+    // Its heartbeats stop reaching the database (else the live holder would renew its hold).
+    break_heartbeats(&app.pool).await;
     let stale = only_run(&app.pool).await;
     expire_hold(&app.pool, stale).await;
     let takeover = acceptance::run(&app.worker(), &CancellationToken::new())
@@ -445,15 +456,7 @@ async fn when_heartbeats_fail_no_or21_goes_out_and_the_next_run_recovers_every_o
     .await;
     // The database "restarts" for heartbeats: every heartbeat write fails from now on, while the
     // run's preflight read (1.5 s) is still on its way.
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_heartbeat() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN RAISE EXCEPTION 'database restarting'; END $$;
-         CREATE TRIGGER fail_heartbeat BEFORE UPDATE ON acceptance_runs FOR EACH ROW
-         WHEN (NEW.heartbeat_at IS DISTINCT FROM OLD.heartbeat_at) EXECUTE FUNCTION fail_heartbeat();",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("break heartbeats");
+    break_heartbeats(&app.pool).await;
 
     let first = first.await.expect("join").expect("first run");
     assert_eq!(
@@ -549,6 +552,20 @@ async fn a_paused_process_resumed_after_a_takeover_sends_nothing_and_records_not
             .expect("paused run");
     assert_eq!((result.as_str(), lost), ("completed", 2), "{log}");
     assert_eq!(takeover.result, RunResult::Completed);
+}
+
+/// Every heartbeat write fails from now on (the other statements on runs still work), as while
+/// the database restarts; `DROP TRIGGER fail_heartbeat ON acceptance_runs` ends it.
+async fn break_heartbeats(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_heartbeat() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'database restarting'; END $$;
+         CREATE TRIGGER fail_heartbeat BEFORE UPDATE ON acceptance_runs FOR EACH ROW
+         WHEN (NEW.heartbeat_at IS DISTINCT FROM OLD.heartbeat_at) EXECUTE FUNCTION fail_heartbeat();",
+    )
+    .execute(pool)
+    .await
+    .expect("break heartbeats");
 }
 
 fn signal(pid: u32, name: &str) {
