@@ -175,7 +175,7 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum ReviewCommand {
-    /// Orders in review, oldest first: time left to the marketplace's 24 h deadline, the rule
+    /// Orders in review, oldest first: time left to the marketplace's deadline, the rule
     /// that stopped each line, and any decision already queued.
     List {
         #[command(flatten)]
@@ -280,8 +280,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Status { output }) => {
             let settings = operator_settings(config)?;
             let pool = db::connect(&settings.database).await?;
-            let report =
-                inbox::status_report(&pool, settings.alerts.pending_after, Utc::now()).await?;
+            let report = inbox::status_report(
+                &pool,
+                settings.marketplace.acceptance_window,
+                settings.alerts.pending_after,
+                Utc::now(),
+            )
+            .await?;
             emit(output, &report, render::status)
         }
         Some(Command::Console { command }) => console_command(config, command).await,
@@ -456,8 +461,10 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
 async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result<ExitCode> {
     let (args, action, note) = match command {
         ReviewCommand::List { output } => {
-            let pool = operator_pool(config).await?;
-            let list = review::list_in_review(&pool, Utc::now()).await?;
+            let settings = operator_settings(config)?;
+            let pool = db::connect(&settings.database).await?;
+            let window = settings.marketplace.acceptance_window;
+            let list = review::list_in_review(&pool, window, Utc::now()).await?;
             return emit(output, &list, render::review_list);
         }
         ReviewCommand::Accept { decision, note } => (decision, ReviewAction::Accept, note),

@@ -242,6 +242,8 @@ fn history_note(decision: &ReviewDecision) -> String {
 pub struct ReviewList {
     pub generated_at: DateTime<Utc>,
     pub orders: Vec<ReviewedOrder>,
+    /// Why the deadlines matter (`marketplace.acceptance_window`).
+    pub deadline_note: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,10 +258,15 @@ pub struct ReviewedOrder {
     pub queued: Option<ReviewDecision>,
 }
 
-/// Orders in review at `now`, oldest first, with their lines and any decision waiting.
-pub async fn list_in_review(pool: &PgPool, now: DateTime<Utc>) -> Result<ReviewList, ReviewError> {
+/// Orders in review at `now`, oldest first, with their lines, any decision waiting, and their
+/// deadline `acceptance_window` after creation.
+pub async fn list_in_review(
+    pool: &PgPool,
+    acceptance_window: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<ReviewList, ReviewError> {
     let action = || "listing the orders in review".to_string();
-    let in_review = review::orders_in_review(pool)
+    let in_review = review::orders_in_review(pool, acceptance_window)
         .await
         .map_err(db_error(action()))?;
     let ids: Vec<String> = in_review.iter().map(|o| o.order_id.clone()).collect();
@@ -284,6 +291,7 @@ pub async fn list_in_review(pool: &PgPool, now: DateTime<Utc>) -> Result<ReviewL
     Ok(ReviewList {
         generated_at: now,
         orders,
+        deadline_note: crate::inbox::deadline_note(acceptance_window),
     })
 }
 

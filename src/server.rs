@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{failures, orders};
+use crate::db::{failures, orders, runs};
 
 /// How long `/healthz` and the gauges of `/metrics` wait for the database. Short, so a probe
 /// answers before the container's health-check timeout even when the pool is saturated.
@@ -126,6 +126,27 @@ fn describe_metrics() {
     describe_gauge!(
         "acceptance_open_failures",
         "Failures in the inbox not yet resolved (read at scrape)"
+    );
+    describe_gauge!(
+        "acceptance_live_runs",
+        "Runs (of every replica) whose heartbeat is within their lease (read at scrape)"
+    );
+    describe_gauge!(
+        "acceptance_orders_held",
+        "Orders in accepting held by live runs (read at scrape)"
+    );
+    describe_gauge!(
+        "acceptance_stalest_heartbeat_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest last heartbeat among live runs; 0 when none (read at scrape)"
+    );
+    describe_counter!(
+        "acceptance_heartbeat_failures_total",
+        "Heartbeats of this process's runs that failed (database unreachable or slower than acceptance.heartbeat)"
+    );
+    describe_counter!(
+        "acceptance_lost_claims_total",
+        "Orders this process gave up because it could no longer prove it held them: OR21 not sent, or an outcome not written over another run's claim"
     );
     describe_gauge!(
         "acceptance_database_up",
@@ -248,14 +269,25 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Sets the gauges read from the database. The three queries run concurrently, so a scrape
-/// costs one round trip of latency.
+/// Sets the gauges read from the database. The queries run concurrently, so a scrape costs one
+/// round trip of latency.
 async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (pending, oldest, open_failures) = tokio::try_join!(
+    let (pending, oldest, open_failures, live) = tokio::try_join!(
         orders::count_pending_orders(pool),
         orders::oldest_pending_order(pool),
         failures::count_open_failures(pool),
+        runs::live_runs(pool),
     )?;
+    let now = Utc::now();
+    let stalest = live
+        .iter()
+        .filter_map(|run| run.heartbeat_at)
+        .map(|at| ((now - at).num_milliseconds() as f64 / 1000.0).max(0.0))
+        .fold(0.0, f64::max);
+    metrics::gauge!("acceptance_live_runs").set(live.len() as f64);
+    metrics::gauge!("acceptance_orders_held")
+        .set(live.iter().map(|run| run.orders_held).sum::<i64>() as f64);
+    metrics::gauge!("acceptance_stalest_heartbeat_age_seconds").set(stalest);
     let oldest_age = oldest.map_or(0.0, |order| {
         // A creation date ahead of our clock (clocks apart) reads as age 0, not negative.
         ((Utc::now() - order.order_created_at).num_milliseconds() as f64 / 1000.0).max(0.0)

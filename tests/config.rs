@@ -71,7 +71,7 @@ fn defaults_apply_when_only_required_values_are_given() {
     let settings = load(required_env()).expect("valid");
     assert_eq!(settings.acceptance.batch_size, 100);
     assert_eq!(settings.acceptance.concurrency, 16);
-    assert_eq!(settings.acceptance.lease, Duration::from_secs(60 * 60));
+    assert_eq!(settings.acceptance.lease, Duration::from_secs(60));
     assert_eq!(settings.validation.interval, Duration::from_secs(60));
     assert_eq!(settings.validation.max_attempts, 10);
     assert_eq!(
@@ -300,15 +300,101 @@ fn five_and_six_field_cron_expressions_are_accepted() {
 }
 
 #[test]
-fn a_lease_shorter_than_the_work_is_refused_naming_both_sides() {
-    let env = with(required_env(), "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "5m");
-    let err = load(env).expect_err("lease too short");
+fn a_lease_shorter_than_three_heartbeats_is_refused_naming_both_keys() {
+    let env = with(required_env(), "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "25s");
+    let err = load(env).expect_err("lease under 3 heartbeats");
     assert!(
-        err.contains("acceptance.lease: 5m is shorter than"),
+        err.contains("acceptance.lease: 25s is shorter than 3 heartbeats"),
         "{err}"
     );
-    assert!(err.contains("validation.interval"), "{err}");
+    assert!(err.contains("acceptance.heartbeat = 10s"), "{err}");
+    assert!(err.contains("at least 30s"), "{err}");
+}
+
+#[test]
+fn a_lease_the_fence_margin_eats_is_refused_naming_the_timeout() {
+    // 40s lease: margin 30s + 4s leaves 6s of sending, less than 2 heartbeats of 10s.
+    let env = with(required_env(), "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "40s");
+    let err = load(env).expect_err("the margin leaves too little");
+    assert!(err.contains("acceptance.lease: 40s leaves 6s"), "{err}");
     assert!(err.contains("marketplace.timeout"), "{err}");
+
+    let short = with(
+        with(required_env(), "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE", "1s"),
+        "ORDER_ACCEPTANCE__ACCEPTANCE__HEARTBEAT",
+        "200ms",
+    );
+    let short = with(short, "ORDER_ACCEPTANCE__MARKETPLACE__TIMEOUT", "400ms");
+    let settings = load(short).expect("1s lease, 200ms heartbeats, 400ms timeout");
+    assert_eq!(settings.fence_margin(), Duration::from_millis(500));
+    assert_eq!(settings.fence_window(), Duration::from_millis(500));
+}
+
+#[test]
+fn heartbeat_and_lease_default_to_ten_seconds_and_a_minute() {
+    let settings = load(required_env()).expect("valid");
+    assert_eq!(settings.acceptance.heartbeat, Duration::from_secs(10));
+    assert_eq!(settings.acceptance.lease, Duration::from_secs(60));
+    // 30s timeout + 6s: OR21 stops 36s after a heartbeat nobody confirmed.
+    assert_eq!(settings.fence_margin(), Duration::from_secs(36));
+}
+
+#[test]
+fn an_acceptance_window_of_zero_or_absurd_is_refused_naming_the_key() {
+    for (value, says) in [
+        ("0", "must be longer than zero"),
+        ("0s", "must be longer than zero"),
+        ("10m", "is out of range"),
+        ("400d", "is out of range"),
+        ("soon", "is not a duration"),
+    ] {
+        let env = with(
+            required_env(),
+            "ORDER_ACCEPTANCE__MARKETPLACE__ACCEPTANCE_WINDOW",
+            value,
+        );
+        let err = load(env).expect_err(value);
+        assert!(
+            err.contains("marketplace.acceptance_window") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__MARKETPLACE__ACCEPTANCE_WINDOW",
+        "3d",
+    );
+    let settings = load(env).expect("three days");
+    assert_eq!(
+        settings.marketplace.acceptance_window,
+        Duration::from_secs(3 * 86_400)
+    );
+    assert_eq!(
+        load(required_env())
+            .expect("valid")
+            .marketplace
+            .acceptance_window,
+        Duration::from_secs(86_400)
+    );
+}
+
+#[test]
+fn the_deadline_margin_must_be_shorter_than_the_window() {
+    let env = with(
+        with(
+            required_env(),
+            "ORDER_ACCEPTANCE__MARKETPLACE__ACCEPTANCE_WINDOW",
+            "2h",
+        ),
+        "ORDER_ACCEPTANCE__RULES__DEADLINE_MARGIN",
+        "3h",
+    );
+    let err = load(env).expect_err("margin past the window");
+    assert!(
+        err.contains("rules.deadline_margin")
+            && err.contains("marketplace.acceptance_window (2 h)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,34 +446,6 @@ fn bad_rate_gate_keys_are_reported_together() {
     assert!(
         err.contains("marketplace.retry_after_ceiling: \"soon\" is not a duration"),
         "{err}"
-    );
-}
-
-#[test]
-fn the_lease_covers_the_waits_at_closed_gates() {
-    let env = with(
-        required_env(),
-        "ORDER_ACCEPTANCE__MARKETPLACE__RETRY_AFTER_CEILING",
-        "1h",
-    );
-    let err = load(env).expect_err("a 60 min lease cannot cover an hour at the gate");
-    assert!(
-        err.contains("acceptance.lease: 1h is shorter than"),
-        "{err}"
-    );
-    assert!(err.contains("marketplace.retry_after_ceiling"), "{err}");
-
-    let paced = with(
-        required_env(),
-        "ORDER_ACCEPTANCE__MARKETPLACE__MAX_REQUESTS_PER_SECOND",
-        "5",
-    );
-    let settings = load(paced).expect("valid");
-    let unpaced = load(required_env()).expect("valid");
-    // 200 queued OR21 calls and 2 OR11 reads at each of 12 ticks, at 5 per second.
-    assert_eq!(
-        settings.work_bound() - unpaced.work_bound(),
-        Duration::from_secs_f64(224.0 / 5.0)
     );
 }
 

@@ -12,6 +12,9 @@ use order_acceptance::terminal::Width;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+/// The acceptance window of the tests: Best Buy's 24 hours.
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 const BIN: &str = env!("CARGO_BIN_EXE_order-acceptance");
 const TWENTY_HOURS: Duration = Duration::from_secs(20 * 3600);
 
@@ -646,7 +649,7 @@ async fn seed_queue(pool: &PgPool) -> anyhow::Result<()> {
 #[sqlx::test]
 async fn status_counts_the_queue_at_a_reference_time(pool: PgPool) -> anyhow::Result<()> {
     seed_queue(&pool).await?;
-    let report = inbox::status_report(&pool, TWENTY_HOURS, now()).await?;
+    let report = inbox::status_report(&pool, DAY, TWENTY_HOURS, now()).await?;
 
     let counts: Vec<(&str, i64)> = report
         .statuses
@@ -685,9 +688,9 @@ async fn status_counts_the_queue_at_a_reference_time(pool: PgPool) -> anyhow::Re
     assert_eq!(run.map(|r| r.result), Some("running".to_string()));
 
     // A later reference time or a shorter threshold moves more orders past it.
-    let later = inbox::status_report(&pool, TWENTY_HOURS, now() + TimeDelta::hours(2)).await?;
+    let later = inbox::status_report(&pool, DAY, TWENTY_HOURS, now() + TimeDelta::hours(2)).await?;
     assert_eq!(later.pending.too_long_count, 3, "RETRY-1 reaches 21 h");
-    let strict = inbox::status_report(&pool, Duration::from_secs(1800), now()).await?;
+    let strict = inbox::status_report(&pool, DAY, Duration::from_secs(1800), now()).await?;
     assert_eq!(strict.pending.too_long_count, 4);
     Ok(())
 }
@@ -695,7 +698,7 @@ async fn status_counts_the_queue_at_a_reference_time(pool: PgPool) -> anyhow::Re
 #[sqlx::test]
 async fn status_renders_the_deadline_and_json(pool: PgPool) -> anyhow::Result<()> {
     seed_queue(&pool).await?;
-    let report = inbox::status_report(&pool, TWENTY_HOURS, now()).await?;
+    let report = inbox::status_report(&pool, DAY, TWENTY_HOURS, now()).await?;
     let text = render::status(&report, Width::Wide);
     for expected in [
         "Pending longer than 20h: 2",
@@ -715,7 +718,7 @@ async fn status_renders_the_deadline_and_json(pool: PgPool) -> anyhow::Result<()
 
 #[sqlx::test]
 async fn status_of_an_empty_database(pool: PgPool) -> anyhow::Result<()> {
-    let report = inbox::status_report(&pool, TWENTY_HOURS, now()).await?;
+    let report = inbox::status_report(&pool, DAY, TWENTY_HOURS, now()).await?;
     assert!(report.statuses.is_empty());
     assert_eq!(report.pending.total, 0);
     assert!(report.pending.oldest.is_none());

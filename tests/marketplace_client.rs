@@ -42,6 +42,7 @@ fn settings(base: &str) -> MarketplaceSettings {
             learn_pace: false,
         },
         max_response_bytes: 64 * 1024,
+        acceptance_window: Duration::from_secs(24 * 3600),
     }
 }
 
@@ -498,7 +499,7 @@ async fn not_found_404(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("X-404", &[LineDecision::accept("X-404-1")])
+        .accept_order("X-404", &[LineDecision::accept("X-404-1")], &|| Ok(()))
         .await
         .unwrap_err();
     let MarketplaceError::NotFound {
@@ -531,7 +532,7 @@ async fn order_invalid_state_400_is_invalid_state(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("S-1", &[LineDecision::accept("S-1-1")])
+        .accept_order("S-1", &[LineDecision::accept("S-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     let MarketplaceError::InvalidState { order_id, code, .. } = &err else {
@@ -555,7 +556,7 @@ async fn order_invalid_state_in_the_message_field_is_recognised(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("S-2", &[LineDecision::accept("S-2-1")])
+        .accept_order("S-2", &[LineDecision::accept("S-2-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(
@@ -577,7 +578,7 @@ async fn another_400_is_rejected_with_its_code(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("R-1", &[LineDecision::accept("R-1-9")])
+        .accept_order("R-1", &[LineDecision::accept("R-1-9")], &|| Ok(()))
         .await
         .unwrap_err();
     let MarketplaceError::Rejected {
@@ -660,7 +661,7 @@ async fn or21_500_returns_at_once_as_maybe_taken_effect(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     let err = client
-        .accept_order("M-1", &[LineDecision::accept("M-1-1")])
+        .accept_order("M-1", &[LineDecision::accept("M-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(err.is_transient() && err.may_have_taken_effect(), "{err:?}");
@@ -684,7 +685,7 @@ async fn or21_503_is_retried_and_then_succeeds(pool: PgPool) {
     let client = client(&settings(&server.uri()), &pool);
 
     client
-        .accept_order("N-1", &[LineDecision::accept("N-1-1")])
+        .accept_order("N-1", &[LineDecision::accept("N-1-1")], &|| Ok(()))
         .await
         .unwrap();
     let rows = rows(&pool).await;
@@ -704,7 +705,7 @@ async fn or21_503_every_time_is_transient_and_not_taken_effect(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("N-2", &[LineDecision::accept("N-2-1")])
+        .accept_order("N-2", &[LineDecision::accept("N-2-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(
@@ -781,7 +782,7 @@ async fn a_429_on_or21_is_retried_as_nothing_happened(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("Q-1", &[LineDecision::accept("Q-1-1")])
+        .accept_order("Q-1", &[LineDecision::accept("Q-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(
@@ -834,7 +835,7 @@ async fn an_or21_timeout_returns_at_once_as_maybe_taken_effect(pool: PgPool) {
 
     let started = Instant::now();
     let err = client
-        .accept_order("T-2", &[LineDecision::accept("T-2-1")])
+        .accept_order("T-2", &[LineDecision::accept("T-2-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -871,7 +872,7 @@ async fn connection_refused_is_transient_and_did_not_take_effect(pool: PgPool) {
     let client = client(&settings(&refused_url()), &pool);
 
     let err = client
-        .accept_order("C-1", &[LineDecision::accept("C-1-1")])
+        .accept_order("C-1", &[LineDecision::accept("C-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(
@@ -901,7 +902,7 @@ async fn or21_answering_200_instead_of_204_is_not_a_success(pool: PgPool) {
         .await;
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("W-1", &[LineDecision::accept("W-1-1")])
+        .accept_order("W-1", &[LineDecision::accept("W-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(matches!(err, MarketplaceError::Malformed { .. }), "{err:?}");
@@ -938,6 +939,7 @@ async fn or21_sends_the_documented_request_and_records_one_row(pool: PgPool) {
         .accept_order(
             "A-1",
             &[LineDecision::accept("A-1-1"), LineDecision::accept("A-1-2")],
+            &|| Ok(()),
         )
         .await
         .unwrap();
@@ -1033,7 +1035,7 @@ async fn base_urls_with_prefix_or_trailing_slash_and_odd_order_ids(pool: PgPool)
     }
     for base in [server.uri(), format!("{}/", server.uri())] {
         client(&settings(&base), &pool)
-            .accept_order("A/B 1", &[LineDecision::accept("L")])
+            .accept_order("A/B 1", &[LineDecision::accept("L")], &|| Ok(()))
             .await
             .unwrap();
     }
@@ -1061,7 +1063,7 @@ async fn a_lost_answer_row_does_not_fail_an_accepted_order(pool: PgPool) {
     .unwrap();
     let client = client(&settings(&server.uri()), &pool);
     client
-        .accept_order("D-1", &[LineDecision::accept("D-1-1")])
+        .accept_order("D-1", &[LineDecision::accept("D-1-1")], &|| Ok(()))
         .await
         .unwrap();
     server.verify().await;
@@ -1087,7 +1089,7 @@ async fn an_or21_without_its_api_calls_row_is_not_sent(pool: PgPool) {
         .unwrap();
     let client = client(&settings(&server.uri()), &pool);
     let err = client
-        .accept_order("D-1", &[LineDecision::accept("D-1-1")])
+        .accept_order("D-1", &[LineDecision::accept("D-1-1")], &|| Ok(()))
         .await
         .unwrap_err();
     assert!(
@@ -1159,12 +1161,12 @@ async fn the_api_key_is_in_no_column_and_no_log_line(pool: PgPool) {
     let logs = all_logs();
     let mut errors = Vec::new();
     client
-        .accept_order("K-1", &[LineDecision::accept("K-1-1")])
+        .accept_order("K-1", &[LineDecision::accept("K-1-1")], &|| Ok(()))
         .await
         .unwrap();
     errors.push(
         client
-            .accept_order("K-2", &[LineDecision::accept("K-2-1")])
+            .accept_order("K-2", &[LineDecision::accept("K-2-1")], &|| Ok(()))
             .await
             .unwrap_err(),
     );
@@ -1273,7 +1275,7 @@ async fn requests_follow_the_openapi_spec(pool: PgPool) {
     let client = client(&settings, &pool);
 
     client
-        .accept_order("O-1", &[LineDecision::accept("O-1-1")])
+        .accept_order("O-1", &[LineDecision::accept("O-1-1")], &|| Ok(()))
         .await
         .unwrap();
     client
@@ -1284,6 +1286,7 @@ async fn requests_follow_the_openapi_spec(pool: PgPool) {
                 LineDecision::accept("O-2-2"),
                 LineDecision::accept("O-2-3"),
             ],
+            &|| Ok(()),
         )
         .await
         .unwrap();

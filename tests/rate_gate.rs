@@ -43,6 +43,7 @@ fn settings(base: &str) -> MarketplaceSettings {
             learn_pace: false,
         },
         max_response_bytes: 64 * 1024,
+        acceptance_window: Duration::from_secs(24 * 3600),
     }
 }
 

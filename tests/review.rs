@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+/// The acceptance window of the tests: Best Buy's 24 hours.
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 const BIN: &str = env!("CARGO_BIN_EXE_order-acceptance");
 
 /// Now, to the second: the database keeps microseconds, so a finer `now` would read 1 s short.
@@ -205,7 +208,7 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
         .expect("decide");
 
     // NEWER left review with its decision (pending_acceptance now); PENDING never was in it.
-    let list = review::list_in_review(&pool, now).await.expect("list");
+    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -214,7 +217,7 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
     assert_eq!(ids, ["OLDER"]);
 
     seed_in_review(&pool, "NEWEST", hours_before(now, 1), 2).await;
-    let list = review::list_in_review(&pool, now).await.expect("list");
+    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -273,7 +276,7 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
     .execute(&pool)
     .await
     .expect("decision");
-    let list = review::list_in_review(&pool, now).await.expect("list");
+    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
     let queued = list.orders[0].queued.as_ref().expect("queued");
     assert_eq!(
         (queued.action.as_str(), queued.decided_by.as_str()),
@@ -284,7 +287,7 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
 
 #[sqlx::test]
 async fn list_of_an_empty_queue_says_so(pool: PgPool) {
-    let list = review::list_in_review(&pool, Utc::now())
+    let list = review::list_in_review(&pool, DAY, Utc::now())
         .await
         .expect("list");
     assert!(list.orders.is_empty());
@@ -536,7 +539,7 @@ async fn a_decision_written_around_the_lock_is_caught_by_the_unique_index(pool: 
 async fn list_and_policy_say_when_the_deadline_has_passed(pool: PgPool) {
     let now = whole_second_now();
     seed_in_review(&pool, "LATE-1", hours_before(now, 25), 1).await;
-    let list = review::list_in_review(&pool, now).await.expect("list");
+    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
     assert_eq!(list.orders[0].time_left_seconds, -3600);
     let text = render::review_list(&list, Width::Wide);
     assert!(text.contains("(passed 1h ago)"), "{text}");
@@ -744,7 +747,7 @@ async fn status_shows_orders_in_review_and_the_nearest_deadline(pool: PgPool) {
     seed_in_review(&pool, "REV-2", hours_before(now, 2), 1).await;
     seed_pending(&pool, "PEND-2", hours_before(now, 5)).await;
 
-    let report = inbox::status_report(&pool, std::time::Duration::from_secs(20 * 3600), now)
+    let report = inbox::status_report(&pool, DAY, std::time::Duration::from_secs(20 * 3600), now)
         .await
         .expect("status");
     assert_eq!(
@@ -1033,7 +1036,7 @@ async fn sent_to_review(app: &TestApp, id: &str, hours: i64) {
     let summary = run_once(app).await;
     assert_eq!(summary.in_review, 1, "{summary:?}");
     assert_eq!(app.current_status(id).await.0, "in_review");
-    let list = review::list_in_review(&app.pool, Utc::now())
+    let list = review::list_in_review(&app.pool, DAY, Utc::now())
         .await
         .expect("list");
     let listed = list

@@ -15,9 +15,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::decide::Decided;
+use super::heartbeat::Hold;
 use super::outcome::{Outcome, OutcomeSender, Reading, Retry, read, report};
 use super::reread::{Reread, Rereads};
-use super::{Context, RunError};
+use super::{Context, RunError, Tally};
 use crate::db::queue::Claim;
 use crate::marketplace::{AdaptiveLimit, Endpoint, MarketplaceError, Order, RetryPolicy};
 
@@ -34,14 +35,19 @@ pub struct Awaiting {
 enum Step {
     Confirm(Awaiting),
     Decided(Outcome),
+    /// The run's fence closed before OR21 could go: nothing is recorded, the order's next
+    /// holder reads its state again.
+    Lost(Claim, String),
 }
 
 pub async fn accept_all(
     ctx: &Context,
+    hold: &Hold,
     batches: mpsc::Receiver<Vec<Decided>>,
     rereads: Rereads,
     awaiting: mpsc::UnboundedSender<Awaiting>,
     outcomes: OutcomeSender,
+    tally: &Tally,
 ) -> Result<(), RunError> {
     let rereads = &rereads;
     let orders = stream::unfold(batches, |mut batches| async move {
@@ -58,7 +64,7 @@ pub async fn accept_all(
     orders
         .map(|order| async move {
             let slot = limit.acquire().await;
-            let step = accept_one(ctx, rereads, order).await;
+            let step = accept_one(ctx, hold, rereads, order).await;
             limit.finish(slot, ctx.client.gate_closings(Endpoint::OR21));
             step
         })
@@ -68,6 +74,11 @@ pub async fn accept_all(
                 // The validator only stops early on an error the run reports.
                 Step::Confirm(order) => drop(awaiting.send(order)),
                 Step::Decided(outcome) => report(&outcomes, outcome),
+                Step::Lost(claim, reason) => {
+                    tracing::warn!(order_id = %claim.order_id, attempt = claim.attempt, %reason, "OR21 not sent: this run can no longer prove it holds the order; its next holder decides it");
+                    metrics::counter!("acceptance_lost_claims_total").increment(1);
+                    Tally::add(&tally.lost, 1);
+                }
             }
             future::ready(Ok(()))
         })
@@ -99,6 +110,7 @@ fn answer(err: &MarketplaceError) -> Answer {
 
 async fn accept_one(
     ctx: &Context,
+    hold: &Hold,
     rereads: &Rereads,
     mut order: Decided,
 ) -> Result<Step, RunError> {
@@ -111,10 +123,14 @@ async fn accept_one(
     let mut schedule = RetryPolicy::new(&ctx.settings.marketplace.retry).start();
     let mut unclear: Vec<MarketplaceError> = Vec::new();
     loop {
-        let err = match ctx.client.accept_order(&id, &order.lines).await {
+        let fence = || hold.may_send();
+        let err = match ctx.client.accept_order(&id, &order.lines, &fence).await {
             Ok(()) => return Ok(confirm(order)),
             Err(err @ MarketplaceError::Unauthorized { .. }) => {
                 return Err(RunError::Unauthorized(err));
+            }
+            Err(MarketplaceError::Fenced { reason, .. }) => {
+                return Ok(Step::Lost(order.claim, reason));
             }
             Err(err) => err,
         };

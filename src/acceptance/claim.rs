@@ -8,15 +8,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decided, Decider};
+use super::heartbeat::Hold;
 use super::import::FreshLines;
 use super::outcome::Outcome;
 use super::preflight;
 use super::{Context, RunError, Tally};
 use crate::db::queue;
 
+// The stage's channels, the run's hold and its tally: each is a separate concern of the run.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim_until_drained(
     ctx: &Context,
     stop: &CancellationToken,
+    hold: &Hold,
     fresh: &FreshLines,
     only: Option<&[String]>,
     batches: mpsc::Sender<Vec<Decided>>,
@@ -27,17 +31,22 @@ pub async fn claim_until_drained(
     let decider = Decider::for_run(ctx).await?;
     while !stop.is_cancelled() {
         // Claim only when the accept stage has room, so claimed orders do not wait long
-        // under their lease. A closed channel means the accept stage stopped on an error,
+        // for their OR21. A closed channel means the accept stage stopped on an error,
         // which the run reports.
         let Ok(slot) = batches.reserve().await else {
             break;
         };
+        // Claiming what it could not send for would only hold orders back.
+        if let Err(reason) = hold.may_send() {
+            tracing::warn!(%reason, "stopping claims for this run");
+            break;
+        }
         let started = Instant::now();
         let claims = queue::claim_due_orders(
             &ctx.pool,
             &ctx.worker_id,
+            hold.run_id,
             settings.batch_size,
-            settings.lease,
             only,
         )
         .await

@@ -1,5 +1,6 @@
 //! Deadline: before a run claims anything, the orders still in review within
-//! `rules.deadline_margin` of the marketplace's 24-hour deadline get `rules.on_deadline`.
+//! `rules.deadline_margin` of the marketplace's deadline (`marketplace.acceptance_window` after
+//! the order's creation) get `rules.on_deadline`.
 //! `accept` and `refuse` queue a decision exactly as `review accept|refuse` does, so this same
 //! run claims and carries it out; `review` leaves the order to a person but makes it loud: one
 //! open failure per order and a warning each run. Once the deadline has passed, such an order
@@ -18,11 +19,13 @@ use crate::rules::RuleAction;
 /// Applies `rules.on_deadline` at `now` to every order in review close to its deadline.
 pub async fn apply_policy(ctx: &Context, now: DateTime<Utc>) -> Result<(), RunError> {
     let rules = &ctx.settings.rules;
-    let near = review::orders_in_review_near_deadline(&ctx.pool, now, rules.deadline_margin)
-        .await
-        .map_err(RunError::database(
-            "reading the orders in review near their deadline",
-        ))?;
+    let window = ctx.settings.marketplace.acceptance_window;
+    let near =
+        review::orders_in_review_near_deadline(&ctx.pool, now, rules.deadline_margin, window)
+            .await
+            .map_err(RunError::database(
+                "reading the orders in review near their deadline",
+            ))?;
     let mut past_deadline = Vec::new();
     for order in near {
         match rules.on_deadline {
@@ -71,7 +74,7 @@ async fn decide(
         lines: None,
         note: Some(format!(
             "still in review, and {}; rules.on_deadline = {}",
-            deadline_phrase(order, now),
+            deadline_phrase(order, now, ctx.settings.marketplace.acceptance_window),
             action.as_str()
         )),
         decided_by: DEADLINE_POLICY.to_string(),
@@ -107,7 +110,7 @@ async fn flag_for_a_person(
     let order_id = &order.order_id;
     let details = format!(
         "Order {order_id} is still in review and {}. Decide it now: `order-acceptance review accept {order_id}` or `order-acceptance review refuse {order_id} --note TEXT` (see `order-acceptance review list`). rules.on_deadline = review leaves it to a person; accept or refuse lets the worker decide.",
-        deadline_phrase(order, now)
+        deadline_phrase(order, now, ctx.settings.marketplace.acceptance_window)
     );
     let payload = json!({
         "stage": DEADLINE_STAGE,
@@ -123,11 +126,16 @@ async fn flag_for_a_person(
 }
 
 /// Where the order stands against its deadline, for people.
-fn deadline_phrase(order: &InReviewOrder, now: DateTime<Utc>) -> String {
+fn deadline_phrase(
+    order: &InReviewOrder,
+    now: DateTime<Utc>,
+    window: std::time::Duration,
+) -> String {
     let at = order.deadline.format("%Y-%m-%d %H:%M:%S UTC");
     match (order.deadline - now).to_std() {
         Ok(left) => format!(
-            "the marketplace refuses it at {at}, 24 h after its creation ({} left)",
+            "the marketplace refuses it at {at}, {} after its creation ({} left)",
+            crate::config::window_text(window),
             humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
         ),
         Err(_) => format!(

@@ -296,6 +296,5 @@ pub fn stored_order(order: &Order) -> StoredOrder<'_> {
     StoredOrder {
         order_id: &order.order_id,
         raw: &order.raw,
-        placed_at: order.created_date,
     }
 }

@@ -15,13 +15,17 @@
 //! channel runs one way and the run ends when the claim stops and each stage has drained.
 //! No stage holds a database transaction across an HTTP call. A run ends when every claimed
 //! order has an outcome. A stop signal ends claiming; the orders already claimed get
-//! `shutdown.grace` to finish, and any left after that keep their `accepting` lease and are
-//! recovered by a later run.
+//! `shutdown.grace` to finish, and any left after that come back to the queue one fence margin
+//! after the run ends (the time an OR21 cut short may take to land).
+//!
+//! Beside the stages, [`heartbeat`] keeps the run's hold on its orders fresh; every OR21 and
+//! every outcome is fenced by it (see that module and `db::outcomes::record_outcomes`).
 
 mod accept;
 mod claim;
 pub mod deadline;
 mod decide;
+mod heartbeat;
 mod import;
 pub mod outcome;
 mod preflight;
@@ -93,6 +97,10 @@ pub struct RunSummary {
     pub failed: u64,
     /// Of the failed: those a later run retries by itself.
     pub retry_scheduled: u64,
+    /// Orders this run stopped working on because it could no longer prove it held them (its
+    /// heartbeat went stale, or another run took them over): nothing sent or written for them;
+    /// their holder decides them.
+    pub lost: u64,
     pub api_calls: u64,
     #[serde(serialize_with = "as_seconds")]
     pub duration: Duration,
@@ -119,6 +127,7 @@ impl RunSummary {
             failed: self.failed,
             retry_scheduled: self.retry_scheduled,
             api_calls: self.api_calls,
+            lost: self.lost,
         }
     }
 
@@ -198,6 +207,7 @@ struct Tally {
     in_review: AtomicU64,
     failed: AtomicU64,
     retry_scheduled: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Tally {
@@ -221,6 +231,7 @@ impl Tally {
             in_review: self.in_review.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retry_scheduled: self.retry_scheduled.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
             api_calls,
             duration,
             result,
@@ -283,9 +294,19 @@ async fn run_scoped(
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
     ctx.client.start_run();
-    let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id)
+    let settings = &ctx.settings;
+    db::runs::publish_deadline_settings(
+        &ctx.pool,
+        settings.marketplace.acceptance_window,
+        settings.alerts.pending_after,
+    )
+    .await
+    .map_err(RunError::database("writing acceptance_settings"))?;
+    let beat_sent = Instant::now();
+    let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id, settings.acceptance.lease)
         .await
         .map_err(RunError::database("starting the run"))?;
+    let hold = heartbeat::Hold::new(run_id, beat_sent, settings.fence_window());
     tracing::info!(run_id, worker_id = %ctx.worker_id, "run started");
 
     let tally = Tally::default();
@@ -294,8 +315,16 @@ async fn run_scoped(
         tokio::time::sleep(ctx.settings.shutdown.grace).await;
     };
     let import_notes = OnceLock::new();
+    // The heartbeat runs for as long as the stages do, the import included: a run held up
+    // there must not look dead to the others.
+    let work = async {
+        tokio::select! {
+            done = stages(ctx, stop, &hold, &tally, scope, &import_notes) => done,
+            never = heartbeat::keep_alive(ctx, &hold) => match never {},
+        }
+    };
     let (result, error) = tokio::select! {
-        finished = stages(ctx, stop, &tally, scope, &import_notes) => match finished {
+        finished = work => match finished {
             Ok(()) => (RunResult::Completed, None),
             Err(err) => (RunResult::Failed, Some(err)),
         },
@@ -317,12 +346,18 @@ async fn run_scoped(
         .as_ref()
         .map(ToString::to_string)
         .or_else(|| summary.import_failure());
+    // A run cut short may have had OR21s in flight: its orders wait one fence margin more.
+    let hold_for = match result {
+        RunResult::Completed | RunResult::Degraded => Duration::ZERO,
+        RunResult::Failed | RunResult::Interrupted => settings.fence_margin(),
+    };
     db::runs::finish_run(
         &ctx.pool,
         run_id,
         &summary.counts(),
         result.as_str(),
         message.as_deref(),
+        hold_for,
     )
     .await
     .map_err(RunError::database("closing the run"))?;
@@ -342,6 +377,7 @@ async fn run_scoped(
         in_review = summary.in_review,
         failed = summary.failed,
         retry_scheduled = summary.retry_scheduled,
+        lost = summary.lost,
         api_calls = summary.api_calls,
         duration_ms = summary.duration.as_millis() as u64,
         import_failed = summary.import_failed.as_deref(),
@@ -361,6 +397,7 @@ async fn run_scoped(
 async fn stages(
     ctx: &Context,
     stop: &CancellationToken,
+    hold: &heartbeat::Hold,
     tally: &Tally,
     scope: Scope<'_>,
     import_notes: &OnceLock<ImportNotes>,
@@ -382,17 +419,34 @@ async fn stages(
     let fresh = imported.fresh;
 
     // One batch in the channel plus the one being accepted: the claim stays at most one batch
-    // ahead, which is what the lease check in `Settings::work_bound` counts on.
+    // ahead, so claimed orders do not wait long for their OR21.
     let (batches, to_accept) = mpsc::channel(1);
     let (awaiting, to_validate) = mpsc::unbounded_channel();
     let (outcomes, to_record) = mpsc::unbounded_channel();
     let (rereads, to_reread) = reread::channel();
     tokio::try_join!(
-        claim::claim_until_drained(ctx, stop, &fresh, only, batches, outcomes.clone(), tally),
-        accept::accept_all(ctx, to_accept, rereads, awaiting, outcomes.clone()),
+        claim::claim_until_drained(
+            ctx,
+            stop,
+            hold,
+            &fresh,
+            only,
+            batches,
+            outcomes.clone(),
+            tally
+        ),
+        accept::accept_all(
+            ctx,
+            hold,
+            to_accept,
+            rereads,
+            awaiting,
+            outcomes.clone(),
+            tally
+        ),
         reread::reread_all(ctx, to_reread),
         validate::validate_all(ctx, to_validate, outcomes),
-        record::record_all(ctx, to_record, tally),
+        record::record_all(ctx, hold, to_record, tally),
     )?;
     Ok(())
 }
@@ -401,7 +455,7 @@ async fn stages(
 pub fn summary_table(summary: &RunSummary, width: Width) -> comfy_table::Table {
     let mut table = terminal::table(width);
     table.set_header(["run", summary.result.as_str()]);
-    let rows: [(&str, String); 10] = [
+    let rows: [(&str, String); 11] = [
         ("imported", summary.imported.to_string()),
         ("claimed", summary.claimed.to_string()),
         ("accepted", summary.accepted.to_string()),
@@ -413,6 +467,7 @@ pub fn summary_table(summary: &RunSummary, width: Width) -> comfy_table::Table {
             "  of which retried later",
             summary.retry_scheduled.to_string(),
         ),
+        ("lost claims", summary.lost.to_string()),
         ("API calls", summary.api_calls.to_string()),
         (
             "duration",

@@ -1,11 +1,13 @@
 //! Record: writes outcomes in batches, each order's history row and failure row in one
-//! transaction, and decides when a failed order is tried again.
+//! transaction, only while the order is still this run's claim, and decides when a failed order
+//! is tried again.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::heartbeat::Hold;
 use super::outcome::{Contradiction, Failure, Outcome, Retry, Verdict};
 use super::{Context, RunError, Tally};
 use crate::config::AcceptanceSettings;
@@ -18,6 +20,7 @@ const BATCH: usize = 100;
 
 pub async fn record_all(
     ctx: &Context,
+    hold: &Hold,
     mut incoming: mpsc::UnboundedReceiver<Outcome>,
     tally: &Tally,
 ) -> Result<(), RunError> {
@@ -28,12 +31,16 @@ pub async fn record_all(
             .map(|outcome| to_record(outcome, &ctx.settings.acceptance))
             .collect();
         add_decision_reasons(ctx, &mut records).await?;
-        outcomes::record_outcomes(&ctx.pool, &records)
+        let lost = outcomes::record_outcomes(&ctx.pool, hold.run_id, &records)
             .await
             .map_err(RunError::database("recording outcomes"))?;
         for record in &records {
-            count(record, tally);
-            log(record);
+            if lost.contains(&record.order_id) {
+                lost_claim(record, tally);
+            } else {
+                count(record, tally);
+                log(record);
+            }
         }
     }
     Ok(())
@@ -184,6 +191,14 @@ fn count(record: &OutcomeRecord, tally: &Tally) {
         Tally::add(&tally.retry_scheduled, 1);
     }
     metrics::counter!("acceptance_orders_total", "outcome" => record.status).increment(1);
+}
+
+/// Another run holds the order now (this one froze or lost the database past its lease), or its
+/// status moved on: what this run found is not written over it.
+fn lost_claim(record: &OutcomeRecord, tally: &Tally) {
+    Tally::add(&tally.lost, 1);
+    metrics::counter!("acceptance_lost_claims_total").increment(1);
+    tracing::warn!(order_id = %record.order_id, attempt = record.attempt, status = record.status, note = %record.note, "outcome not recorded: the order is no longer this run's claim (another run took it over); its current holder records it");
 }
 
 fn log(record: &OutcomeRecord) {

@@ -3,7 +3,8 @@
 //!
 //! One room per concern: [`settings`] holds the typed values the worker reads, `load` merges the
 //! layers, `raw` mirrors the file before checking, `validate` checks every value and reports all
-//! problems at once, and `limits` derives the work bounds from the settings.
+//! problems at once, and `limits` derives the validation deadline and the fence from the
+//! settings.
 
 mod limits;
 mod load;

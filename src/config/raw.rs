@@ -58,6 +58,8 @@ pub struct Marketplace {
     pub max_requests_per_second: f64,
     pub learn_pace: bool,
     pub max_response_bytes: usize,
+    #[serde(deserialize_with = "lenient_string")]
+    pub acceptance_window: String,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,8 @@ pub struct Schedule {
 pub struct Acceptance {
     pub batch_size: u32,
     pub concurrency: u32,
+    #[serde(deserialize_with = "lenient_string")]
+    pub heartbeat: String,
     #[serde(deserialize_with = "lenient_string")]
     pub lease: String,
     pub max_attempts: u32,

@@ -10,8 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::rules::RuleAction;
 
-/// The marketplace refuses an order left undecided this long after its creation.
-pub const ACCEPTANCE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `marketplace.acceptance_window`: Mirakl marketplaces give from hours to a few days.
+pub(super) const MIN_ACCEPTANCE_WINDOW: Duration = Duration::from_secs(3600);
+pub(super) const MAX_ACCEPTANCE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Bounds of `marketplace.max_requests_per_second` (other than 0): one call per 100 s to a pace
 /// no marketplace publishes.
@@ -77,6 +78,17 @@ pub struct MarketplaceSettings {
     pub retry: RetrySettings,
     pub gate: GateSettings,
     pub max_response_bytes: usize,
+    /// The marketplace refuses an order left undecided this long after its creation.
+    pub acceptance_window: Duration,
+}
+
+/// An acceptance window for people: `24 h`, `72 h`; other lengths as humantime writes them.
+pub fn window_text(window: Duration) -> String {
+    let secs = window.as_secs();
+    match (secs % 3600, window.subsec_nanos()) {
+        (0, 0) => format!("{} h", secs / 3600),
+        _ => humantime::format_duration(window).to_string(),
+    }
 }
 
 impl MarketplaceSettings {
@@ -116,6 +128,9 @@ pub struct ScheduleSettings {
 pub struct AcceptanceSettings {
     pub batch_size: u32,
     pub concurrency: u32,
+    /// How often a run proves it is alive.
+    pub heartbeat: Duration,
+    /// How long a run may go without a heartbeat before its orders are due again.
     pub lease: Duration,
     pub max_attempts: u32,
     pub retry_delay: Duration,
@@ -213,7 +228,7 @@ pub struct RulesSettings {
     pub price_below_floor: RuleAction,
     pub order_total_above_limit: RuleAction,
     /// What the worker does with an order still in review `deadline_margin` before the
-    /// marketplace's 24-hour deadline.
+    /// marketplace's deadline (`marketplace.acceptance_window`).
     pub on_deadline: RuleAction,
     pub deadline_margin: Duration,
 }

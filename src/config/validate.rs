@@ -80,6 +80,7 @@ impl Settings {
                 raw.marketplace.max_response_bytes,
                 1024,
             ),
+            acceptance_window: check.acceptance_window(&raw.marketplace.acceptance_window),
         };
 
         let schedule = ScheduleSettings {
@@ -99,6 +100,7 @@ impl Settings {
                 1,
                 1_000,
             ),
+            heartbeat: check.duration("acceptance.heartbeat", &raw.acceptance.heartbeat),
             lease: check.duration("acceptance.lease", &raw.acceptance.lease),
             max_attempts: check.at_least("acceptance.max_attempts", raw.acceptance.max_attempts, 1),
             retry_delay: check.duration("acceptance.retry_delay", &raw.acceptance.retry_delay),
@@ -132,7 +134,7 @@ impl Settings {
         let alerts = AlertSettings {
             pending_after: check.duration("alerts.pending_after", &raw.alerts.pending_after),
         };
-        let rules = check.rules(raw.rules);
+        let rules = check.rules(raw.rules, marketplace.acceptance_window);
         let console = check.console(raw.console);
 
         check.schedule_fires(&schedule);
@@ -162,24 +164,32 @@ impl Settings {
         Ok(settings)
     }
 
-    /// A lease shorter than the work it covers would let a second run claim an order that a
-    /// live run is still accepting.
+    /// The lease must outlive a few missed heartbeats, and leave the run time to send after
+    /// the fence margin; otherwise a live run would lose its orders or fence itself.
     fn check_lease(&self) -> Result<(), ConfigError> {
-        let needed = self.work_bound();
-        if self.acceptance.lease < needed {
-            return Err(ConfigError::one(format!(
-                "acceptance.lease: {} is shorter than the work a run may do on one order ({}), \
-                 computed from marketplace.timeout + marketplace.retry_budget (re-sends included), \
-                 acceptance.batch_size / acceptance.concurrency, validation.interval × \
-                 validation.max_attempts, marketplace.retry_after_ceiling and \
-                 marketplace.max_requests_per_second; raise acceptance.lease to at least {} or lower those \
-                 (a shorter lease would let another run claim an order this one is still accepting)",
-                humantime::format_duration(self.acceptance.lease),
-                humantime::format_duration(needed),
-                humantime::format_duration(round_up_to_minute(needed)),
-            )));
+        let acceptance = &self.acceptance;
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        let mut problems = Vec::new();
+        if acceptance.lease < acceptance.heartbeat.saturating_mul(3) {
+            problems.push(format!(
+                "acceptance.lease: {} is shorter than 3 heartbeats (acceptance.heartbeat = {}): one late heartbeat would hand a live run's orders to another run; raise acceptance.lease to at least {} or lower acceptance.heartbeat",
+                shown(acceptance.lease),
+                shown(acceptance.heartbeat),
+                shown(acceptance.heartbeat.saturating_mul(3)),
+            ));
+        } else if self.fence_window() < acceptance.heartbeat.saturating_mul(2) {
+            problems.push(format!(
+                "acceptance.lease: {} leaves {} to send OR21 after a heartbeat once the fence margin (marketplace.timeout {} + a tenth of the lease) is kept back, less than 2 heartbeats (acceptance.heartbeat = {}): the run would stop sending between heartbeats; raise acceptance.lease or lower marketplace.timeout or acceptance.heartbeat",
+                shown(acceptance.lease),
+                shown(self.fence_window()),
+                shown(self.marketplace.timeout),
+                shown(acceptance.heartbeat),
+            ));
         }
-        Ok(())
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigError { problems }),
+        }
     }
 }
 
@@ -200,10 +210,6 @@ fn without_user_info(url: &url::Url) -> String {
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.to_string()
-}
-
-fn round_up_to_minute(duration: Duration) -> Duration {
-    Duration::from_secs(duration.as_secs().div_ceil(60) * 60)
 }
 
 /// No setting needs more; anything longer is a typo, and would overflow the sums of durations
@@ -473,7 +479,7 @@ impl Checker {
         }
     }
 
-    fn rules(&mut self, raw: raw::Rules) -> RulesSettings {
+    fn rules(&mut self, raw: raw::Rules, window: Duration) -> RulesSettings {
         RulesSettings {
             enabled: raw.enabled,
             stock_relation: self.relation_name("rules.stock_relation", raw.stock_relation),
@@ -490,19 +496,33 @@ impl Checker {
                 &raw.order_total_above_limit,
             ),
             on_deadline: self.rule_action("rules.on_deadline", &raw.on_deadline),
-            deadline_margin: self.deadline_margin(&raw.deadline_margin),
+            deadline_margin: self.deadline_margin(&raw.deadline_margin, window),
         }
     }
 
-    /// The margin is taken from the marketplace's 24 hours, so it must leave some of them.
-    fn deadline_margin(&mut self, value: &str) -> Duration {
+    /// The margin is taken from the marketplace's window, so it must leave some of it.
+    fn deadline_margin(&mut self, value: &str, window: Duration) -> Duration {
         let margin = self.duration("rules.deadline_margin", value);
-        if margin >= ACCEPTANCE_WINDOW {
+        if margin >= window {
             self.problems.push(format!(
-                "rules.deadline_margin: \"{value}\" is not shorter than the marketplace's 24-hour acceptance window (example: 2h)"
+                "rules.deadline_margin: \"{value}\" is not shorter than marketplace.acceptance_window ({}) (example: 2h)",
+                window_text(window)
             ));
         }
         margin
+    }
+
+    /// A window of zero would make every order late, one of months would hide every late one.
+    fn acceptance_window(&mut self, value: &str) -> Duration {
+        let key = "marketplace.acceptance_window";
+        let window = self.duration(key, value);
+        if !(MIN_ACCEPTANCE_WINDOW..=MAX_ACCEPTANCE_WINDOW).contains(&window) {
+            self.problems.push(format!(
+                "{key}: \"{value}\" is out of range: give the marketplace's acceptance deadline after an order's creation, from 1h to 30d (examples: 24h at Best Buy, 3d, 5d)"
+            ));
+            return Duration::from_secs(24 * 3600);
+        }
+        window
     }
 
     /// A table or view name, optionally schema-qualified, made of plain identifiers only: it is

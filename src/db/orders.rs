@@ -11,6 +11,8 @@ pub struct OrderHeader {
     pub order_id: String,
     pub created_at: DateTime<Utc>,
     pub placed_at: Option<DateTime<Utc>>,
+    /// Why `placed_at` is unknown (created_date missing, malformed or in the future).
+    pub created_date_problem: Option<String>,
 }
 
 /// One row of `order_status_history`.
@@ -59,7 +61,7 @@ pub struct PendingOrder {
 
 /// The order's row; `None` when the database has never seen it.
 pub async fn find_order(pool: &PgPool, order_id: &str) -> Result<Option<OrderHeader>, sqlx::Error> {
-    sqlx::query_as("SELECT order_id, created_at, placed_at FROM orders WHERE order_id = $1")
+    sqlx::query_as("SELECT order_id, created_at, placed_at, created_date_problem FROM orders WHERE order_id = $1")
         .bind(order_id)
         .fetch_optional(pool)
         .await

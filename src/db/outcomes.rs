@@ -1,6 +1,7 @@
 //! Writing what became of each claimed order: its history row, its failure row for a person,
 //! and the resolution of the failures its earlier attempts left.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -41,16 +42,34 @@ pub struct FailureRecord {
     pub retryable: bool,
 }
 
-/// Stores a batch of outcomes in one transaction, so an order never has its history row without
-/// its failure row or the other way round, and reservations and review decisions are closed with
-/// the outcome that closes them.
+/// Stores a batch of outcomes of run `run_id` in one transaction, so an order never has its
+/// history row without its failure row or the other way round, and reservations and review
+/// decisions are closed with the outcome that closes them. Returns the orders whose outcome was
+/// not written because the run no longer holds them.
+///
+/// The fence: each order's projection row is locked (in id order) and must still show this run's
+/// claim, `accepting` with the outcome's attempt. An order another run took over (this one froze
+/// or lost the database past its lease), or that someone else moved on, keeps what its current
+/// holder writes.
 ///
 /// Open retryable failures of the same orders are resolved first: the order has now been
 /// decided, or a newer failure row (below) supersedes them, so the inbox shows one line per
 /// order.
-pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Result<(), sqlx::Error> {
+pub async fn record_outcomes(
+    pool: &PgPool,
+    run_id: i64,
+    outcomes: &[OutcomeRecord],
+) -> Result<Vec<String>, sqlx::Error> {
     if outcomes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
+    }
+    let mut tx = pool.begin().await?;
+    let held = still_held(&mut tx, run_id, outcomes).await?;
+    let (outcomes, lost): (Vec<&OutcomeRecord>, Vec<&OutcomeRecord>) =
+        outcomes.iter().partition(|o| held.contains(&o.order_id));
+    let lost: Vec<String> = lost.into_iter().map(|o| o.order_id.clone()).collect();
+    if outcomes.is_empty() {
+        return Ok(lost);
     }
     let ids: Vec<&str> = outcomes.iter().map(|o| o.order_id.as_str()).collect();
     let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
@@ -66,10 +85,9 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
         .collect();
     let resolutions: Vec<String> = outcomes
         .iter()
-        .map(resolution_of_earlier_failures)
+        .map(|o| resolution_of_earlier_failures(o))
         .collect();
 
-    let mut tx = pool.begin().await?;
     sqlx::query(
         r#"
         INSERT INTO order_status_history
@@ -144,7 +162,35 @@ pub async fn record_outcomes(pool: &PgPool, outcomes: &[OutcomeRecord]) -> Resul
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(lost)
+}
+
+/// The orders of `outcomes` whose current row is still this run's claim of that attempt, locked
+/// until the transaction ends.
+async fn still_held(
+    tx: &mut sqlx::PgConnection,
+    run_id: i64,
+    outcomes: &[OutcomeRecord],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.order_id.as_str()).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
+    let held: Vec<String> = sqlx::query_scalar(
+        r#"
+        SELECT cs.order_id
+        FROM order_current_status cs
+        JOIN unnest($1::text[], $2::int[]) AS c(order_id, attempt) ON c.order_id = cs.order_id
+        WHERE cs.status = 'accepting' AND cs.run_id = $3 AND cs.attempt = c.attempt
+        ORDER BY cs.order_id
+        FOR UPDATE OF cs
+        "#,
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(run_id)
+    .fetch_all(tx)
+    .await?;
+    Ok(held.into_iter().collect())
 }
 
 fn resolution_of_earlier_failures(outcome: &OutcomeRecord) -> String {

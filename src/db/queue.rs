@@ -1,19 +1,19 @@
 //! The acceptance queue: orders enter it as `pending_acceptance` history rows and leave it when a
-//! run claims them with an `accepting` row, which is both the lease and the audit trail.
+//! run claims them with an `accepting` row, which is both the claim and the audit trail. The run
+//! named on the row holds the order while its heartbeat is fresh (`db::runs`); the claim itself
+//! releases the orders of runs whose heartbeat is not.
+//!
+//! `orders.placed_at` is not written here: a trigger derives it from the JSON's `created_date`.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// An order read from the marketplace, as it is stored.
 pub struct StoredOrder<'a> {
     pub order_id: &'a str,
     pub raw: &'a serde_json::Value,
-    pub placed_at: Option<DateTime<Utc>>,
 }
 
-/// An order this run now holds: nobody else takes it until `lease` runs out.
+/// An order this run now holds: nobody else takes it while the run's heartbeat is fresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub order_id: String,
@@ -30,25 +30,26 @@ pub async fn insert_new_orders(
 ) -> Result<Vec<String>, sqlx::Error> {
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id).collect();
     let raws: Vec<&serde_json::Value> = orders.iter().map(|o| o.raw).collect();
-    let placed: Vec<Option<DateTime<Utc>>> = orders.iter().map(|o| o.placed_at).collect();
     let mut tx = pool.begin().await?;
     let inserted: Vec<String> = sqlx::query_scalar(
         r#"
-        INSERT INTO orders (order_id, raw_order_data, placed_at)
-        SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[])
+        INSERT INTO orders (order_id, raw_order_data)
+        SELECT * FROM unnest($1::text[], $2::jsonb[])
         ON CONFLICT (order_id) DO NOTHING
         RETURNING order_id
         "#,
     )
     .bind(&ids)
     .bind(&raws)
-    .bind(&placed)
     .fetch_all(&mut *tx)
     .await?;
     sqlx::query(
         r#"
         INSERT INTO order_status_history (order_id, status, notes)
-        SELECT unnest($1::text[]), 'pending_acceptance', 'imported'
+        SELECT o.order_id, 'pending_acceptance',
+               'imported' || coalesce(format('. %s: the deadline counts from when the order was stored.', o.created_date_problem), '')
+        FROM orders o
+        WHERE o.order_id = ANY($1::text[])
         "#,
     )
     .bind(&inserted)
@@ -58,21 +59,27 @@ pub async fn insert_new_orders(
     Ok(inserted)
 }
 
-/// Claims up to `limit` due orders, oldest marketplace creation first: pending ones, those whose
-/// lease expired (their worker died), and retryable failures whose retry time has come.
+/// Claims up to `limit` due orders for run `run_id`, oldest marketplace creation first: pending
+/// ones, those of runs whose heartbeat went stale (their worker died or froze), and retryable
+/// failures whose retry time has come.
 ///
-/// One short transaction: `SKIP LOCKED` lets concurrent runs take disjoint sets, and the
-/// `accepting` rows it inserts move each order's `claimable_at` to the end of the lease (the
-/// projection trigger), so a run that starts after this commit does not see them as due.
+/// One short transaction. First the stale runs are released: each one's row is marked under its
+/// row lock (so a heartbeat racing it either lands first and keeps the run alive, or sees the
+/// release and stops), and its `accepting` orders get `claimable_at = now()`. Then the claim
+/// proper, on the `claimable_at` partial index as before: `SKIP LOCKED` lets concurrent runs take
+/// disjoint sets, and the `accepting` rows it inserts take each order out of that index (the
+/// projection trigger). Both steps cost what is due or held, not what the history holds.
 /// `only` limits the claim to those order ids.
 pub async fn claim_due_orders(
     pool: &PgPool,
     worker_id: &str,
+    run_id: i64,
     limit: u32,
-    lease: Duration,
     only: Option<&[String]>,
 ) -> Result<Vec<Claim>, sqlx::Error> {
-    sqlx::query_as::<_, (String, i32)>(
+    let mut tx = pool.begin().await?;
+    release_stale_runs(&mut tx).await?;
+    let claims = sqlx::query_as::<_, (String, i32)>(
         r#"
         WITH due AS (
             SELECT order_id, attempt + 1 AS attempt
@@ -83,43 +90,86 @@ pub async fn claim_due_orders(
             LIMIT $1
             FOR UPDATE SKIP LOCKED
         )
-        INSERT INTO order_status_history (order_id, status, notes, attempt, next_attempt_at, worker_id)
-        SELECT order_id, 'accepting',
-               format('Claimed by %s (attempt %s).', $2::text, attempt),
-               attempt, now() + make_interval(secs => $3), $2
-        FROM due
+        INSERT INTO order_status_history (order_id, status, notes, attempt, worker_id, run_id)
+        SELECT d.order_id, 'accepting',
+               format('Claimed by %s, run %s (attempt %s).', $2::text, $3::bigint, d.attempt)
+                 || CASE WHEN d.attempt = 1 AND o.created_date_problem IS NOT NULL
+                         THEN format(' %s: the deadline counts from when the order was stored (%s).',
+                                     o.created_date_problem, o.created_at)
+                         ELSE '' END,
+               d.attempt, $2, $3
+        FROM due d
+        JOIN orders o ON o.order_id = d.order_id
         RETURNING order_id, attempt
         "#,
     )
     .bind(i64::from(limit))
     .bind(worker_id)
-    .bind(lease.as_secs_f64())
+    .bind(run_id)
     .bind(only)
-    .fetch_all(pool)
-    .await
-    .map(|rows| {
-        rows.into_iter()
-            .map(|(order_id, attempt)| Claim { order_id, attempt })
-            .collect()
-    })
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claims
+        .into_iter()
+        .map(|(order_id, attempt)| Claim { order_id, attempt })
+        .collect())
+}
+
+/// Marks the runs past their `held_until` released and makes their `accepting` orders due now;
+/// returns how many orders came back. The orders are locked in id order, as the record
+/// transaction locks them, so the two never deadlock.
+async fn release_stale_runs(tx: &mut sqlx::PgConnection) -> Result<u64, sqlx::Error> {
+    let released: Vec<i64> = sqlx::query_scalar(
+        "UPDATE acceptance_runs SET released_at = now()
+         WHERE released_at IS NULL AND held_until < now()
+         RETURNING run_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if released.is_empty() {
+        return Ok(0);
+    }
+    let orders = sqlx::query(
+        r#"
+        WITH held AS (
+            SELECT order_id FROM order_current_status
+            WHERE run_id = ANY($1) AND status = 'accepting'
+            ORDER BY order_id
+            FOR UPDATE
+        )
+        UPDATE order_current_status cs SET claimable_at = now()
+        FROM held WHERE cs.order_id = held.order_id
+        "#,
+    )
+    .bind(&released)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if orders > 0 {
+        tracing::warn!(
+            runs = ?released,
+            orders,
+            "released the orders of runs whose heartbeat went stale (crashed, frozen or cut off from the database); they are claimed again now"
+        );
+    }
+    Ok(orders)
 }
 
 /// Replaces the stored JSON of orders with what the marketplace just returned.
 pub async fn refresh_orders(pool: &PgPool, orders: &[StoredOrder<'_>]) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id).collect();
     let raws: Vec<&serde_json::Value> = orders.iter().map(|o| o.raw).collect();
-    let placed: Vec<Option<DateTime<Utc>>> = orders.iter().map(|o| o.placed_at).collect();
     sqlx::query(
         r#"
         UPDATE orders o
-        SET raw_order_data = fresh.raw, placed_at = coalesce(fresh.placed_at, o.placed_at), updated_at = now()
-        FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[]) AS fresh(order_id, raw, placed_at)
+        SET raw_order_data = fresh.raw, updated_at = now()
+        FROM unnest($1::text[], $2::jsonb[]) AS fresh(order_id, raw)
         WHERE o.order_id = fresh.order_id
         "#,
     )
     .bind(&ids)
     .bind(&raws)
-    .bind(&placed)
     .execute(pool)
     .await?;
     Ok(())

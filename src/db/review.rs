@@ -13,7 +13,8 @@ pub struct InReviewOrder {
     pub order_id: String,
     pub order_created_at: DateTime<Utc>,
     pub in_review_since: DateTime<Utc>,
-    /// 24 hours after the marketplace created the order: it refuses the order after that.
+    /// `marketplace.acceptance_window` after the marketplace created the order: it refuses the
+    /// order after that.
     pub deadline: DateTime<Utc>,
     /// The note of the history row that put the order in review.
     pub notes: Option<String>,
@@ -77,31 +78,41 @@ pub struct LineState {
     pub accepted: Option<bool>,
 }
 
-/// Orders in review, oldest marketplace creation first.
-pub async fn orders_in_review(pool: &PgPool) -> Result<Vec<InReviewOrder>, sqlx::Error> {
+/// Orders in review, oldest marketplace creation first, with deadlines `window` after creation
+/// (the configured window, not the one a run last wrote for the view).
+pub async fn orders_in_review(
+    pool: &PgPool,
+    window: Duration,
+) -> Result<Vec<InReviewOrder>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT order_id, order_created_at, in_review_since, deadline, notes
+        "SELECT order_id, order_created_at, in_review_since,
+                order_created_at + make_interval(secs => $1) AS deadline, notes
          FROM orders_in_review
          ORDER BY order_created_at, order_id",
     )
+    .bind(window.as_secs_f64())
     .fetch_all(pool)
     .await
 }
 
-/// Orders in review whose deadline is at most `margin` after `now`, oldest first.
+/// Orders in review whose deadline (`window` after creation) is at most `margin` after `now`,
+/// oldest first.
 pub async fn orders_in_review_near_deadline(
     pool: &PgPool,
     now: DateTime<Utc>,
     margin: Duration,
+    window: Duration,
 ) -> Result<Vec<InReviewOrder>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT order_id, order_created_at, in_review_since, deadline, notes
+        "SELECT order_id, order_created_at, in_review_since,
+                order_created_at + make_interval(secs => $3) AS deadline, notes
          FROM orders_in_review
-         WHERE deadline <= $1 + make_interval(secs => $2)
+         WHERE order_created_at + make_interval(secs => $3) <= $1 + make_interval(secs => $2)
          ORDER BY order_created_at, order_id",
     )
     .bind(now)
     .bind(margin.as_secs_f64())
+    .bind(window.as_secs_f64())
     .fetch_all(pool)
     .await
 }

@@ -1,16 +1,62 @@
-//! `acceptance_runs`: one row per run, written by the run itself and read by `status` and the
-//! metrics.
+//! `acceptance_runs`: one row per run, written by the run itself (its start, its heartbeats, its
+//! end) and read by `status`, `order` and the metrics. A run holds its `accepting` orders while
+//! its `held_until` is in the future; a claim releases them once it is not (`db::queue`).
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-/// Opens the run's row; returns its id.
-pub async fn start_run(pool: &PgPool, worker_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("INSERT INTO acceptance_runs (worker_id) VALUES ($1) RETURNING run_id")
-        .bind(worker_id)
-        .fetch_one(pool)
-        .await
+/// Opens the run's row with its first heartbeat; returns its id.
+pub async fn start_run(
+    pool: &PgPool,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO acceptance_runs (worker_id, heartbeat_at, held_until)
+         VALUES ($1, now(), now() + make_interval(secs => $2))
+         RETURNING run_id",
+    )
+    .bind(worker_id)
+    .bind(lease.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// The run holds its orders for another lease.
+    Held,
+    /// Another run found this one stale and released its orders (or it has ended): it holds
+    /// nothing any more, for good.
+    Released,
+}
+
+/// Extends the run's hold by `lease` from now, unless its orders were released. The row lock
+/// orders this against a claim releasing the run: whichever commits first wins, and the other
+/// sees it.
+pub async fn heartbeat(
+    conn: &mut sqlx::PgConnection,
+    run_id: i64,
+    lease: Duration,
+) -> Result<Beat, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE acceptance_runs
+         SET heartbeat_at = now(), held_until = now() + make_interval(secs => $2)
+         WHERE run_id = $1 AND released_at IS NULL AND finished_at IS NULL",
+    )
+    .bind(run_id)
+    .bind(lease.as_secs_f64())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(match updated {
+        0 => Beat::Released,
+        _ => Beat::Held,
+    })
 }
 
 /// What a run did, as the run counted it: written to its row when it ends.
@@ -25,23 +71,28 @@ pub struct RunCounts {
     pub failed: u64,
     pub retry_scheduled: u64,
     pub api_calls: u64,
+    /// Orders given up because the run could no longer prove it held them.
+    pub lost: u64,
 }
 
-/// Closes the run's row with its counts and how it ended (`result`: completed, failed,
-/// interrupted or degraded).
+/// Closes the run's row with its counts and how it ended. Orders it still holds (a run cut short
+/// by its grace period or a fatal error) stay its own for `hold_for` more, the time an OR21 cut
+/// short may take to land, then the next claim takes them.
 pub async fn finish_run(
     pool: &PgPool,
     run_id: i64,
     summary: &RunCounts,
     result: &str,
     error: Option<&str>,
+    hold_for: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         r#"
         UPDATE acceptance_runs
         SET finished_at = now(), result = $2, imported = $3, claimed = $4, accepted = $5,
             cancelled = $6, failed = $7, retry_scheduled = $8, api_calls = $9, error = $10,
-            refused = $11, in_review = $12
+            refused = $11, in_review = $12, lost = $13,
+            held_until = least(held_until, now() + make_interval(secs => $14))
         WHERE run_id = $1
         "#,
     )
@@ -57,6 +108,8 @@ pub async fn finish_run(
     .bind(error)
     .bind(count(summary.refused))
     .bind(count(summary.in_review))
+    .bind(count(summary.lost))
+    .bind(hold_for.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -84,6 +137,7 @@ pub struct RunRecord {
     pub failed: i32,
     pub retry_scheduled: i32,
     pub api_calls: i32,
+    pub lost: i32,
     pub error: Option<String>,
 }
 
@@ -91,11 +145,82 @@ pub struct RunRecord {
 pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
-                refused, cancelled, in_review, failed, retry_scheduled, api_calls, error
+                refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost, error
          FROM acceptance_runs
          ORDER BY started_at DESC, run_id DESC
          LIMIT 1",
     )
     .fetch_optional(pool)
     .await
+}
+
+/// A run that may hold orders now: not ended, not released, heartbeat within its lease.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LiveRun {
+    pub run_id: i64,
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub held_until: Option<DateTime<Utc>>,
+    pub orders_held: i64,
+}
+
+/// The live runs, oldest first (the `live_runs` view).
+pub async fn live_runs(pool: &PgPool) -> Result<Vec<LiveRun>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT run_id, worker_id, started_at, heartbeat_at, held_until, orders_held
+         FROM live_runs ORDER BY started_at, run_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Who held an order's claim, and whether that run still holds it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Holder {
+    pub run_id: i64,
+    pub worker_id: String,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub held_until: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub released_at: Option<DateTime<Utc>>,
+    /// Not ended, not released, heartbeat within its lease.
+    pub alive: bool,
+}
+
+/// The run of the order's latest claim, if a run of this release made it.
+pub async fn holder_of(pool: &PgPool, order_id: &str) -> Result<Option<Holder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.run_id, r.worker_id, r.heartbeat_at, r.held_until, r.finished_at, r.released_at,
+                (r.finished_at IS NULL AND r.released_at IS NULL AND r.held_until > now()) AS alive
+         FROM acceptance_runs r
+         WHERE r.run_id = (SELECT h.run_id FROM order_status_history h
+                           WHERE h.order_id = $1 AND h.status = 'accepting' AND h.run_id IS NOT NULL
+                           ORDER BY h.\"timestamp\" DESC, h.history_id DESC LIMIT 1)",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Writes the window and alert threshold the views count with (`acceptance_settings`).
+pub async fn publish_deadline_settings(
+    pool: &PgPool,
+    acceptance_window: Duration,
+    pending_after: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO acceptance_settings (singleton, acceptance_window, pending_after, updated_at)
+         VALUES (true, make_interval(secs => $1), make_interval(secs => $2), now())
+         ON CONFLICT (singleton) DO UPDATE
+         SET acceptance_window = EXCLUDED.acceptance_window, pending_after = EXCLUDED.pending_after,
+             updated_at = now()
+         WHERE (acceptance_settings.acceptance_window, acceptance_settings.pending_after)
+               IS DISTINCT FROM (EXCLUDED.acceptance_window, EXCLUDED.pending_after)",
+    )
+    .bind(acceptance_window.as_secs_f64())
+    .bind(pending_after.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use crate::db::failures::{self, Failure, FailureFilter, FailureSummary, Resolution};
 use crate::db::orders::{self, ApiCallEntry, HistoryEntry, OrderHeader, PendingOrder, StatusCount};
 use crate::db::review::{self, LineDecision, LineState, ReviewDecision};
-use crate::db::runs::{self, RunRecord};
+use crate::db::runs::{self, Holder, LiveRun, RunRecord};
 
 /// Current statuses from which a person may put an order back in the queue. `accepting` is
 /// not one: a run holds the order now and will record its outcome.
@@ -26,12 +26,13 @@ pub const RETRYABLE_STATUSES: [&str; 2] = ["acceptance_failed", "pending_accepta
 /// How many of the orders pending too long `status` names.
 const PENDING_TOO_LONG_SHOWN: i64 = 5;
 
-/// The marketplace refuses an order left undecided this long after its creation.
-const ACCEPTANCE_WINDOW_HOURS: i64 = 24;
-
 /// Why the acceptance deadline matters, printed next to the orders close to it.
-pub const DEADLINE_NOTE: &str =
-    "the marketplace refuses an order left undecided 24 h after its creation";
+pub fn deadline_note(acceptance_window: Duration) -> String {
+    format!(
+        "the marketplace refuses an order left undecided {} after its creation (marketplace.acceptance_window)",
+        crate::config::window_text(acceptance_window)
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -308,6 +309,8 @@ pub struct OrderReport {
     pub review_decisions: Vec<ReviewDecision>,
     /// The lines as the latest final outcome (accepted, refused, cancelled) saw them.
     pub line_states: Option<Vec<LineState>>,
+    /// The run of the order's latest claim, and whether it is alive.
+    pub held_by: Option<Holder>,
 }
 
 /// One order's timeline, line decisions, review decisions, failures and API calls.
@@ -338,7 +341,11 @@ pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, 
     let line_states = review::latest_line_states(pool, order_id)
         .await
         .map_err(db_error(action()))?;
+    let held_by = runs::holder_of(pool, order_id)
+        .await
+        .map_err(db_error(action()))?;
     Ok(OrderReport {
+        held_by,
         current_status,
         order,
         history,
@@ -359,6 +366,8 @@ pub struct StatusReport {
     pub statuses: Vec<StatusCount>,
     pub pending: PendingSummary,
     pub open_failures: i64,
+    /// Runs holding orders now: their last heartbeat and how many orders each holds.
+    pub live_runs: Vec<LiveRun>,
     pub last_run: Option<RunRecord>,
 }
 
@@ -377,7 +386,7 @@ pub struct PendingSummary {
     pub too_long_count: i64,
     /// The oldest few of them.
     pub too_long: Vec<AgedOrder>,
-    pub deadline_note: &'static str,
+    pub deadline_note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -393,15 +402,19 @@ pub struct AgedOrder {
 pub struct NearestDeadline {
     pub order_id: String,
     pub status: String,
-    /// 24 hours after the marketplace created the order.
+    /// `marketplace.acceptance_window` after the marketplace created the order.
     pub deadline: DateTime<Utc>,
     /// Negative once the deadline has passed.
     pub seconds_left: i64,
 }
 
 impl NearestDeadline {
-    fn of(oldest: &AgedOrder, now: DateTime<Utc>) -> Self {
-        let deadline = oldest.order_created_at + TimeDelta::hours(ACCEPTANCE_WINDOW_HOURS);
+    fn of(oldest: &AgedOrder, now: DateTime<Utc>, window: Duration) -> Self {
+        let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+        let deadline = oldest
+            .order_created_at
+            .checked_add_signed(window)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Self {
             order_id: oldest.order_id.clone(),
             status: oldest.status.clone(),
@@ -422,9 +435,11 @@ impl AgedOrder {
     }
 }
 
-/// The state of the queue at `now`; orders pending longer than `pending_after` are named.
+/// The state of the queue at `now`; orders pending longer than `pending_after` are named, and
+/// deadlines are `acceptance_window` after each order's creation.
 pub async fn status_report(
     pool: &PgPool,
+    acceptance_window: Duration,
     pending_after: Duration,
     now: DateTime<Utc>,
 ) -> Result<StatusReport, InboxError> {
@@ -453,13 +468,17 @@ pub async fn status_report(
         .await
         .map_err(db_error(action()))?;
     let last_run = runs::last_run(pool).await.map_err(db_error(action()))?;
+    let live_runs = runs::live_runs(pool).await.map_err(db_error(action()))?;
     Ok(StatusReport {
+        live_runs,
         generated_at: now,
         statuses,
         pending: PendingSummary {
             total,
             in_review,
-            nearest_deadline: oldest.as_ref().map(|order| NearestDeadline::of(order, now)),
+            nearest_deadline: oldest
+                .as_ref()
+                .map(|order| NearestDeadline::of(order, now, acceptance_window)),
             oldest,
             alert_after_seconds: pending_after.as_secs(),
             too_long_count,
@@ -467,7 +486,7 @@ pub async fn status_report(
                 .into_iter()
                 .map(|order| AgedOrder::at(order, now))
                 .collect(),
-            deadline_note: DEADLINE_NOTE,
+            deadline_note: deadline_note(acceptance_window),
         },
         open_failures,
         last_run,

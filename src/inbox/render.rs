@@ -15,7 +15,7 @@ use crate::acceptance;
 use crate::acceptance::DecidedNow;
 use crate::db::failures::{FailureSummary, Resolution};
 use crate::db::review::{LineDecision, LineState, ReviewDecision};
-use crate::db::runs::RunRecord;
+use crate::db::runs::{Holder, LiveRun, RunRecord};
 use crate::review::{Queued, ReviewList};
 use crate::terminal::{self, Width};
 
@@ -267,10 +267,17 @@ pub fn order(report: &OrderReport, width: Width) -> String {
             .as_deref()
             .unwrap_or("no status history"),
         timestamp(order.created_at),
-        order
-            .placed_at
-            .map_or_else(|| "unknown".to_string(), timestamp),
+        order.placed_at.map_or_else(
+            || match &order.created_date_problem {
+                Some(problem) => format!("unknown ({problem}: the deadline counts from storage)"),
+                None => "unknown".to_string(),
+            },
+            timestamp
+        ),
     );
+    if let Some(held_by) = &report.held_by {
+        out.push_str(&format!("Last claimed by {}\n", holder(held_by)));
+    }
 
     out.push_str("\nTimeline:\n");
     let mut timeline = table(&["TIME", "STATUS", "ATTEMPT", "NOTE"], width);
@@ -493,10 +500,51 @@ fn status_text(report: &StatusReport, width: Width) -> String {
         report.open_failures
     ));
     out.push_str(&format!(
+        "\nLive runs (heartbeat within their lease): {}\n",
+        report.live_runs.len()
+    ));
+    for run in &report.live_runs {
+        out.push_str(&format!("  - {}\n", live_run(run, report.generated_at)));
+    }
+    out.push_str(&format!(
         "\nLast run: {}\n",
         last_run(report.last_run.as_ref())
     ));
     out
+}
+
+fn live_run(run: &LiveRun, now: DateTime<Utc>) -> String {
+    let beat = run.heartbeat_at.map_or_else(
+        || "-".to_string(),
+        |at| format!("{} ago", humanise_age((now - at).num_seconds().max(0))),
+    );
+    format!(
+        "#{} on {}: started {}, last heartbeat {beat}, {} order(s) held",
+        run.run_id,
+        run.worker_id,
+        timestamp(run.started_at),
+        run.orders_held
+    )
+}
+
+/// Which run held the order's latest claim, and whether it still does.
+fn holder(holder: &Holder) -> String {
+    let state = match (holder.alive, holder.finished_at, holder.released_at) {
+        (true, _, _) => "alive".to_string(),
+        (false, _, Some(at)) => format!(
+            "released at {} (its heartbeat went stale: crashed, frozen or cut off)",
+            timestamp(at)
+        ),
+        (false, Some(at), None) => format!("ended at {}", timestamp(at)),
+        (false, None, None) => "heartbeat stale: the next claim takes its orders".to_string(),
+    };
+    let beat = holder
+        .heartbeat_at
+        .map_or_else(|| "-".to_string(), timestamp);
+    format!(
+        "run #{} on {} ({state}; last heartbeat {beat})",
+        holder.run_id, holder.worker_id
+    )
 }
 
 fn aged(order: &AgedOrder) -> String {
@@ -567,7 +615,7 @@ fn review_list_text(list: &ReviewList, width: Width) -> String {
     out.push_str(&format!(
         "{} order(s) in review, oldest first. Decide with `order-acceptance review accept ID [--lines L1,L2]` or `order-acceptance review refuse ID --note TEXT`; {}.",
         list.orders.len(),
-        super::DEADLINE_NOTE
+        list.deadline_note
     ));
     out
 }
@@ -631,7 +679,7 @@ fn last_run(run: Option<&RunRecord>) -> String {
         .finished_at
         .map_or_else(|| "still running".to_string(), timestamp);
     let mut text = format!(
-        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, refused {}, cancelled {}, in review {}, failed {}, retry scheduled {}, API calls {}",
+        "#{} on {}: {}, started {}, ended {}\n  imported {}, claimed {}, accepted {}, refused {}, cancelled {}, in review {}, failed {}, retry scheduled {}, lost claims {}, API calls {}",
         run.run_id,
         run.worker_id,
         run.result,
@@ -645,6 +693,7 @@ fn last_run(run: Option<&RunRecord>) -> String {
         run.in_review,
         run.failed,
         run.retry_scheduled,
+        run.lost,
         run.api_calls
     );
     if let Some(error) = &run.error {

@@ -78,7 +78,13 @@ struct Call<'a> {
     /// `api_calls.request_payload`: the JSON body, or the query parameters of a GET.
     payload: Value,
     body: Option<Vec<u8>>,
+    /// Asked right before each attempt goes out, after the rate gate: an `Err` stops the call
+    /// unsent. How OR21 is fenced to the run that holds the order.
+    fence: Option<&'a Fence<'a>>,
 }
+
+/// Whether the caller may still send; the reason when not.
+pub type Fence<'a> = dyn Fn() -> Result<(), String> + Sync + 'a;
 
 impl Call<'_> {
     /// A GET about no single order; its query parameters are what `api_calls` keeps.
@@ -90,6 +96,7 @@ impl Call<'_> {
             url,
             order_id: None,
             body: None,
+            fence: None,
         }
     }
 }
@@ -243,10 +250,12 @@ impl MarketplaceClient {
 
     /// OR21: accepts or refuses each line as decided (all refused refuses the order). 204 is the
     /// only success.
+    /// OR21, each attempt sent only while `fence` allows it.
     pub async fn accept_order(
         &self,
         order_id: &str,
         decisions: &[LineDecision],
+        fence: &Fence<'_>,
     ) -> Result<(), MarketplaceError> {
         sendable_id(order_id).map_err(|reason| MarketplaceError::Unsendable {
             order_id: order_id.to_owned(),
@@ -269,6 +278,7 @@ impl MarketplaceClient {
             order_id: Some(order_id),
             body: Some(payload.to_string().into_bytes()),
             payload,
+            fence: Some(fence),
         };
         self.send(&call, |status, _body| {
             if status == StatusCode::NO_CONTENT {
@@ -351,6 +361,13 @@ impl MarketplaceClient {
                 Err(refused) => return Err(held_too_long(call, refused)),
             };
             schedule.waited_at_gate(pass.waited);
+            if let Some(Err(reason)) = call.fence.map(|may_send| may_send()) {
+                return Err(MarketplaceError::Fenced {
+                    endpoint: call.endpoint,
+                    order_id: call.order_id.map(str::to_owned),
+                    reason,
+                });
+            }
             let result = self.attempt(call, attempt, &parse).await;
             if !result.as_ref().is_err_and(|failure| failure.throttled) {
                 self.inner.gate.answered(call.endpoint);

@@ -113,6 +113,17 @@ pub enum MarketplaceError {
         detail: String,
         body: String,
     },
+
+    /// Not sent: the caller's fence closed (the run can no longer prove it holds the order).
+    #[error(
+        "{endpoint}{} was not sent: {reason}. The order is left to the run that holds it now",
+        for_order(.order_id)
+    )]
+    Fenced {
+        endpoint: Endpoint,
+        order_id: Option<String>,
+        reason: String,
+    },
 }
 
 impl MarketplaceError {

@@ -11,7 +11,7 @@ mod path;
 mod retry;
 mod types;
 
-pub use client::MarketplaceClient;
+pub use client::{Fence, MarketplaceClient};
 pub use error::{Endpoint, MarketplaceError};
 pub use limit::{AdaptiveLimit, Slot};
 pub use retry::RetryPolicy;

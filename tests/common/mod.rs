@@ -176,14 +176,21 @@ impl TestApp {
             .unwrap_or(0)
     }
 
-    /// Makes every claimable order due now, as if its lease or retry delay had run out: the
-    /// projection is the claim's clock.
+    /// Makes every claimable order due now, as if its retry delay had run out (the projection
+    /// is the claim's clock), and every run's hold on its orders over, as if its heartbeat had
+    /// stopped a lease ago: the next claim releases their orders.
     pub async fn let_time_pass(&self) {
         sqlx::query(
             "UPDATE order_current_status SET claimable_at = now() - interval '1 second' WHERE claimable_at IS NOT NULL",
         )
         .execute(&self.pool)
         .await
-        .expect("expire leases");
+        .expect("expire retry delays");
+        sqlx::query(
+            "UPDATE acceptance_runs SET held_until = now() - interval '1 second' WHERE released_at IS NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .expect("expire holds");
     }
 }
