@@ -282,7 +282,7 @@ async fn run_scoped(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
-    ctx.client.start_run();
+    ctx.client.start_run().await;
     let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id)
         .await
         .map_err(RunError::database("starting the run"))?;

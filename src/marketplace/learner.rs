@@ -1,0 +1,302 @@
+//! The pace one endpoint group learns from the marketplace's throttling: a CUBIC rate curve in
+//! the manner of the AWS SDKs' adaptive retry mode, told apart from sporadic 429s.
+//!
+//! Nothing is paced until a closing looks like a rate limit. When a closed gate reopens, the
+//! answers of the second before the closing (and those of the requests still on their way)
+//! decide: a small share throttled is a sporadic 429 and teaches nothing; a larger one is a
+//! limit, and the rate the marketplace served over that second becomes the curve's plateau
+//! (`w_max`). The pace starts again at [`BETA`] of it and climbs back along
+//! `w_max + C·(t − K)³`: steep at first (most of the way back within a second or two), flat
+//! near the plateau, then probing past it, so a limit that was raised is found again. A limit
+//! met twice at about the same rate is taken as steady: the pace then holds at the plateau for
+//! [`HOLD_PER_CLOSED`] times the closing's length before probing, so that probes cost at most a
+//! twentieth of the time. The pace never goes under [`FLOOR`]; past [`CEILING`] it stops.
+//!
+//! Every function takes the time as an argument, so the arithmetic is tested with a made-up
+//! clock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What the pace is cut to on a limit, as a share of the rate served: AWS's CUBIC β.
+pub const BETA: f64 = 0.7;
+/// AWS's CUBIC scale constant, in requests per second per second cubed.
+const C: f64 = 0.4;
+/// The slowest a learned pace goes, in requests per second (the AWS SDKs' minimum too): a run
+/// of a few hundred orders still ends, and the limit's easing is still seen.
+pub const FLOOR: f64 = 0.5;
+/// A pace past this is no pace: the learner stops, as before the first limit.
+pub const CEILING: f64 = 10_000.0;
+/// The trailing window of answers a closing is judged by.
+const WINDOW: Duration = Duration::from_secs(1);
+/// Under this share of throttled answers in the window, a closing is a sporadic 429.
+const SPORADIC_SHARE: f64 = 0.1;
+/// Two limits this close (relative) are the same steady limit.
+const SAME_LIMIT: f64 = 0.2;
+/// How long a confirmed limit is held before probing, per second the closing lasted.
+const HOLD_PER_CLOSED: u32 = 20;
+/// The longest hold: a limit raised is found within a few minutes.
+const LONGEST_HOLD: Duration = Duration::from_secs(300);
+/// At most this many answers are kept for the window (more than a second's worth at any pace
+/// a marketplace allows).
+const KEPT_ANSWERS: usize = 4096;
+
+/// The rate curve after a limit: `w_max + C·(t − K)³` from `origin`, flat at `w_max` for
+/// `hold` between the climb and the probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Curve {
+    pub w_max: f64,
+    /// Seconds from `origin` to the plateau.
+    k: f64,
+    origin: Instant,
+    hold: Duration,
+}
+
+impl Curve {
+    /// A curve starting at `start` requests per second at `origin`, climbing to `w_max`.
+    pub fn new(start: f64, w_max: f64, origin: Instant, hold: Duration) -> Curve {
+        let w_max = w_max.clamp(FLOOR, CEILING);
+        let start = start.clamp(FLOOR, w_max);
+        Curve {
+            w_max,
+            k: ((w_max - start) / C).cbrt(),
+            origin,
+            hold,
+        }
+    }
+
+    /// The pace at `now`, in requests per second.
+    pub fn rate(&self, now: Instant) -> f64 {
+        let t = now.saturating_duration_since(self.origin).as_secs_f64();
+        let hold = self.hold.as_secs_f64();
+        let x = if t < self.k {
+            t - self.k
+        } else if t < self.k + hold {
+            0.0
+        } else {
+            t - self.k - hold
+        };
+        (self.w_max + C * x.powi(3)).max(FLOOR)
+    }
+}
+
+/// What a closing taught.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Few answers throttled: a stray 429; nothing changes.
+    Sporadic { share: f64 },
+    /// A rate limit: the pace is cut to `rate` and climbs back towards `w_max`.
+    Limit { rate: f64, w_max: f64, steady: bool },
+}
+
+#[derive(Debug, Default)]
+pub struct Learner {
+    /// Recent answers: when, and whether throttled.
+    answers: VecDeque<(Instant, bool)>,
+    curve: Option<Curve>,
+    /// The next free send slot of the pace.
+    next_slot: Option<Instant>,
+}
+
+impl Learner {
+    pub fn answered(&mut self, at: Instant, throttled: bool) {
+        if self.answers.len() == KEPT_ANSWERS {
+            self.answers.pop_front();
+        }
+        self.answers.push_back((at, throttled));
+    }
+
+    /// The pace now, if any.
+    pub fn rate(&mut self, now: Instant) -> Option<f64> {
+        let rate = self.curve?.rate(now);
+        if rate >= CEILING {
+            self.curve = None;
+            return None;
+        }
+        Some(rate)
+    }
+
+    pub fn curve(&self) -> Option<Curve> {
+        self.curve
+    }
+
+    /// Starts from a curve learned elsewhere (another replica, an earlier run).
+    pub fn adopt(&mut self, curve: Curve) {
+        self.curve = Some(curve);
+    }
+
+    /// When the next request may go at the pace, reserving that slot; `None` when unpaced.
+    pub fn reserve(&mut self, now: Instant) -> Option<Instant> {
+        let rate = self.rate(now)?;
+        let slot = self.next_slot.map_or(now, |next| next.max(now));
+        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / rate));
+        Some(slot)
+    }
+
+    /// Judges a closing that began at `began`, lasted `closed_for` and has just ended (`now`):
+    /// by the answers from a second before it to now.
+    pub fn closed(&mut self, began: Instant, closed_for: Duration, now: Instant) -> Verdict {
+        let from = began.checked_sub(WINDOW).unwrap_or(began);
+        while self.answers.front().is_some_and(|(at, _)| *at < from) {
+            self.answers.pop_front();
+        }
+        let throttled = self.answers.iter().filter(|(_, t)| *t).count();
+        let served = self.answers.len() - throttled;
+        self.answers.clear();
+        let share = throttled as f64 / (throttled + served).max(1) as f64;
+        if share < SPORADIC_SHARE {
+            return Verdict::Sporadic { share };
+        }
+        // What the marketplace served over the window is the limit; the pace already set (if
+        // slower) is what it was asked for at most.
+        let served_rate = served as f64 / WINDOW.as_secs_f64();
+        let before = self.curve.map(|curve| (curve.rate(began), curve.w_max));
+        let w_max = before
+            .map_or(served_rate, |(pace, _)| served_rate.min(pace))
+            .clamp(FLOOR, CEILING);
+        let steady = before.is_some_and(|(_, last)| (w_max - last).abs() <= SAME_LIMIT * last);
+        let hold = if steady {
+            (closed_for * HOLD_PER_CLOSED).min(LONGEST_HOLD)
+        } else {
+            Duration::ZERO
+        };
+        let curve = Curve::new(w_max * BETA, w_max, now, hold);
+        self.curve = Some(curve);
+        self.next_slot = None;
+        Verdict::Limit {
+            rate: curve.rate(now),
+            w_max,
+            steady,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// `served` answers then `throttled` ones, spread over the `span` before `at`.
+    fn answers(learner: &mut Learner, at: Instant, span: Duration, served: u32, throttled: u32) {
+        let n = served + throttled;
+        for i in 0..n {
+            let when = at - span + span * i / n.max(1);
+            learner.answered(when, i >= served);
+        }
+    }
+
+    #[test]
+    fn nothing_is_paced_before_the_first_limit() {
+        let mut learner = Learner::default();
+        let now = Instant::now();
+        assert_eq!(learner.rate(now), None);
+        assert_eq!(learner.reserve(now), None);
+    }
+
+    #[test]
+    fn a_burst_against_a_limit_teaches_the_rate_served_and_cuts_to_seven_tenths() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        // 16 requests at once: 5 served, 11 throttled.
+        answers(&mut learner, t0, secs(0.02), 5, 11);
+        let reopened = t0 + secs(5.0);
+        let verdict = learner.closed(t0, secs(5.0), reopened);
+        let Verdict::Limit {
+            rate,
+            w_max,
+            steady,
+        } = verdict
+        else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(w_max, 5.0);
+        assert!((rate - 3.5).abs() < 1e-9, "{rate}");
+        assert!(!steady, "a first limit is not confirmed yet");
+        // K = cbrt(5 × 0.3 / 0.4) ≈ 1.55 s: back at the plateau then, and probing right after.
+        let k = (5.0 * 0.3 / 0.4_f64).cbrt();
+        assert!((learner.rate(reopened + secs(k)).unwrap() - 5.0).abs() < 1e-9);
+        assert!(learner.rate(reopened + secs(k * 0.5)).unwrap() > 4.8);
+        assert!(learner.rate(reopened + secs(k + 2.0)).unwrap() > 5.0 + 0.4 * 7.9);
+    }
+
+    #[test]
+    fn a_sporadic_429_among_many_answers_teaches_nothing() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        answers(&mut learner, t0, secs(1.0), 300, 3);
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert_eq!(learner.rate(t0 + secs(1.0)), None);
+    }
+
+    #[test]
+    fn a_limit_met_again_at_the_same_rate_is_held_before_probing() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        answers(&mut learner, t0, secs(0.02), 5, 11);
+        let first = t0 + secs(5.0);
+        learner.closed(t0, secs(5.0), first);
+        // Probing past 5 per second drained the marketplace's bucket 4 s later.
+        let t1 = first + secs(4.0);
+        answers(&mut learner, t1, secs(1.0), 5, 1);
+        let second = t1 + secs(5.0);
+        let verdict = learner.closed(t1, secs(5.0), second);
+        assert!(
+            matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if w_max == 5.0),
+            "{verdict:?}"
+        );
+        // Held at 5 for 20 × 5 s = 100 s after the climb.
+        let k = (5.0 * 0.3 / 0.4_f64).cbrt();
+        assert!((learner.rate(second + secs(k + 99.0)).unwrap() - 5.0).abs() < 1e-9);
+        assert!(learner.rate(second + secs(k + 103.0)).unwrap() > 5.5);
+    }
+
+    #[test]
+    fn a_lower_limit_is_followed_down_and_a_higher_one_found_by_probing() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
+        // The limit drops to 2: two served in the second before the closing, one throttled.
+        let t1 = t0 + secs(30.0);
+        answers(&mut learner, t1, secs(1.0), 2, 1);
+        let reopened = t1 + secs(0.05);
+        let verdict = learner.closed(t1, secs(0.05), reopened);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, steady: false, .. } if w_max == 2.0),
+            "{verdict:?}"
+        );
+        // Not confirmed: probing starts after the climb, and within 5 s passes 10 per second.
+        assert!(learner.rate(reopened + secs(5.0)).unwrap() > 10.0);
+    }
+
+    #[test]
+    fn the_pace_never_goes_under_the_floor_and_stops_past_the_ceiling() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        // Only throttled answers: nothing served at all.
+        answers(&mut learner, t0, secs(0.5), 0, 8);
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        assert!(
+            matches!(verdict, Verdict::Limit { rate, .. } if rate == FLOOR),
+            "{verdict:?}"
+        );
+        assert_eq!(learner.rate(t0 + secs(1.0)), Some(FLOOR));
+        // The probe grows without bound; past the ceiling the learner stops pacing.
+        assert_eq!(learner.rate(t0 + secs(40.0)), None);
+        assert_eq!(learner.reserve(t0 + secs(41.0)), None);
+    }
+
+    #[test]
+    fn the_pace_spaces_reserved_slots_by_one_over_the_rate() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        learner.adopt(Curve::new(4.0, 4.0, t0, Duration::from_secs(60)));
+        let slots: Vec<Instant> = (0..3).map(|_| learner.reserve(t0).unwrap()).collect();
+        assert_eq!(slots[0], t0);
+        assert_eq!(slots[1] - slots[0], secs(0.25));
+        assert_eq!(slots[2] - slots[1], secs(0.25));
+    }
+}
