@@ -373,8 +373,6 @@ impl MarketplaceClient {
                 self.share(call.endpoint).await;
             }
             let result = self.attempt(call, attempt, &parse).await;
-            let throttled = result.as_ref().is_err_and(|failure| failure.throttled);
-            self.inner.gate.answered(call.endpoint, throttled);
             let failure = match result {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
@@ -493,6 +491,10 @@ impl MarketplaceClient {
         let exchange = self.exchange(call).await;
         let duration = started.elapsed();
         let result = self.decide(call, &exchange, parse);
+        // Counted as it arrives (not after its api_calls row): the learner judges a closing by
+        // the answers around it, those still in flight included.
+        let throttled = result.as_ref().is_err_and(|failure| failure.throttled);
+        self.inner.gate.answered(call.endpoint, throttled);
         self.record(call, attempt, duration, &exchange, &result, recorded_first)
             .await;
         result

@@ -233,9 +233,12 @@ impl Gate {
             if let Some(pace) = &group.pace {
                 pace.until_ready().await;
             }
-            let slot = lock(&group.learner).reserve(Instant::now());
-            if let Some(slot) = slot {
-                tokio::time::sleep_until(slot.into()).await;
+            loop {
+                let turn = lock(&group.learner).take_turn(Instant::now());
+                match turn {
+                    Ok(()) => break,
+                    Err(later) => tokio::time::sleep_until(later.into()).await,
+                }
             }
             // The gate may have closed while this call waited for its turn.
             if lock(&group.closing)
@@ -379,14 +382,15 @@ impl Gate {
 
     /// Holds the group's gate shut until `wait` from now because another replica was told to
     /// wait: within this run's allowance only (else the local gate decides alone). No closing
-    /// of this process is counted and there is nothing to learn from it.
+    /// of this process is counted and there is nothing to learn from it. True when this made
+    /// the gate close longer.
     pub fn hold(&self, endpoint: Endpoint, wait: Duration) -> bool {
         let group = self.group(endpoint);
         let now = Instant::now();
         let until = now + wait;
         let mut closing = lock(&group.closing);
         if closing.until.is_some_and(|current| current >= until) {
-            return true;
+            return false;
         }
         if !self.charge(now, until) {
             return false;
@@ -516,16 +520,33 @@ mod tests {
         for throttled in [false; 5].into_iter().chain([true; 11]) {
             gate.answered(Endpoint::OR21, throttled);
         }
-        assert_eq!(gate.close(Endpoint::OR21, Duration::from_millis(20)).ok(), Some(true));
-        assert_eq!(gate.learned_rate(Endpoint::OR21), None, "judged when it reopens");
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_millis(20)).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            gate.learned_rate(Endpoint::OR21),
+            None,
+            "judged when it reopens"
+        );
         let pass = gate.pass(Endpoint::OR21).await.expect("open");
         assert!(pass.learned);
         let rate = gate.learned_rate(Endpoint::OR21).expect("a pace");
-        assert!((3.4..3.6).contains(&rate), "seven tenths of 5 served: {rate}");
+        assert!(
+            (3.4..3.6).contains(&rate),
+            "seven tenths of 5 served: {rate}"
+        );
         assert_eq!(gate.throttlings(Endpoint::OR21), 1);
-        assert_eq!(gate.learned_rate(Endpoint::OR11), None, "each group learns its own");
+        assert_eq!(
+            gate.learned_rate(Endpoint::OR11),
+            None,
+            "each group learns its own"
+        );
         gate.start_run();
-        assert!(gate.learned_rate(Endpoint::OR21).is_some(), "a new run keeps it");
+        assert!(
+            gate.learned_rate(Endpoint::OR21).is_some(),
+            "a new run keeps it"
+        );
     }
 
     #[tokio::test]
@@ -535,12 +556,19 @@ mod tests {
             gate.answered(Endpoint::OR21, false);
         }
         gate.answered(Endpoint::OR21, true);
-        assert!(gate.close(Endpoint::OR21, Duration::from_millis(20)).is_ok());
+        assert!(
+            gate.close(Endpoint::OR21, Duration::from_millis(20))
+                .is_ok()
+        );
         let pass = gate.pass(Endpoint::OR21).await.expect("open");
         assert!(!pass.learned);
         assert_eq!(gate.learned_rate(Endpoint::OR21), None);
         assert_eq!(gate.closings(Endpoint::OR21), 1);
-        assert_eq!(gate.throttlings(Endpoint::OR21), 0, "no reason to send fewer at once");
+        assert_eq!(
+            gate.throttlings(Endpoint::OR21),
+            0,
+            "no reason to send fewer at once"
+        );
     }
 
     #[tokio::test]
@@ -553,11 +581,21 @@ mod tests {
         for _ in 0..10 {
             gate.answered(Endpoint::OR21, true);
         }
-        assert!(gate.close(Endpoint::OR21, Duration::from_millis(10)).is_ok());
+        assert!(
+            gate.close(Endpoint::OR21, Duration::from_millis(10))
+                .is_ok()
+        );
         assert!(!gate.pass(Endpoint::OR21).await.expect("open").learned);
         assert_eq!(gate.learned_rate(Endpoint::OR21), None);
-        assert_eq!(gate.throttlings(Endpoint::OR21), 1, "every closing counts then");
-        assert!(!gate.adopt(Endpoint::OR21, 3.0, 4.0), "nor is a shared pace taken");
+        assert_eq!(
+            gate.throttlings(Endpoint::OR21),
+            1,
+            "every closing counts then"
+        );
+        assert!(
+            !gate.adopt(Endpoint::OR21, 3.0, 4.0),
+            "nor is a shared pace taken"
+        );
     }
 
     #[test]
@@ -565,9 +603,15 @@ mod tests {
         let gate = gate(Duration::from_secs(60));
         let sent_at = Instant::now();
         assert!(!gate.closed_since(Endpoint::OR21, sent_at));
-        assert_eq!(gate.close(Endpoint::OR21, Duration::from_secs(1)).ok(), Some(true));
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_secs(1)).ok(),
+            Some(true)
+        );
         assert!(gate.closed_since(Endpoint::OR21, sent_at));
-        assert_eq!(gate.close(Endpoint::OR21, Duration::from_secs(2)).ok(), Some(false));
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_secs(2)).ok(),
+            Some(false)
+        );
         assert_eq!(gate.closings(Endpoint::OR21), 1);
     }
 
@@ -589,12 +633,26 @@ mod tests {
         let gate = gate(Duration::from_secs(5));
         assert_eq!(gate.shared(Endpoint::OR21), Shared::default());
         assert!(gate.hold(Endpoint::OR21, Duration::from_secs(2)));
-        assert_eq!(gate.closings(Endpoint::OR21), 0, "another replica's closing");
+        assert!(
+            !gate.hold(Endpoint::OR21, Duration::from_secs(1)),
+            "closed longer already"
+        );
+        assert_eq!(
+            gate.closings(Endpoint::OR21),
+            0,
+            "another replica's closing"
+        );
         assert!(gate.shared(Endpoint::OR21).closed_until.is_some());
-        assert!(!gate.hold(Endpoint::OR11, Duration::from_secs(60)), "past the allowance");
+        assert!(
+            !gate.hold(Endpoint::OR11, Duration::from_secs(60)),
+            "past the allowance"
+        );
         assert!(gate.adopt(Endpoint::OR21, 3.5, 5.0));
         let (rate, w_max) = gate.shared(Endpoint::OR21).learned.expect("adopted");
         assert!((3.5..5.0).contains(&rate) && w_max == 5.0, "{rate} {w_max}");
-        assert!(!gate.adopt(Endpoint::OR21, 1.0, 1.0), "a pace of its own wins");
+        assert!(
+            !gate.adopt(Endpoint::OR21, 1.0, 1.0),
+            "a pace of its own wins"
+        );
     }
 }

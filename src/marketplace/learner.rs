@@ -7,10 +7,12 @@
 //! limit, and the rate the marketplace served over that second becomes the curve's plateau
 //! (`w_max`). The pace starts again at [`BETA`] of it and climbs back along
 //! `w_max + C·(t − K)³`: steep at first (most of the way back within a second or two), flat
-//! near the plateau, then probing past it, so a limit that was raised is found again. A limit
-//! met twice at about the same rate is taken as steady: the pace then holds at the plateau for
-//! [`HOLD_PER_CLOSED`] times the closing's length before probing, so that probes cost at most a
-//! twentieth of the time. The pace never goes under [`FLOOR`]; past [`CEILING`] it stops.
+//! near the plateau, then probing past it, so a limit that was raised is found again. The
+//! plateau is held for [`HOLD_PER_CLOSED`] times the closing's length before probing, so that
+//! a failed probe (which costs one closing) takes at most a twentieth of the time. A probe that
+//! fails keeps the plateau (raised by what it found room for); a closing at or under the
+//! plateau lowers it to what was served. The pace never goes under [`FLOOR`]; past [`CEILING`]
+//! it stops.
 //!
 //! Every function takes the time as an argument, so the arithmetic is tested with a made-up
 //! clock.
@@ -31,12 +33,15 @@ pub const CEILING: f64 = 10_000.0;
 const WINDOW: Duration = Duration::from_secs(1);
 /// Under this share of throttled answers in the window, a closing is a sporadic 429.
 const SPORADIC_SHARE: f64 = 0.1;
-/// Two limits this close (relative) are the same steady limit.
+/// Two limits this close (relative) are the same steady limit; a pace this far past the
+/// plateau is a probe.
 const SAME_LIMIT: f64 = 0.2;
 /// How long a confirmed limit is held before probing, per second the closing lasted.
 const HOLD_PER_CLOSED: u32 = 20;
 /// The longest hold: a limit raised is found within a few minutes.
 const LONGEST_HOLD: Duration = Duration::from_secs(300);
+/// The longest a caller waits for the pace before looking at it again.
+const RECHECK: Duration = Duration::from_millis(100);
 /// At most this many answers are kept for the window (more than a second's worth at any pace
 /// a marketplace allows).
 const KEPT_ANSWERS: usize = 4096;
@@ -94,8 +99,8 @@ pub struct Learner {
     /// Recent answers: when, and whether throttled.
     answers: VecDeque<(Instant, bool)>,
     curve: Option<Curve>,
-    /// The next free send slot of the pace.
-    next_slot: Option<Instant>,
+    /// When the pace last let a request go.
+    last_turn: Option<Instant>,
 }
 
 impl Learner {
@@ -125,12 +130,23 @@ impl Learner {
         self.curve = Some(curve);
     }
 
-    /// When the next request may go at the pace, reserving that slot; `None` when unpaced.
-    pub fn reserve(&mut self, now: Instant) -> Option<Instant> {
-        let rate = self.rate(now)?;
-        let slot = self.next_slot.map_or(now, |next| next.max(now));
-        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / rate));
-        Some(slot)
+    /// Takes the pace's turn for one request now (`Ok`, also when unpaced), or says when to ask
+    /// again: at the next turn, or sooner, because the pace climbs while callers wait and a
+    /// turn worked out at an old, slow rate would hold them too long.
+    pub fn take_turn(&mut self, now: Instant) -> Result<(), Instant> {
+        let Some(rate) = self.rate(now) else {
+            return Ok(());
+        };
+        let next = self
+            .last_turn
+            .map(|last| last + Duration::from_secs_f64(1.0 / rate));
+        match next {
+            Some(next) if next > now => Err(next.min(now + RECHECK)),
+            _ => {
+                self.last_turn = Some(now);
+                Ok(())
+            }
+        }
     }
 
     /// Judges a closing that began at `began`, lasted `closed_for` and has just ended (`now`):
@@ -150,19 +166,23 @@ impl Learner {
         // What the marketplace served over the window is the limit; the pace already set (if
         // slower) is what it was asked for at most.
         let served_rate = served as f64 / WINDOW.as_secs_f64();
-        let before = self.curve.map(|curve| (curve.rate(began), curve.w_max));
-        let w_max = before
-            .map_or(served_rate, |(pace, _)| served_rate.min(pace))
-            .clamp(FLOOR, CEILING);
-        let steady = before.is_some_and(|(_, last)| (w_max - last).abs() <= SAME_LIMIT * last);
-        let hold = if steady {
-            (closed_for * HOLD_PER_CLOSED).min(LONGEST_HOLD)
-        } else {
-            Duration::ZERO
+        let (w_max, steady) = match self.curve.map(|curve| (curve.rate(began), curve.w_max)) {
+            None => (served_rate, false),
+            // A probe past the plateau found the limit: the plateau held, and what was served
+            // beyond it (less the marketplace's burst, which the second also counted) is room.
+            Some((pace, last)) if pace > (1.0 + SAME_LIMIT) * last => {
+                (last.max(BETA * served_rate.min(pace)), true)
+            }
+            // Throttled at or under the plateau: the limit is lower now.
+            Some((pace, last)) => {
+                let w_max = served_rate.min(pace);
+                (w_max, (w_max - last).abs() <= SAME_LIMIT * last)
+            }
         };
+        let w_max = w_max.clamp(FLOOR, CEILING);
+        let hold = (closed_for * HOLD_PER_CLOSED).min(LONGEST_HOLD);
         let curve = Curve::new(w_max * BETA, w_max, now, hold);
         self.curve = Some(curve);
-        self.next_slot = None;
         Verdict::Limit {
             rate: curve.rate(now),
             w_max,
@@ -193,7 +213,8 @@ mod tests {
         let mut learner = Learner::default();
         let now = Instant::now();
         assert_eq!(learner.rate(now), None);
-        assert_eq!(learner.reserve(now), None);
+        assert_eq!(learner.take_turn(now), Ok(()));
+        assert_eq!(learner.take_turn(now), Ok(()), "unpaced: every turn is now");
     }
 
     #[test]
@@ -215,11 +236,13 @@ mod tests {
         assert_eq!(w_max, 5.0);
         assert!((rate - 3.5).abs() < 1e-9, "{rate}");
         assert!(!steady, "a first limit is not confirmed yet");
-        // K = cbrt(5 × 0.3 / 0.4) ≈ 1.55 s: back at the plateau then, and probing right after.
+        // K = cbrt(5 × 0.3 / 0.4) ≈ 1.55 s: back at the plateau then, held for 20 × 5 s, and
+        // probing after.
         let k = (5.0 * 0.3 / 0.4_f64).cbrt();
         assert!((learner.rate(reopened + secs(k)).unwrap() - 5.0).abs() < 1e-9);
         assert!(learner.rate(reopened + secs(k * 0.5)).unwrap() > 4.8);
-        assert!(learner.rate(reopened + secs(k + 2.0)).unwrap() > 5.0 + 0.4 * 7.9);
+        assert!((learner.rate(reopened + secs(k + 99.0)).unwrap() - 5.0).abs() < 1e-9);
+        assert!(learner.rate(reopened + secs(k + 102.0)).unwrap() > 5.0 + 0.4 * 7.9);
     }
 
     #[test]
@@ -233,25 +256,40 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_met_again_at_the_same_rate_is_held_before_probing() {
+    fn a_failed_probe_keeps_the_plateau_and_a_successful_one_raises_it() {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
-        answers(&mut learner, t0, secs(0.02), 5, 11);
-        let first = t0 + secs(5.0);
-        learner.closed(t0, secs(5.0), first);
-        // Probing past 5 per second drained the marketplace's bucket 4 s later.
-        let t1 = first + secs(4.0);
+        learner.adopt(Curve::new(5.0, 5.0, t0, Duration::ZERO));
+        // Probing 3 s past the plateau (5 + 0.4 × 27 = 15.8 per second) drained the bucket:
+        // the second counted 8 served, the marketplace's burst among them.
+        let t1 = t0 + secs(3.0);
+        answers(&mut learner, t1, secs(1.0), 8, 1);
+        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
+        assert!(
+            matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if (w_max - 5.6).abs() < 1e-9),
+            "0.7 × 8 served is a little room past 5: {verdict:?}"
+        );
+        let t2 = t1 + secs(200.0);
+        answers(&mut learner, t2, secs(1.0), 3, 1);
+        let verdict = learner.closed(t2, secs(5.0), t2 + secs(5.0));
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 5.6).abs() < 1e-9),
+            "a probe that found less keeps the plateau: {verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_limit_met_again_at_the_same_rate_is_steady() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
+        let t1 = t0 + secs(10.0);
         answers(&mut learner, t1, secs(1.0), 5, 1);
-        let second = t1 + secs(5.0);
-        let verdict = learner.closed(t1, secs(5.0), second);
+        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
         assert!(
             matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if w_max == 5.0),
             "{verdict:?}"
         );
-        // Held at 5 for 20 × 5 s = 100 s after the climb.
-        let k = (5.0 * 0.3 / 0.4_f64).cbrt();
-        assert!((learner.rate(second + secs(k + 99.0)).unwrap() - 5.0).abs() < 1e-9);
-        assert!(learner.rate(second + secs(k + 103.0)).unwrap() > 5.5);
     }
 
     #[test]
@@ -268,7 +306,7 @@ mod tests {
             matches!(verdict, Verdict::Limit { w_max, steady: false, .. } if w_max == 2.0),
             "{verdict:?}"
         );
-        // Not confirmed: probing starts after the climb, and within 5 s passes 10 per second.
+        // Held for 20 × 50 ms = 1 s after the climb, then probing: within 5 s past 10 per second.
         assert!(learner.rate(reopened + secs(5.0)).unwrap() > 10.0);
     }
 
@@ -285,18 +323,18 @@ mod tests {
         );
         assert_eq!(learner.rate(t0 + secs(1.0)), Some(FLOOR));
         // The probe grows without bound; past the ceiling the learner stops pacing.
-        assert_eq!(learner.rate(t0 + secs(40.0)), None);
-        assert_eq!(learner.reserve(t0 + secs(41.0)), None);
+        assert_eq!(learner.rate(t0 + secs(60.0)), None);
+        assert_eq!(learner.take_turn(t0 + secs(61.0)), Ok(()));
     }
 
     #[test]
-    fn the_pace_spaces_reserved_slots_by_one_over_the_rate() {
+    fn the_pace_spaces_turns_by_one_over_the_rate_and_waiters_look_again_soon() {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         learner.adopt(Curve::new(4.0, 4.0, t0, Duration::from_secs(60)));
-        let slots: Vec<Instant> = (0..3).map(|_| learner.reserve(t0).unwrap()).collect();
-        assert_eq!(slots[0], t0);
-        assert_eq!(slots[1] - slots[0], secs(0.25));
-        assert_eq!(slots[2] - slots[1], secs(0.25));
+        assert_eq!(learner.take_turn(t0), Ok(()));
+        assert_eq!(learner.take_turn(t0), Err(t0 + RECHECK));
+        assert_eq!(learner.take_turn(t0 + secs(0.2)), Err(t0 + secs(0.25)));
+        assert_eq!(learner.take_turn(t0 + secs(0.25)), Ok(()));
     }
 }

@@ -65,20 +65,22 @@ pub fn check(row: &RateGateRow, ceiling: Duration) -> Option<Checked> {
             checked.closed_for = Some(Duration::from_secs_f64(wait));
         }
         Some(wait) if !wait.is_finite() => {
-            checked.problems.push("closed_until is not a time".to_owned());
+            checked
+                .problems
+                .push("closed_until is not a time".to_owned());
         }
         _ => {}
     }
     let rate_ok = |rate: f64| rate.is_finite() && (FLOOR..CEILING).contains(&rate);
     match (row.learned_rate, row.last_max_rate) {
-        (Some(rate), Some(w_max)) if rate_ok(rate) && rate_ok(w_max) && rate <= w_max => {
+        (Some(rate), Some(w_max)) if rate_ok(rate) && rate_ok(w_max) => {
             if row.age_seconds <= RECENT.as_secs_f64() {
                 checked.learned = Some((rate, w_max));
             }
         }
         (None, None) => {}
         (rate, w_max) => checked.problems.push(format!(
-            "learned_rate {rate:?} and last_max_rate {w_max:?} are no pace (each between {FLOOR} and {CEILING} requests/s, the first no higher)"
+            "learned_rate {rate:?} and last_max_rate {w_max:?} are no pace (both between {FLOOR} and {CEILING} requests/s)"
         )),
     }
     Some(checked)
@@ -232,7 +234,7 @@ mod tests {
             (Some(f64::NAN), Some(5.0)),
             (Some(-1.0), Some(5.0)),
             (Some(1e12), Some(1e12)),
-            (Some(6.0), Some(5.0)),
+            (Some(0.1), Some(5.0)),
             (Some(3.0), None),
         ] {
             let checked = check(

@@ -1365,7 +1365,11 @@ async fn the_rate_limit_can_change_while_the_simulator_runs() {
     };
     let response = set(json!({"per_second": 2})).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(statuses(3).await, [200, 200, 429], "2 per second from now on");
+    assert_eq!(
+        statuses(3).await,
+        [200, 200, 429],
+        "2 per second from now on"
+    );
     let refused = set(json!({"per_second": "fast"})).await.unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     sim.set_rate_limit(None);
