@@ -76,7 +76,7 @@ async fn a_limit_changing_mid_run_is_followed_down_and_found_again_up(pool: PgPo
     let throttled_2 = throttled(&app) - throttled_5;
     // Unpaced, 8 callers would draw a 429 on nearly every one of hundreds of requests.
     assert!(
-        throttled_2 * 3 < ok_2 + throttled_2,
+        throttled_2 * 2 < ok_2 + throttled_2,
         "at 2 per second: {ok_2} answered, {throttled_2} throttled"
     );
     assert!(ok_2 >= 4, "never stalls: {ok_2} answered in 4 s");

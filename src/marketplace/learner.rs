@@ -3,7 +3,8 @@
 //!
 //! Nothing is paced until a closing looks like a rate limit. When a closed gate reopens, the
 //! answers of the second before the closing (and those of the requests still on their way)
-//! decide: a small share throttled is a sporadic 429 and teaches nothing; a larger one is a
+//! decide: a small share throttled, or too few answers to tell (a group that calls now and then),
+//! is a sporadic 429 and teaches nothing; a larger one is a
 //! limit, and the rate the marketplace served over that second becomes the curve's plateau
 //! (`w_max`). The pace starts again at [`BETA`] of it and climbs back along
 //! `w_max + C·(t − K)³`: steep at first (most of the way back within a second or two), flat
@@ -33,6 +34,9 @@ pub const CEILING: f64 = 10_000.0;
 const WINDOW: Duration = Duration::from_secs(1);
 /// Under this share of throttled answers in the window, a closing is a sporadic 429.
 const SPORADIC_SHARE: f64 = 0.1;
+/// A limit shows under load: with fewer answers than this in the window (a group that calls
+/// now and then), a 429 is taken as sporadic and only the gate honours it.
+const EVIDENCE: usize = 5;
 /// Two limits this close (relative) are the same steady limit; a pace this far past the
 /// plateau is a probe.
 const SAME_LIMIT: f64 = 0.2;
@@ -157,10 +161,11 @@ impl Learner {
             self.answers.pop_front();
         }
         let throttled = self.answers.iter().filter(|(_, t)| *t).count();
+        // The answers stay: the next closing is judged by its own trailing second, which may
+        // hold some of these.
         let served = self.answers.len() - throttled;
-        self.answers.clear();
         let share = throttled as f64 / (throttled + served).max(1) as f64;
-        if share < SPORADIC_SHARE {
+        if share < SPORADIC_SHARE || throttled + served < EVIDENCE {
             return Verdict::Sporadic { share };
         }
         // What the marketplace served over the window is the limit; the pace already set (if
@@ -246,6 +251,16 @@ mod tests {
     }
 
     #[test]
+    fn a_429_among_too_few_answers_to_tell_teaches_nothing() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        answers(&mut learner, t0, secs(1.0), 2, 1);
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert_eq!(learner.rate(t0 + secs(1.0)), None);
+    }
+
+    #[test]
     fn a_sporadic_429_among_many_answers_teaches_nothing() {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
@@ -270,7 +285,7 @@ mod tests {
             "0.7 × 8 served is a little room past 5: {verdict:?}"
         );
         let t2 = t1 + secs(200.0);
-        answers(&mut learner, t2, secs(1.0), 3, 1);
+        answers(&mut learner, t2, secs(1.0), 4, 1);
         let verdict = learner.closed(t2, secs(5.0), t2 + secs(5.0));
         assert!(
             matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 5.6).abs() < 1e-9),
@@ -297,9 +312,9 @@ mod tests {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
-        // The limit drops to 2: two served in the second before the closing, one throttled.
+        // The limit drops to 2: two served in the second before the closing, four throttled.
         let t1 = t0 + secs(30.0);
-        answers(&mut learner, t1, secs(1.0), 2, 1);
+        answers(&mut learner, t1, secs(1.0), 2, 4);
         let reopened = t1 + secs(0.05);
         let verdict = learner.closed(t1, secs(0.05), reopened);
         assert!(
