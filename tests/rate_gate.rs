@@ -60,7 +60,7 @@ struct Throttling {
     throttled: usize,
     /// 429 unless told otherwise.
     status: u16,
-    retry_after: Box<dyn Fn() -> String + Send + Sync>,
+    retry_after: RetryAfter,
     seen: AtomicUsize,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
 }
@@ -426,12 +426,15 @@ async fn an_order_throttled_past_the_ceiling_is_left_for_a_later_run(pool: PgPoo
     );
 }
 
+/// What a throttled answer's `Retry-After` says; empty for no header.
+type RetryAfter = Box<dyn Fn() -> String + Send + Sync>;
+
 #[sqlx::test]
 async fn a_retry_after_that_names_no_wait_is_a_429_without_one(pool: PgPool) {
     // Negative, not a number, a date already past, and none at all: each closes the gate for
     // the back-off delay only, and the call goes again at once.
     let past = || httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
-    let cases: [(&str, Box<dyn Fn() -> String + Send + Sync>); 4] = [
+    let cases: [(&str, RetryAfter); 4] = [
         ("negative", Box::new(|| "-5".into())),
         ("unparseable", Box::new(|| "soon, maybe".into())),
         ("in the past", Box::new(past)),
