@@ -32,8 +32,10 @@ pub const FLOOR: f64 = 0.5;
 pub const CEILING: f64 = 10_000.0;
 /// The trailing window of answers a closing is judged by.
 const WINDOW: Duration = Duration::from_secs(1);
-/// Under this share of throttled answers in the window, a closing is a sporadic 429.
-const SPORADIC_SHARE: f64 = 0.1;
+/// Under this share of throttled answers in the window, a closing is a sporadic 429: a limit
+/// throttles most of what is in flight once its bucket is dry, while a stray 429 right after
+/// another closing can be one of only a dozen answers in the second.
+const SPORADIC_SHARE: f64 = 0.25;
 /// A limit shows under load: with fewer answers than this in the window (a group that calls
 /// now and then), a 429 is taken as sporadic and only the gate honours it.
 const EVIDENCE: usize = 5;
@@ -261,6 +263,15 @@ mod tests {
     }
 
     #[test]
+    fn a_429_right_after_another_closing_among_a_dozen_answers_teaches_nothing() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        answers(&mut learner, t0, secs(0.2), 12, 2);
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+    }
+
+    #[test]
     fn a_sporadic_429_among_many_answers_teaches_nothing() {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
@@ -276,16 +287,16 @@ mod tests {
         let mut learner = Learner::default();
         learner.adopt(Curve::new(5.0, 5.0, t0, Duration::ZERO));
         // Probing 3 s past the plateau (5 + 0.4 × 27 = 15.8 per second) drained the bucket:
-        // the second counted 8 served, the marketplace's burst among them.
+        // the second counted 8 served, the marketplace's burst among them, and 3 throttled.
         let t1 = t0 + secs(3.0);
-        answers(&mut learner, t1, secs(1.0), 8, 1);
+        answers(&mut learner, t1, secs(1.0), 8, 3);
         let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
         assert!(
             matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if (w_max - 5.6).abs() < 1e-9),
             "0.7 × 8 served is a little room past 5: {verdict:?}"
         );
         let t2 = t1 + secs(200.0);
-        answers(&mut learner, t2, secs(1.0), 4, 1);
+        answers(&mut learner, t2, secs(1.0), 4, 2);
         let verdict = learner.closed(t2, secs(5.0), t2 + secs(5.0));
         assert!(
             matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 5.6).abs() < 1e-9),
@@ -299,7 +310,7 @@ mod tests {
         let mut learner = Learner::default();
         learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
         let t1 = t0 + secs(10.0);
-        answers(&mut learner, t1, secs(1.0), 5, 1);
+        answers(&mut learner, t1, secs(1.0), 5, 2);
         let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
         assert!(
             matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if w_max == 5.0),
