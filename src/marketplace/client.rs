@@ -413,13 +413,7 @@ impl MarketplaceClient {
             .gate
             .close(call.endpoint, wait.or(asked).unwrap_or_default());
         if matches!(closed, Ok(true)) {
-            shared::closed(
-                &self.inner.gate,
-                &self.inner.pool,
-                call.endpoint,
-                &self.inner.replica,
-            )
-            .await;
+            self.share(call.endpoint).await;
         }
         match (wait, closed) {
             (_, Err(refused)) => Next::GiveUp(held_too_long(call, refused)),

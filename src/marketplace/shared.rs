@@ -2,8 +2,10 @@
 //! closings the marketplace asked for and the paces learned, so that three replicas against one
 //! limit behave as one client, and a fresh run starts from the pace learned recently.
 //!
-//! Read at the start of each run and on each new closing, written when a closing begins or a
-//! pace is learned — never per request. A row is a hint from another process: one that is
+//! Read at the start of each run, written when a closing begins or a pace is learned — never
+//! per request. Running replicas do not re-read each other's closings: each draws its own 429s
+//! and its own gate holds it back; taking every other replica's stray 429 as well multiplied the
+//! closed time by the number of replicas and stalled `bench/chaos`. A row is a hint from another process: one that is
 //! missing is nothing to go by; one that cannot be right (a rate that is no rate, a closing past
 //! this run's allowance, a row written "in the future" by a replica with another clock) is
 //! ignored with a warning, and the local gate decides alone. A database that cannot be reached
@@ -102,17 +104,6 @@ pub async fn load(gate: &Gate, pool: &PgPool) {
             );
         }
     }
-}
-
-/// A new closing of `endpoint`: takes a longer one another replica was told of, then tells the
-/// others of this one.
-pub async fn closed(gate: &Gate, pool: &PgPool, endpoint: Endpoint, updated_by: &str) {
-    for checked in read(gate, pool).await {
-        if checked.endpoint == endpoint {
-            take(gate, &checked);
-        }
-    }
-    save(gate, pool, endpoint, updated_by).await;
 }
 
 /// Writes what this process knows of `endpoint`.
