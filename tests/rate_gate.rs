@@ -59,7 +59,9 @@ fn client(settings: &MarketplaceSettings, pool: &PgPool) -> MarketplaceClient {
 /// order per requested id; notes when each request arrived and what it got.
 struct Throttling {
     throttled: usize,
-    retry_after: Box<dyn Fn() -> String + Send + Sync>,
+    /// 429 unless told otherwise.
+    status: u16,
+    retry_after: RetryAfter,
     seen: AtomicUsize,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
 }
@@ -75,6 +77,7 @@ impl Throttling {
     fn new(throttled: usize, retry_after: impl Fn() -> String + Send + Sync + 'static) -> Self {
         Throttling {
             throttled,
+            status: 429,
             retry_after: Box::new(retry_after),
             seen: AtomicUsize::new(0),
             arrivals: Arc::default(),
@@ -82,20 +85,32 @@ impl Throttling {
     }
 }
 
+impl Throttling {
+    fn with_status(self, status: u16) -> Self {
+        Throttling { status, ..self }
+    }
+}
+
 impl Respond for Throttling {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let throttle = self.seen.fetch_add(1, Ordering::SeqCst) < self.throttled;
         let response = if throttle {
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", (self.retry_after)().as_str())
-                .set_body_json(json!({"message": "Too many requests"}))
+            let retry_after = (self.retry_after)();
+            let response = ResponseTemplate::new(self.status)
+                .set_body_json(json!({"message": "Too many requests"}));
+            // An empty value sends no header at all.
+            if retry_after.is_empty() {
+                response
+            } else {
+                response.insert_header("Retry-After", retry_after.as_str())
+            }
         } else {
             ResponseTemplate::new(200).set_body_json(echo_orders(request))
         };
         self.arrivals.lock().unwrap().push(Arrival {
             at: Instant::now(),
             at_wall: SystemTime::now(),
-            status: if throttle { 429 } else { 200 },
+            status: if throttle { self.status } else { 200 },
         });
         response
     }
@@ -332,7 +347,6 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
         &[
             ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "4"),
             ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "300ms"),
-            ("ORDER_ACCEPTANCE__MARKETPLACE__LEARN_PACE", "true"),
         ],
     )
     .await;
@@ -356,8 +370,8 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
     assert!(
         ctx.client.gate_closings(Endpoint::OR21) + ctx.client.gate_closings(Endpoint::OR11) > 0
     );
-    // With learn_pace on, a closing teaches the gate a pace near the limit, well below what 4
-    // calls in flight at the simulator's speed would send.
+    // With the learner on (the default), a closing teaches the gate a pace near the limit, well
+    // below what 4 calls in flight at the simulator's speed would send.
     let learned: Vec<f64> = [Endpoint::OR11, Endpoint::OR21]
         .into_iter()
         .filter_map(|endpoint| ctx.client.learned_rate(endpoint))
@@ -410,5 +424,79 @@ async fn an_order_throttled_past_the_ceiling_is_left_for_a_later_run(pool: PgPoo
     assert!(
         details.contains("marketplace.retry_after_ceiling"),
         "{details}"
+    );
+}
+
+/// What a throttled answer's `Retry-After` says; empty for no header.
+type RetryAfter = Box<dyn Fn() -> String + Send + Sync>;
+
+#[sqlx::test]
+async fn a_retry_after_that_names_no_wait_is_a_429_without_one(pool: PgPool) {
+    // Negative, not a number, a date already past, and none at all: each closes the gate for
+    // the back-off delay only, and the call goes again at once.
+    let past = || httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    let cases: [(&str, RetryAfter); 4] = [
+        ("negative", Box::new(|| "-5".into())),
+        ("unparseable", Box::new(|| "soon, maybe".into())),
+        ("in the past", Box::new(past)),
+        ("missing", Box::new(String::new)),
+    ];
+    for (case, retry_after) in cases {
+        let server = MockServer::start().await;
+        let log = serve(&server, Throttling::new(1, retry_after)).await;
+        let client = client(&settings(&server.uri()), &pool);
+
+        let orders = client.orders_by_ids(&["N-1".into()]).await;
+
+        assert_eq!(orders.expect(case).len(), 1, "{case}");
+        let arrivals = arrivals(&log);
+        assert_eq!(
+            arrivals.iter().map(|a| a.status).collect::<Vec<_>>(),
+            [429, 200],
+            "{case}"
+        );
+        // The settings' back-off is at most 40 ms; anything near a second would be a wait the
+        // header did not ask for.
+        let gap = arrivals[1].at - arrivals[0].at;
+        assert!(
+            gap < Duration::from_millis(500),
+            "{case}: retried after {gap:?}"
+        );
+        assert_eq!(client.gate_closings(Endpoint::OR11), 1, "{case}");
+    }
+}
+
+#[sqlx::test]
+async fn a_503_storm_with_retry_after_holds_the_group_like_429s(pool: PgPool) {
+    let server = MockServer::start().await;
+    // Ten calls answered 503 twice over, each asking for 1 s: two closings, then all succeed.
+    let log = serve(&server, Throttling::new(20, || "1".into()).with_status(503)).await;
+    let mut settings = settings(&server.uri());
+    settings.retry.budget = Duration::from_millis(300);
+    let client = client(&settings, &pool);
+
+    let results = join_all((0..10).map(|i| {
+        let client = client.clone();
+        async move { client.orders_by_ids(&[format!("U-{i}")]).await }
+    }))
+    .await;
+
+    for result in results {
+        assert_eq!(
+            result.unwrap().len(),
+            1,
+            "every call succeeds after the storm"
+        );
+    }
+    let arrivals = arrivals(&log);
+    assert_eq!(arrivals.iter().filter(|a| a.status == 503).count(), 20);
+    assert_eq!(client.gate_closings(Endpoint::OR11), 2);
+    let first_503 = arrivals[0].at;
+    assert!(
+        arrivals
+            .iter()
+            .filter(|a| a.status == 200)
+            .all(|a| a.at >= first_503 + Duration::from_secs(2)),
+        "no call went before both waits asked for were over"
     );
 }

@@ -6,7 +6,7 @@
 //! 500/502/504, a 2xx that is not a 204, a 400) the order joins the re-read stage's next batched
 //! read before anything else, and is sent again only while it still reads WAITING_ACCEPTANCE:
 //! with the back-off of one call's retries, within `marketplace.retry_attempts` sends and
-//! `marketplace.retry_budget`.
+//! `marketplace.retry_budget` (time at closed rate gates not counted).
 
 use std::time::{Duration, Instant};
 
@@ -58,14 +58,14 @@ pub async fn accept_all(
     })
     .flatten();
     let concurrency = ctx.settings.acceptance.concurrency;
-    let limit = AdaptiveLimit::new(concurrency, ctx.client.gate_closings(Endpoint::OR21));
+    let limit = AdaptiveLimit::new(concurrency, ctx.client.throttlings(Endpoint::OR21));
     let limit = &limit;
     // The stream holds `concurrency` orders at most; the limit decides how many of them work.
     orders
         .map(|order| async move {
             let slot = limit.acquire().await;
             let step = accept_one(ctx, hold, rereads, order).await;
-            limit.finish(slot, ctx.client.gate_closings(Endpoint::OR21));
+            limit.finish(slot, ctx.client.throttlings(Endpoint::OR21));
             step
         })
         .buffer_unordered(concurrency as usize)
@@ -119,8 +119,10 @@ async fn accept_one(
         tracing::info!(order_id = %id, attempt = order.claim.attempt, "an earlier attempt's OR21 was answered 204; confirming instead of sending again");
         return Ok(confirm(order));
     }
-    // The order's sends share one retry schedule, as the attempts of one call do.
+    // The order's sends share one retry schedule, as the attempts of one call do; time the
+    // process's rate gates were closed is the marketplace's wait and does not count against it.
     let mut schedule = RetryPolicy::new(&ctx.settings.marketplace.retry).start();
+    let mut closed_seen = ctx.client.time_at_closed_gates();
     let mut unclear: Vec<MarketplaceError> = Vec::new();
     loop {
         let fence = || hold.may_send();
@@ -135,6 +137,9 @@ async fn accept_one(
             Err(err) => err,
         };
         let answer = answer(&err);
+        let closed_now = ctx.client.time_at_closed_gates();
+        schedule.waited_at_gate(closed_now.saturating_sub(closed_seen));
+        closed_seen = closed_now;
         let delay = match next_move(answer, !unclear.is_empty(), schedule.next_delay(None)) {
             Move::Confirm => return Ok(confirm(order)),
             Move::Fail => return Ok(Step::Decided(refused_or_failed(order, err))),

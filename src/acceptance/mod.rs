@@ -293,7 +293,7 @@ async fn run_scoped(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let calls_before = ctx.client.calls_made();
-    ctx.client.start_run();
+    ctx.client.start_run().await;
     let settings = &ctx.settings;
     db::runs::publish_deadline_settings(
         &ctx.pool,

@@ -8,6 +8,7 @@ pub mod failures;
 pub mod orders;
 pub mod outcomes;
 pub mod queue;
+pub mod rate_gates;
 pub mod review;
 pub mod runs;
 pub mod stock;

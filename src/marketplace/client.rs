@@ -26,6 +26,7 @@ use super::error::{Endpoint, MarketplaceError};
 use super::gate::{Gate, Refused};
 use super::path::{encode_segment, sendable_id};
 use super::retry::{RetryPolicy, RetrySchedule, retry_after};
+use super::shared;
 use super::types::{Account, LineDecision, Order, OrderState, OrdersPage, OrdersRead};
 use crate::config::{ApiCallsSettings, MarketplaceSettings};
 use crate::db::api_calls::{self, NewApiCall};
@@ -54,6 +55,8 @@ struct Inner {
     max_response_bytes: usize,
     max_stored_body_bytes: usize,
     calls: AtomicU64,
+    /// Written to `rate_gates.updated_by`: which process shared a gate's state.
+    replica: String,
 }
 
 /// Shows where the client points, never the key.
@@ -174,6 +177,7 @@ impl MarketplaceClient {
                 max_response_bytes: settings.max_response_bytes,
                 max_stored_body_bytes: api_calls.max_body_bytes,
                 calls: AtomicU64::new(0),
+                replica: replica_name(),
             }),
         })
     }
@@ -302,8 +306,8 @@ impl MarketplaceClient {
         self.inner.calls.load(Ordering::Relaxed)
     }
 
-    /// The pace this run learned for the endpoint group from the marketplace's 429s, in
-    /// requests per second.
+    /// The pace learned for the endpoint group from the marketplace's 429s (by this process
+    /// or taken from another replica), in requests per second.
     pub fn learned_rate(&self, endpoint: Endpoint) -> Option<f64> {
         self.inner.gate.learned_rate(endpoint)
     }
@@ -313,9 +317,23 @@ impl MarketplaceClient {
         self.inner.gate.closings(endpoint)
     }
 
-    /// Gives a new run the whole `marketplace.retry_after_ceiling` for waits at closed gates.
-    pub fn start_run(&self) {
+    /// The throttling events the OR21 concurrency follows: the closings taken for a rate
+    /// limit (every closing with `marketplace.learn_pace` off).
+    pub fn throttlings(&self, endpoint: Endpoint) -> u64 {
+        self.inner.gate.throttlings(endpoint)
+    }
+
+    /// Time this process's rate gates have been closed so far: the part of an order's work
+    /// that is the marketplace's wait, not the order's.
+    pub fn time_at_closed_gates(&self) -> Duration {
+        self.inner.gate.closed_time()
+    }
+
+    /// Gives a new run the whole `marketplace.retry_after_ceiling` for waits at closed gates,
+    /// and takes what the shop's other replicas share: closings under way, paces learned.
+    pub async fn start_run(&self) {
         self.inner.gate.start_run();
+        shared::load(&self.inner.gate, &self.inner.pool).await;
     }
 
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
@@ -361,6 +379,9 @@ impl MarketplaceClient {
                 Err(refused) => return Err(held_too_long(call, refused)),
             };
             schedule.waited_at_gate(pass.waited);
+            if pass.learned {
+                self.share(call.endpoint).await;
+            }
             if let Some(Err(reason)) = call.fence.map(|may_send| may_send()) {
                 return Err(MarketplaceError::Fenced {
                     endpoint: call.endpoint,
@@ -369,15 +390,13 @@ impl MarketplaceClient {
                 });
             }
             let result = self.attempt(call, attempt, &parse).await;
-            if !result.as_ref().is_err_and(|failure| failure.throttled) {
-                self.inner.gate.answered(call.endpoint);
-            }
             let failure = match result {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
             let next = if failure.throttled {
                 self.after_throttling(call, failure, pass.sent_at, &mut schedule)
+                    .await
             } else {
                 self.after_failure(call, attempt, failure, &mut schedule)
                     .await
@@ -392,7 +411,7 @@ impl MarketplaceClient {
     /// A throttled answer closes the gate for the whole group. It uses up an attempt only when
     /// it starts a new closing: a request already on its way when the gate closed was answered
     /// for the same reason, and simply waits with the others.
-    fn after_throttling(
+    async fn after_throttling(
         &self,
         call: &Call<'_>,
         failure: Failure,
@@ -410,11 +429,25 @@ impl MarketplaceClient {
             .inner
             .gate
             .close(call.endpoint, wait.or(asked).unwrap_or_default());
+        if matches!(closed, Ok(true)) {
+            self.share(call.endpoint).await;
+        }
         match (wait, closed) {
             (_, Err(refused)) => Next::GiveUp(held_too_long(call, refused)),
-            (None, Ok(())) => Next::GiveUp(failure.error),
-            (Some(_), Ok(())) => Next::Retry,
+            (None, Ok(_)) => Next::GiveUp(failure.error),
+            (Some(_), Ok(_)) => Next::Retry,
         }
+    }
+
+    /// Tells the other replicas what this process learned of the group.
+    async fn share(&self, endpoint: Endpoint) {
+        shared::save(
+            &self.inner.gate,
+            &self.inner.pool,
+            endpoint,
+            &self.inner.replica,
+        )
+        .await;
     }
 
     /// Any other failure: retried after a back-off sleep when it is transient and cannot have
@@ -469,6 +502,10 @@ impl MarketplaceClient {
         let exchange = self.exchange(call).await;
         let duration = started.elapsed();
         let result = self.decide(call, &exchange, parse);
+        // Counted as it arrives (not after its api_calls row): the learner judges a closing by
+        // the answers around it, those still in flight included.
+        let throttled = result.as_ref().is_err_and(|failure| failure.throttled);
+        self.inner.gate.answered(call.endpoint, throttled);
         self.record(call, attempt, duration, &exchange, &result, recorded_first)
             .await;
         result
@@ -809,6 +846,13 @@ fn path_and_query(url: &Url) -> String {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     }
+}
+
+/// This process, as `rate_gates.updated_by` names it: host and process id.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".to_owned());
+    let host: String = host.chars().take(64).collect();
+    format!("{host}/{}", std::process::id())
 }
 
 /// A call the gate would hold past `marketplace.retry_after_ceiling`: nothing was changed.

@@ -16,6 +16,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::OR11, Endpoint::OR21, Endpoint::A01];
+
+    /// The endpoint named `name` (as [`Endpoint::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Endpoint> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.as_str() == name)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Endpoint::OR11 => "OR11",

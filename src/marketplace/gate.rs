@@ -5,23 +5,25 @@
 //! all of them instead of each call backing off alone. The waits of one run are bounded:
 //! closings are charged to the run's allowance (`marketplace.retry_after_ceiling`), and one that
 //! would go past it is refused — the call fails as transient and no call of the group is sent
-//! until the time named. An optional pace (`marketplace.max_requests_per_second`) spaces the
-//! calls of each group evenly.
+//! until the time named. An optional fixed pace (`marketplace.max_requests_per_second`) spaces
+//! the calls of each group evenly.
 //!
-//! A marketplace that publishes no limit still shows it: with `marketplace.learn_pace`, each
-//! closing sets a learned pace for its group, nine tenths of the rate at which the group's requests were answered since its gate
-//! last opened. Honouring a long `Retry-After` in full would otherwise cost a whole wait per
-//! burst: the calls held back all go when the gate opens, and the next 429 follows at once. The
-//! learned pace only slows down, and starts afresh with each run.
+//! A marketplace that publishes no limit still shows it: with `marketplace.learn_pace` (on by
+//! default) each reopening lets the group's [`Learner`] judge the closing — a sporadic 429, or a
+//! limit that sets a learned pace (see `learner.rs`). Honouring a long `Retry-After` in full
+//! would otherwise cost a whole wait per burst: the calls held back all go when the gate opens,
+//! and the next 429 follows at once. Closings and learned paces are also shared with the other
+//! replicas of the shop through PostgreSQL (`shared.rs`); the gate only offers and takes them.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::error::Endpoint;
+use super::learner::{Curve, Learner, Verdict};
 use crate::config::GateSettings;
 
 pub struct Gate {
@@ -34,6 +36,9 @@ pub struct Gate {
     /// Closed time charged to the current run: the union of all groups' closings, since a call
     /// waits through overlapping closings at once.
     charged: Mutex<Charged>,
+    /// Closed time since the process started (the union of all groups' closings), never reset:
+    /// what an order's re-send schedule leaves out.
+    closed_clock: Mutex<ClosedClock>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -43,41 +48,43 @@ struct Charged {
     until: Option<Instant>,
 }
 
+#[derive(Default, Clone, Copy)]
+struct ClosedClock {
+    /// Closed time of the spans that ended before `span`.
+    before: Duration,
+    /// The current span of overlapping closings.
+    span: Option<(Instant, Instant)>,
+}
+
+impl ClosedClock {
+    fn add(&mut self, from: Instant, until: Instant) {
+        match self.span {
+            Some((start, end)) if from <= end => self.span = Some((start, end.max(until))),
+            Some((start, end)) => {
+                self.before += end - start;
+                self.span = Some((from, until));
+            }
+            None => self.span = Some((from, until)),
+        }
+    }
+
+    /// Closed time up to `now`.
+    fn reading(&self, now: Instant) -> Duration {
+        self.before
+            + self.span.map_or(Duration::ZERO, |(start, end)| {
+                end.min(now).saturating_duration_since(start)
+            })
+    }
+}
+
 struct Group {
     closing: Mutex<Closing>,
     pace: Option<DefaultDirectRateLimiter>,
     closings: AtomicU64,
-    learned: Mutex<Learned>,
+    /// Closings the learner took for a rate limit.
+    limits: AtomicU64,
+    learner: Mutex<Learner>,
 }
-
-/// What the group's answers taught this run about the marketplace's limit.
-struct Learned {
-    /// Requests of the group answered without throttling since `since`.
-    answered: u64,
-    /// When the gate last opened, or when the run's first answer came: the start of the window
-    /// the rate is measured over (time before the group's first call says nothing of its limit).
-    since: Option<Instant>,
-    /// When the latest closing began, until the gate reopens: the answers to requests already
-    /// on their way are still coming in, and count for the window that ended then.
-    window_end: Option<Instant>,
-    /// Requests per second, and the pace that keeps to it.
-    pace: Option<(f64, Arc<DefaultDirectRateLimiter>)>,
-}
-
-impl Learned {
-    fn fresh() -> Self {
-        Learned {
-            answered: 0,
-            since: None,
-            window_end: None,
-            pace: None,
-        }
-    }
-}
-
-/// The share of the answered rate a learned pace keeps to: a little under it, so the bucket the
-/// marketplace keeps refills faster than it drains.
-const LEARNED_SHARE: f64 = 0.9;
 
 /// The group's latest closing.
 #[derive(Default, Clone, Copy)]
@@ -87,6 +94,8 @@ struct Closing {
     until: Option<Instant>,
     /// False when the wait was refused as past the ceiling: calls fail at once until `until`.
     honoured: bool,
+    /// The learner has not judged this closing yet (it does when the gate reopens).
+    unjudged: bool,
 }
 
 /// A call may go: when it went, and how long it waited at the gate.
@@ -94,6 +103,16 @@ struct Closing {
 pub struct Pass {
     pub sent_at: Instant,
     pub waited: Duration,
+    /// This pass judged a closing as a limit: the learned pace changed.
+    pub learned: bool,
+}
+
+/// A closing, as offered to (or taken from) the other replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shared {
+    pub closed_until: Option<SystemTime>,
+    /// The learned pace now and its plateau, in requests per second.
+    pub learned: Option<(f64, f64)>,
 }
 
 /// The marketplace asked for a wait past `marketplace.retry_after_ceiling`.
@@ -121,7 +140,8 @@ impl Gate {
             closing: Mutex::new(Closing::default()),
             pace: settings.max_requests_per_second.map(pace),
             closings: AtomicU64::new(0),
-            learned: Mutex::new(Learned::fresh()),
+            limits: AtomicU64::new(0),
+            learner: Mutex::new(Learner::default()),
         };
         Gate {
             or11: group(),
@@ -130,16 +150,23 @@ impl Gate {
             ceiling: settings.retry_after_ceiling,
             learns: settings.learn_pace,
             charged: Mutex::new(Charged::default()),
+            closed_clock: Mutex::new(ClosedClock::default()),
         }
     }
 
+    /// `marketplace.retry_after_ceiling`.
+    pub fn ceiling(&self) -> Duration {
+        self.ceiling
+    }
+
     /// A new run starts with the whole allowance, less what closings still under way will hold.
+    /// Learned paces carry over: the marketplace's limit did not change with the run.
     pub fn start_run(&self) {
         let now = Instant::now();
-        let until = [&self.or11, &self.or21, &self.a01]
+        let until = Endpoint::ALL
             .into_iter()
-            .filter_map(|group| {
-                let closing = *lock(&group.closing);
+            .filter_map(|endpoint| {
+                let closing = *lock(&self.group(endpoint).closing);
                 closing.honoured.then_some(closing.until?)
             })
             .filter(|until| *until > now)
@@ -148,25 +175,19 @@ impl Gate {
             total: until.map_or(Duration::ZERO, |until| until - now),
             until,
         };
-        for group in [&self.or11, &self.or21, &self.a01] {
-            *lock(&group.learned) = Learned::fresh();
+    }
+
+    /// A request of the group was answered, throttled or not: the learner judges closings by
+    /// the answers around them.
+    pub fn answered(&self, endpoint: Endpoint, throttled: bool) {
+        if self.learns {
+            lock(&self.group(endpoint).learner).answered(Instant::now(), throttled);
         }
     }
 
-    /// A request of the group was answered without throttling: it counts towards the rate the
-    /// marketplace allows.
-    pub fn answered(&self, endpoint: Endpoint) {
-        let mut learned = lock(&self.group(endpoint).learned);
-        learned.answered += 1;
-        learned.since.get_or_insert_with(Instant::now);
-    }
-
-    /// The learned pace of the group, in requests per second, if a closing set one this run.
+    /// The learned pace of the group now, in requests per second, if it has one.
     pub fn learned_rate(&self, endpoint: Endpoint) -> Option<f64> {
-        lock(&self.group(endpoint).learned)
-            .pace
-            .as_ref()
-            .map(|(rate, _)| *rate)
+        lock(&self.group(endpoint).learner).rate(Instant::now())
     }
 
     /// How many times the group's gate has closed: a new closing is a new throttling event.
@@ -174,10 +195,28 @@ impl Gate {
         self.group(endpoint).closings.load(Ordering::Relaxed)
     }
 
-    /// Waits until the group's gate is open and the pace allows one more request.
+    /// The throttling events the OR21 concurrency follows: the closings the learner took for a
+    /// limit when it learns (a sporadic 429 is no reason to send fewer at once), else every
+    /// closing.
+    pub fn throttlings(&self, endpoint: Endpoint) -> u64 {
+        let group = self.group(endpoint);
+        if self.learns {
+            group.limits.load(Ordering::Relaxed)
+        } else {
+            group.closings.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Time any gate of this process has been closed so far.
+    pub fn closed_time(&self) -> Duration {
+        lock(&self.closed_clock).reading(Instant::now())
+    }
+
+    /// Waits until the group's gate is open and the paces allow one more request.
     pub async fn pass(&self, endpoint: Endpoint) -> Result<Pass, Refused> {
         let group = self.group(endpoint);
         let started = Instant::now();
+        let mut learned = false;
         loop {
             let closing = *lock(&group.closing);
             match closing.until {
@@ -190,19 +229,16 @@ impl Gate {
                 }
                 _ => {}
             }
-            if let Some(rate) = learn(group) {
-                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
-                    .set(rate);
-            }
+            learned |= self.judge(endpoint);
             if let Some(pace) = &group.pace {
                 pace.until_ready().await;
             }
-            let learned = lock(&group.learned)
-                .pace
-                .as_ref()
-                .map(|(_, pace)| Arc::clone(pace));
-            if let Some(pace) = learned {
-                pace.until_ready().await;
+            loop {
+                let turn = lock(&group.learner).take_turn(Instant::now());
+                match turn {
+                    Ok(()) => break,
+                    Err(later) => tokio::time::sleep_until(later.into()).await,
+                }
             }
             // The gate may have closed while this call waited for its turn.
             if lock(&group.closing)
@@ -220,7 +256,51 @@ impl Gate {
         Ok(Pass {
             sent_at: Instant::now(),
             waited,
+            learned,
         })
+    }
+
+    /// Once the gate has reopened, the first call through lets the learner judge the closing.
+    /// True when it was a limit.
+    fn judge(&self, endpoint: Endpoint) -> bool {
+        let group = self.group(endpoint);
+        let (began, closed_for) = {
+            let mut closing = lock(&group.closing);
+            let (Some(began), Some(until), true) = (closing.began, closing.until, closing.unjudged)
+            else {
+                return false;
+            };
+            closing.unjudged = false;
+            (began, until.saturating_duration_since(began))
+        };
+        let verdict = lock(&group.learner).closed(began, closed_for, Instant::now());
+        match verdict {
+            Verdict::Sporadic { share } => {
+                tracing::info!(
+                    endpoint = %endpoint,
+                    throttled_share = share,
+                    "{endpoint} throttled sporadically (few answers throttled): no pace learned"
+                );
+                false
+            }
+            Verdict::Limit {
+                rate,
+                w_max,
+                steady,
+            } => {
+                group.limits.fetch_add(1, Ordering::Relaxed);
+                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
+                    .set(rate);
+                tracing::warn!(
+                    endpoint = %endpoint,
+                    rate,
+                    limit = w_max,
+                    steady,
+                    "{endpoint} is rate limited near {w_max:.2} requests/s: pacing at {rate:.2}/s, climbing back towards it"
+                );
+                true
+            }
+        }
     }
 
     /// True when the gate has closed since `sent_at`: a throttled answer to that request is
@@ -231,10 +311,10 @@ impl Gate {
             .is_some_and(|began| began >= sent_at)
     }
 
-    /// Closes the group's gate for `wait` from now, or extends the closing under way. Refused
-    /// (and the gate kept shut, so no call is sent until then) when the run's allowance cannot
-    /// cover it.
-    pub fn close(&self, endpoint: Endpoint, wait: Duration) -> Result<(), Refused> {
+    /// Closes the group's gate for `wait` from now, or extends the closing under way; true
+    /// when this began a new closing. Refused (and the gate kept shut, so no call is sent until
+    /// then) when the run's allowance cannot cover it.
+    pub fn close(&self, endpoint: Endpoint, wait: Duration) -> Result<bool, Refused> {
         let group = self.group(endpoint);
         let now = Instant::now();
         let until = now + wait;
@@ -245,39 +325,98 @@ impl Gate {
         };
         let fresh = open_from == now;
         if until <= open_from {
-            return Ok(());
+            return Ok(false);
         }
         if !self.charge(now, until) {
             *closing = Closing {
                 began: if fresh { Some(now) } else { closing.began },
                 until: Some(until),
                 honoured: false,
+                unjudged: false,
             };
             return Err(self.refused(until));
         }
-        if fresh {
-            *closing = Closing {
-                began: Some(now),
-                until: Some(until),
-                honoured: true,
-            };
-            drop(closing);
-            if self.learns {
-                lock(&group.learned).window_end.get_or_insert(now);
-            }
-            group.closings.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
-                .increment(1);
-            tracing::warn!(
-                endpoint = %endpoint,
-                until = %humantime::format_rfc3339_millis(SystemTime::now() + wait),
-                wait_ms = wait.as_millis() as u64,
-                "the marketplace is throttling {endpoint}: every {endpoint} call of this process waits at the gate until then before sending or retrying"
-            );
-        } else {
+        lock(&self.closed_clock).add(now, until);
+        if !fresh {
             closing.until = Some(until);
+            return Ok(false);
         }
-        Ok(())
+        *closing = Closing {
+            began: Some(now),
+            until: Some(until),
+            honoured: true,
+            unjudged: self.learns,
+        };
+        drop(closing);
+        group.closings.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
+            .increment(1);
+        tracing::warn!(
+            endpoint = %endpoint,
+            until = %humantime::format_rfc3339_millis(SystemTime::now() + wait),
+            wait_ms = wait.as_millis() as u64,
+            "the marketplace is throttling {endpoint}: every {endpoint} call of this process waits at the gate until then before sending or retrying"
+        );
+        Ok(true)
+    }
+
+    /// What this process knows of the group, for the other replicas.
+    pub fn shared(&self, endpoint: Endpoint) -> Shared {
+        let group = self.group(endpoint);
+        let now = Instant::now();
+        let closing = *lock(&group.closing);
+        let closed_until = closing
+            .until
+            .filter(|until| closing.honoured && *until > now)
+            .map(|until| SystemTime::now() + (until - now));
+        let mut learner = lock(&group.learner);
+        let learned = learner
+            .rate(now)
+            .zip(learner.curve())
+            .map(|(rate, curve)| (rate, curve.w_max));
+        Shared {
+            closed_until,
+            learned,
+        }
+    }
+
+    /// Holds the group's gate shut until `wait` from now because another replica was told to
+    /// wait: within this run's allowance only (else the local gate decides alone). No closing
+    /// of this process is counted and there is nothing to learn from it. True when this made
+    /// the gate close longer.
+    pub fn hold(&self, endpoint: Endpoint, wait: Duration) -> bool {
+        let group = self.group(endpoint);
+        let now = Instant::now();
+        let until = now + wait;
+        let mut closing = lock(&group.closing);
+        if closing.until.is_some_and(|current| current >= until) {
+            return false;
+        }
+        if !self.charge(now, until) {
+            return false;
+        }
+        lock(&self.closed_clock).add(now, until);
+        if closing.until.is_none_or(|current| current <= now) {
+            closing.began = Some(now);
+            closing.unjudged = false;
+        }
+        closing.until = Some(until);
+        closing.honoured = true;
+        true
+    }
+
+    /// Starts the group's learned pace at `rate`, climbing to `w_max`, as another replica or an
+    /// earlier run learned it. Ignored when the learner is off or has learned a pace itself.
+    pub fn adopt(&self, endpoint: Endpoint, rate: f64, w_max: f64) -> bool {
+        if !self.learns {
+            return false;
+        }
+        let mut learner = lock(&self.group(endpoint).learner);
+        if learner.curve().is_some() {
+            return false;
+        }
+        learner.adopt(Curve::new(rate, w_max, Instant::now(), Duration::ZERO));
+        true
     }
 
     /// Adds the part of `now..until` not charged yet to the run's closed time, unless that goes
@@ -316,34 +455,6 @@ impl Gate {
     }
 }
 
-/// After a closing, once the gate is open again: sets the group's learned pace from the rate its
-/// requests were answered at between its previous opening and this closing (over a second at
-/// least, so a burst does not read as a rate), never faster than before, and starts counting
-/// again. `None` when there is nothing new to learn.
-fn learn(group: &Group) -> Option<f64> {
-    let mut learned = lock(&group.learned);
-    let end = learned.window_end.take()?;
-    let window = learned
-        .since
-        .map_or(Duration::ZERO, |since| end.saturating_duration_since(since))
-        .max(Duration::from_secs(1));
-    let answered = std::mem::take(&mut learned.answered);
-    learned.since = Some(Instant::now());
-    if answered == 0 {
-        return None;
-    }
-    let observed = (answered as f64 / window.as_secs_f64() * LEARNED_SHARE).max(MIN_LEARNED_RATE);
-    let rate = learned
-        .pace
-        .as_ref()
-        .map_or(observed, |(before, _)| before.min(observed));
-    learned.pace = Some((rate, Arc::new(pace(rate))));
-    Some(rate)
-}
-
-/// The slowest a learned pace goes: one request every 10 s still finds out when the limit eases.
-const MIN_LEARNED_RATE: f64 = 0.1;
-
 /// One request every 1/rate seconds, without bursts: a marketplace's published limit is a rate.
 fn pace(rate: f64) -> DefaultDirectRateLimiter {
     // The config check keeps the rate within 0.01..=10 000, so the period is a valid one.
@@ -355,7 +466,7 @@ fn pace(rate: f64) -> DefaultDirectRateLimiter {
 }
 
 /// The gate's state stays consistent across a panic elsewhere: every update is one assignment.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -402,71 +513,89 @@ mod tests {
         assert!(gate.close(Endpoint::OR11, Duration::from_secs(11)).is_err());
     }
 
-    #[test]
-    fn a_closing_learns_nine_tenths_of_the_answered_rate_and_only_slows_down() {
-        let gate = gate(Duration::from_secs(600));
-        gate.start_run();
-        for _ in 0..10 {
-            gate.answered(Endpoint::OR21);
+    #[tokio::test]
+    async fn a_reopening_judges_the_closing_by_the_answers_around_it() {
+        let gate = gate(Duration::from_secs(60));
+        // A burst against a limit: 5 answered, 11 throttled.
+        for throttled in [false; 5].into_iter().chain([true; 11]) {
+            gate.answered(Endpoint::OR21, throttled);
         }
-        assert!(gate.close(Endpoint::OR21, Duration::from_secs(5)).is_ok());
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_millis(20)).ok(),
+            Some(true)
+        );
         assert_eq!(
             gate.learned_rate(Endpoint::OR21),
             None,
-            "learned when the gate reopens"
+            "judged when it reopens"
         );
-        // An answer to a request sent before the closing still counts for the window it ended.
-        gate.answered(Endpoint::OR21);
-        let reopened = learn(&gate.or21).expect("a pace");
-        let learned = gate.learned_rate(Endpoint::OR21).expect("a pace");
-        assert_eq!(reopened, learned);
+        let pass = gate.pass(Endpoint::OR21).await.expect("open");
+        assert!(pass.learned);
+        let rate = gate.learned_rate(Endpoint::OR21).expect("a pace");
         assert!(
-            (learned - 9.9).abs() < 1e-9,
-            "11 answers within a second: {learned}"
+            (3.4..3.6).contains(&rate),
+            "seven tenths of 5 served: {rate}"
         );
+        assert_eq!(gate.throttlings(Endpoint::OR21), 1);
         assert_eq!(
             gate.learned_rate(Endpoint::OR11),
             None,
             "each group learns its own"
         );
-
-        for _ in 0..100 {
-            gate.answered(Endpoint::OR21);
-        }
-        lock(&gate.or21.learned).window_end = Some(Instant::now());
-        assert_eq!(
-            learn(&gate.or21),
-            Some(learned),
-            "a faster rate later does not speed the pace up"
-        );
-        assert_eq!(
-            learn(&gate.or21),
-            None,
-            "no closing since, nothing to learn"
-        );
-        assert_eq!(gate.learned_rate(Endpoint::OR21), Some(learned));
-
         gate.start_run();
-        assert_eq!(
-            gate.learned_rate(Endpoint::OR21),
-            None,
-            "each run starts afresh"
+        assert!(
+            gate.learned_rate(Endpoint::OR21).is_some(),
+            "a new run keeps it"
         );
     }
 
-    #[test]
-    fn without_learn_pace_a_closing_teaches_nothing() {
+    #[tokio::test]
+    async fn a_sporadic_429_is_one_closing_and_no_pace() {
+        let gate = gate(Duration::from_secs(60));
+        for _ in 0..100 {
+            gate.answered(Endpoint::OR21, false);
+        }
+        gate.answered(Endpoint::OR21, true);
+        assert!(
+            gate.close(Endpoint::OR21, Duration::from_millis(20))
+                .is_ok()
+        );
+        let pass = gate.pass(Endpoint::OR21).await.expect("open");
+        assert!(!pass.learned);
+        assert_eq!(gate.learned_rate(Endpoint::OR21), None);
+        assert_eq!(gate.closings(Endpoint::OR21), 1);
+        assert_eq!(
+            gate.throttlings(Endpoint::OR21),
+            0,
+            "no reason to send fewer at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_learn_pace_a_closing_teaches_nothing() {
         let gate = Gate::new(&GateSettings {
             retry_after_ceiling: Duration::from_secs(600),
             max_requests_per_second: None,
             learn_pace: false,
         });
         for _ in 0..10 {
-            gate.answered(Endpoint::OR21);
+            gate.answered(Endpoint::OR21, true);
         }
-        assert!(gate.close(Endpoint::OR21, Duration::from_secs(5)).is_ok());
-        assert_eq!(learn(&gate.or21), None);
+        assert!(
+            gate.close(Endpoint::OR21, Duration::from_millis(10))
+                .is_ok()
+        );
+        assert!(!gate.pass(Endpoint::OR21).await.expect("open").learned);
         assert_eq!(gate.learned_rate(Endpoint::OR21), None);
+        assert_eq!(
+            gate.throttlings(Endpoint::OR21),
+            1,
+            "every closing counts then"
+        );
+        assert!(
+            !gate.adopt(Endpoint::OR21, 3.0, 4.0),
+            "nor is a shared pace taken"
+        );
     }
 
     #[test]
@@ -474,9 +603,56 @@ mod tests {
         let gate = gate(Duration::from_secs(60));
         let sent_at = Instant::now();
         assert!(!gate.closed_since(Endpoint::OR21, sent_at));
-        assert!(gate.close(Endpoint::OR21, Duration::from_secs(1)).is_ok());
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_secs(1)).ok(),
+            Some(true)
+        );
         assert!(gate.closed_since(Endpoint::OR21, sent_at));
-        assert!(gate.close(Endpoint::OR21, Duration::from_secs(2)).is_ok());
+        assert_eq!(
+            gate.close(Endpoint::OR21, Duration::from_secs(2)).ok(),
+            Some(false)
+        );
         assert_eq!(gate.closings(Endpoint::OR21), 1);
+    }
+
+    #[test]
+    fn the_closed_clock_counts_overlapping_closings_once() {
+        let mut clock = ClosedClock::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        clock.add(t0, t0 + s(2));
+        clock.add(t0 + s(1), t0 + s(3));
+        assert_eq!(clock.reading(t0 + s(1)), s(1));
+        assert_eq!(clock.reading(t0 + s(10)), s(3));
+        clock.add(t0 + s(5), t0 + s(6));
+        assert_eq!(clock.reading(t0 + s(10)), s(4));
+    }
+
+    #[test]
+    fn shared_state_holds_and_adopts_within_bounds() {
+        let gate = gate(Duration::from_secs(5));
+        assert_eq!(gate.shared(Endpoint::OR21), Shared::default());
+        assert!(gate.hold(Endpoint::OR21, Duration::from_secs(2)));
+        assert!(
+            !gate.hold(Endpoint::OR21, Duration::from_secs(1)),
+            "closed longer already"
+        );
+        assert_eq!(
+            gate.closings(Endpoint::OR21),
+            0,
+            "another replica's closing"
+        );
+        assert!(gate.shared(Endpoint::OR21).closed_until.is_some());
+        assert!(
+            !gate.hold(Endpoint::OR11, Duration::from_secs(60)),
+            "past the allowance"
+        );
+        assert!(gate.adopt(Endpoint::OR21, 3.5, 5.0));
+        let (rate, w_max) = gate.shared(Endpoint::OR21).learned.expect("adopted");
+        assert!((3.5..5.0).contains(&rate) && w_max == 5.0, "{rate} {w_max}");
+        assert!(
+            !gate.adopt(Endpoint::OR21, 1.0, 1.0),
+            "a pace of its own wins"
+        );
     }
 }

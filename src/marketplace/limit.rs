@@ -1,7 +1,8 @@
 //! Adaptive OR21 concurrency: additive increase, multiplicative decrease (AIMD) on a semaphore.
 //!
-//! The limit starts at `acceptance.concurrency`, halves when the OR21 gate closes (a new
-//! throttling event, however many answers it took), and grows back by one after each window of
+//! The limit starts at `acceptance.concurrency`, halves on each OR21 throttling event (a closing
+//! the rate learner takes for a limit, however many answers it took; every closing with the
+//! learner off), and grows back by one after each window of
 //! as many finished calls as the limit, never above where it started, never below 1. Calls hold
 //! a [`Slot`] while they work; a lower limit takes effect as slots come back.
 
@@ -31,8 +32,8 @@ pub struct Slot {
 }
 
 impl AdaptiveLimit {
-    /// A limit starting at `max`; `closings` is the gate's count now, so earlier closings do
-    /// not count against this limit.
+    /// A limit starting at `max`; `closings` is the gate's count of throttling events now, so
+    /// earlier ones do not count against this limit.
     pub fn new(max: u32, closings: u64) -> Self {
         let max = max.max(1);
         let limit = AdaptiveLimit {
@@ -56,8 +57,8 @@ impl AdaptiveLimit {
         Slot { permit }
     }
 
-    /// Ends a call: `closings` is the gate's count now. A new closing halves the limit, else the
-    /// call counts towards the window that raises it by one.
+    /// Ends a call: `closings` is the gate's count of throttling events now. A new one halves
+    /// the limit, else the call counts towards the window that raises it by one.
     pub fn finish(&self, slot: Slot, closings: u64) {
         let mut state = self.state();
         if closings > state.closings {

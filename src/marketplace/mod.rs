@@ -6,9 +6,11 @@
 mod client;
 mod error;
 mod gate;
+mod learner;
 mod limit;
 mod path;
 mod retry;
+mod shared;
 mod types;
 
 pub use client::{Fence, MarketplaceClient};

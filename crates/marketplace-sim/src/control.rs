@@ -25,6 +25,23 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/sim/orders", post(add_orders))
         .route("/sim/orders/{order_id}", get(show_order))
         .route("/sim/stats", get(stats))
+        .route("/sim/rate-limit", post(set_rate_limit))
+}
+
+/// `{"per_second": N}` (0 throttles everything) or `{"per_second": null}` (no limit).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimit {
+    per_second: Option<u32>,
+}
+
+async fn set_rate_limit(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: RateLimit = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return bad(format!("invalid body: {error}")),
+    };
+    sim.lock().set_rate_limit(request.per_second);
+    Json(json!({ "per_second": request.per_second })).into_response()
 }
 
 /// Either `{"count": N}` (random orders) or `{"orders": [OrderSpec, ...]}`.

@@ -17,7 +17,8 @@
 //!
 //! Orders draw their lines from a [`Catalogue`] (the built-in products unless `--skus` names
 //! the seller's own), or take exact lines from [`OrderSpec::items`]. `--rate-limit` gives each
-//! endpoint its own token bucket; every 429 is counted per endpoint in [`SimStats::throttled`].
+//! endpoint its own token bucket (`POST /sim/rate-limit` changes the limit while it runs); every 429
+//! is counted per endpoint in [`SimStats::throttled`].
 
 mod catalogue;
 mod control;
@@ -175,6 +176,12 @@ impl Simulator {
     /// `items` cut to 100 and quantities of 0 count as 1.
     pub fn add_orders(&self, specs: Vec<OrderSpec>) -> Vec<String> {
         self.shared.add_orders(specs)
+    }
+
+    /// In-process `POST /sim/rate-limit`: requests per second per endpoint from now on
+    /// (`None`: no limit).
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        self.shared.lock().set_rate_limit(per_second);
     }
 
     /// In-process `GET /sim/stats`.

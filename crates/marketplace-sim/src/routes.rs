@@ -108,7 +108,7 @@ async fn gate(State(sim): State<Arc<Shared>>, request: Request, next: Next) -> R
         if delay.is_some() {
             state.count_fault("latency");
         }
-        let limited = authorized && !state.within_rate_limit(&sim.config, endpoint, Instant::now());
+        let limited = authorized && !state.within_rate_limit(endpoint, Instant::now());
         (delay, limited)
     };
     if let Some(delay) = delay {

@@ -154,7 +154,10 @@ pub(crate) struct State {
     content_rng: StdRng,
     fates: Dice,
     pub dice: Dice,
-    /// `--rate-limit`'s token buckets, one per endpoint, created on first use.
+    /// Requests per second per endpoint: `--rate-limit` at first, changed by
+    /// `POST /sim/rate-limit`.
+    rate_limit: Option<u32>,
+    /// The rate limit's token buckets, one per endpoint, created on first use.
     buckets: BTreeMap<&'static str, TokenBucket>,
     counters: Counters,
 }
@@ -170,6 +173,7 @@ impl State {
             content_rng: StdRng::seed_from_u64(config.seed),
             fates: Dice::new(config.seed ^ 0x5eed_fa7e),
             dice: Dice::new(config.seed ^ 0xd1ce_0000),
+            rate_limit: config.faults.rate_limit,
             buckets: BTreeMap::new(),
             counters: Counters::default(),
         };
@@ -255,14 +259,15 @@ impl State {
         *self.counters.faults.entry(key).or_default() += 1;
     }
 
-    /// False when `--rate-limit` says this request is one too many for its endpoint; counted.
-    pub fn within_rate_limit(
-        &mut self,
-        config: &SimConfig,
-        endpoint: Endpoint,
-        now: Instant,
-    ) -> bool {
-        let Some(rate) = config.faults.rate_limit else {
+    /// Changes the rate limit from now on (`None`: none); the buckets start full.
+    pub fn set_rate_limit(&mut self, rate: Option<u32>) {
+        self.rate_limit = rate;
+        self.buckets.clear();
+    }
+
+    /// False when the rate limit says this request is one too many for its endpoint; counted.
+    pub fn within_rate_limit(&mut self, endpoint: Endpoint, now: Instant) -> bool {
+        let Some(rate) = self.rate_limit else {
             return true;
         };
         let within = self

@@ -1346,6 +1346,39 @@ async fn each_endpoint_has_its_own_rate_limit_and_429s_are_counted_per_endpoint(
 }
 
 #[tokio::test]
+async fn the_rate_limit_can_change_while_the_simulator_runs() {
+    let owned = start(config()).await;
+    let sim = &owned;
+    let statuses = |n| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..n {
+            statuses.push(get(sim, "/api/account").await.status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses(3).await, [200, 200, 200], "no limit at first");
+    let set = |body: Value| {
+        sim.http
+            .post(format!("{}/sim/rate-limit", sim.url()))
+            .json(&body)
+            .send()
+    };
+    let response = set(json!({"per_second": 2})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        statuses(3).await,
+        [200, 200, 429],
+        "2 per second from now on"
+    );
+    let refused = set(json!({"per_second": "fast"})).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    sim.set_rate_limit(None);
+    assert_eq!(statuses(4).await, [200, 200, 200, 200], "lifted");
+    assert_eq!(sim.stats().faults_injected["rate_limit"], 1);
+    owned.shutdown().await;
+}
+
+#[tokio::test]
 async fn retry_after_can_be_an_http_date() {
     let sim = start(with_faults(Faults {
         rate_limit: Some(1),

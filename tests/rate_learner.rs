@@ -1,0 +1,288 @@
+//! The rate learner and the gate state replicas share, over real HTTP (the simulator, wiremock)
+//! and a real PostgreSQL: a limit that changes while the worker runs is followed down and found
+//! again up; a closing and a learned pace reach the other replicas through `rate_gates`; a row
+//! that is missing, corrupt or written by another clock leaves each process to its own gate;
+//! and an order's re-sends do not count the time the gate was closed.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::spawn_app;
+use futures::future::join_all;
+use marketplace_sim::{Behaviour, OrderSpec, Scripted};
+use order_acceptance::acceptance;
+use order_acceptance::marketplace::{Endpoint, MarketplaceClient};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Calls answered and calls that failed while `workers` clients hammered OR11 for `span`.
+async fn hammer(client: &MarketplaceClient, workers: usize, span: Duration) -> (u64, u64) {
+    let deadline = Instant::now() + span;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    join_all((0..workers).map(|_| {
+        let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
+        async move {
+            while Instant::now() < deadline {
+                match client.orders_by_ids(&["L-1".into()]).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }
+    }))
+    .await;
+    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
+fn throttled(app: &common::TestApp) -> u64 {
+    app.sim.stats().throttled.get("OR11").copied().unwrap_or(0)
+}
+
+#[sqlx::test]
+async fn a_limit_changing_mid_run_is_followed_down_and_found_again_up(pool: PgPool) {
+    // 429s without a wait named (Retry-After: 0), so closings last a back-off delay.
+    let app = spawn_app(
+        pool,
+        |sim| {
+            sim.faults.rate_limit = Some(5);
+            sim.faults.retry_after = Duration::ZERO;
+        },
+        &[("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "4")],
+    )
+    .await;
+    let client = app.worker().client;
+    assert_eq!(
+        client.learned_rate(Endpoint::OR11),
+        None,
+        "unpaced at first"
+    );
+
+    let (ok_5, _) = hammer(&client, 8, Duration::from_secs(4)).await;
+    let throttled_5 = throttled(&app);
+    let learned_5 = client.learned_rate(Endpoint::OR11);
+    assert!(
+        learned_5.is_some_and(|rate| rate < 12.0),
+        "a pace near 5 per second: {learned_5:?}"
+    );
+
+    app.sim.set_rate_limit(Some(2));
+    let (ok_2, _) = hammer(&client, 8, Duration::from_secs(4)).await;
+    let throttled_2 = throttled(&app) - throttled_5;
+    // Unpaced, 8 callers would draw a 429 on nearly every one of hundreds of requests.
+    assert!(
+        throttled_2 * 2 < ok_2 + throttled_2,
+        "at 2 per second: {ok_2} answered, {throttled_2} throttled"
+    );
+    assert!(ok_2 >= 4, "never stalls: {ok_2} answered in 4 s");
+
+    app.sim.set_rate_limit(Some(10));
+    let (ok_10, _) = hammer(&client, 8, Duration::from_secs(8)).await;
+    assert!(
+        ok_10 > 5 * 8,
+        "the higher limit is found: {ok_10} answered in 8 s (more than the old 5 per second allows)"
+    );
+    assert!(ok_5 >= 10, "{ok_5}");
+}
+
+/// OR11 answered 429 (`Retry-After` as given) for the first request, then 200s.
+async fn throttling_server(retry_after: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/orders"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", retry_after))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/orders"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"orders": [], "total_count": 0})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn wiremock_app(pool: PgPool, server: &MockServer) -> common::TestApp {
+    let app = spawn_app(pool, |_| {}, &[]).await;
+    let settings = app.settings_with(&[("MARKETPLACE_URL", &server.uri())]);
+    common::TestApp { settings, ..app }
+}
+
+async fn received(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+#[sqlx::test]
+async fn a_closing_holds_back_the_other_replicas_of_the_shop(pool: PgPool) {
+    let server = throttling_server("2").await;
+    let app = wiremock_app(pool.clone(), &server).await;
+    let (one, two) = (app.worker().client, app.worker().client);
+    one.start_run().await;
+
+    let started = Instant::now();
+    let first = tokio::spawn({
+        let one = one.clone();
+        async move { one.orders_by_ids(&["R-1".into()]).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shared: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM closed_until - now())::float8 FROM rate_gates WHERE shop = 'default' AND api_group = 'OR11'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if shared.is_some_and(|wait| wait > 0.5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closing was never shared");
+        tokio::task::yield_now().await;
+    }
+    // The second replica starts a run now: it waits with the first instead of drawing its own
+    // 429.
+    two.start_run().await;
+    two.orders_by_ids(&["R-2".into()])
+        .await
+        .expect("after the wait");
+    first.await.unwrap().expect("after the wait");
+
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "the second replica's call went before the 2 s the first was told"
+    );
+    assert_eq!(received(&server).await, 3, "one 429, then one call each");
+    assert_eq!(two.gate_closings(Endpoint::OR11), 0, "no 429 of its own");
+}
+
+#[sqlx::test]
+async fn a_fresh_run_starts_from_the_pace_learned_recently(pool: PgPool) {
+    let app = spawn_app(
+        pool.clone(),
+        |sim| {
+            sim.faults.rate_limit = Some(5);
+            sim.faults.retry_after = Duration::from_secs(1);
+        },
+        &[("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "4")],
+    )
+    .await;
+    let learner = app.worker().client;
+    learner.start_run().await;
+    // 16 calls at once against 5 per second: a limit, learned when the gate reopens.
+    join_all((0..16).map(|i| {
+        let learner = learner.clone();
+        async move { learner.orders_by_ids(&[format!("F-{i}")]).await }
+    }))
+    .await;
+    let (rate, w_max): (f64, f64) = sqlx::query_as(
+        "SELECT learned_rate, last_max_rate FROM rate_gates WHERE shop = 'default' AND api_group = 'OR11'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the learned pace is shared");
+    assert!(
+        (0.5..=w_max).contains(&rate) && w_max <= 8.0,
+        "{rate} towards {w_max}"
+    );
+
+    let fresh = app.worker().client;
+    assert_eq!(fresh.learned_rate(Endpoint::OR11), None);
+    fresh.start_run().await;
+    let adopted = fresh.learned_rate(Endpoint::OR11).expect("adopted");
+    assert!((rate..=w_max + 1e-9).contains(&adopted), "{adopted}");
+}
+
+#[sqlx::test]
+async fn a_missing_corrupt_or_foreign_clock_row_leaves_each_process_its_own_gate(pool: PgPool) {
+    let server = throttling_server("1").await;
+    // The first request is throttled for 1 s; the rows below must neither hold calls longer
+    // nor pace them.
+    let app = wiremock_app(pool.clone(), &server).await;
+    let missing = app.worker().client;
+    missing.start_run().await;
+    assert_eq!(
+        missing.learned_rate(Endpoint::OR11),
+        None,
+        "no row: unpaced"
+    );
+
+    sqlx::query(
+        r#"
+        INSERT INTO rate_gates (shop, api_group, closed_until, learned_rate, last_max_rate, updated_at, updated_by)
+        VALUES ('default', 'OR11', now() + interval '100 years', 'NaN', 5, now(), 'corrupt'),
+               ('default', 'OR21', now() + interval '30 seconds', 3, 5, now() + interval '2 hours', 'other-clock'),
+               ('default', 'A01', NULL, 1e12, 1e12, now(), 'absurd'),
+               ('default', 'P11', now() + interval '1 hour', 1, 1, now(), 'unknown group')
+        "#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let client = app.worker().client;
+    client.start_run().await;
+    for endpoint in [Endpoint::OR11, Endpoint::OR21, Endpoint::A01] {
+        assert_eq!(
+            client.learned_rate(endpoint),
+            None,
+            "{endpoint}: no pace taken"
+        );
+    }
+    let started = Instant::now();
+    // One 429 of its own (1 s), then the answer: the 100-year closing was not taken.
+    client.orders_by_ids(&["C-1".into()]).await.expect("served");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "held by a corrupt row"
+    );
+    assert_eq!(client.gate_closings(Endpoint::OR11), 1);
+    // Its own closing overwrote the corrupt row with one other replicas can use.
+    let corrupt: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rate_gates WHERE api_group = 'OR11' AND closed_until > now() + interval '1 day'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(corrupt, 0);
+}
+
+#[sqlx::test]
+async fn an_orders_resends_do_not_count_the_time_its_gate_was_closed(pool: PgPool) {
+    // A 2 s closing, then an unclear answer, with a 1 s re-send budget: the order is re-read
+    // and sent again, not given up because the marketplace made it wait.
+    let app = spawn_app(
+        pool,
+        |sim| sim.faults.retry_after = Duration::from_secs(2),
+        &[
+            ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_BUDGET", "1s"),
+            ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
+    app.sim.add_orders(vec![OrderSpec {
+        order_id: Some("W-1".into()),
+        lines: Some(1),
+        behaviour: Behaviour {
+            or21: vec![Scripted::Throttle, Scripted::Status500],
+            ..Behaviour::default()
+        },
+        ..OrderSpec::default()
+    }]);
+
+    let summary = acceptance::run(&app.worker(), &CancellationToken::new())
+        .await
+        .expect("run");
+
+    assert_eq!((summary.accepted, summary.failed), (1, 0), "{summary:?}");
+    assert_eq!(
+        app.or21_calls("W-1"),
+        3,
+        "429, the unclear 500, the re-send"
+    );
+    assert_eq!(app.sim.stats().or21_not_waiting, 0, "accepted once");
+}
