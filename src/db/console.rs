@@ -537,7 +537,7 @@ pub async fn recent_runs(
 ) -> Result<Vec<super::runs::RunRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
-                refused, cancelled, in_review, failed, retry_scheduled, api_calls, error
+                refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost, error
          FROM acceptance_runs
          ORDER BY started_at DESC, run_id DESC
          LIMIT $1",
