@@ -584,3 +584,466 @@ fn a_schema_qualified_stock_view_and_a_ttl_are_accepted() {
     assert_eq!(rules.stock_relation, "inventory.available_stock");
     assert_eq!(rules.reservation_ttl, Some(Duration::from_secs(7 * 86_400)));
 }
+
+// Several shops ------------------------------------------------------------------------------
+
+const SHOP_KEY: &str = "sk-shop-b7e2d94a-never-print-me";
+const FILE_KEY: &str = "sk-file-51c0a3e8-never-print-me";
+
+const TWO_SHOPS: &str = r#"
+[marketplace]
+acceptance_window = "24h"
+max_requests_per_second = 5
+
+[rules]
+enabled = true
+max_price_drop = 0.1
+unknown_sku = "review"
+backorder = "accept"
+deadline_margin = "2h"
+
+[shops.other_marketplace]
+url = "https://other.example.com/mirakl"
+acceptance_window = "72h"
+name = "Other"
+shop_id = "3001"
+max_requests_per_second = 0
+
+[shops.other_marketplace.rules]
+unknown_sku = "refuse"
+max_order_total = 500
+deadline_margin = "6h"
+
+[shops.bestbuy_us]
+url = "https://marketplace.bestbuy.com"
+"#;
+
+#[test]
+fn two_named_shops_load_in_name_order_with_inherited_and_own_values() {
+    use order_acceptance::config::ShopName;
+    use order_acceptance::rules::RuleAction;
+    let file = write_config(TWO_SHOPS);
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY",
+        SHOP_KEY,
+    );
+    let env = with(env, "ORDER_ACCEPTANCE__SHOPS__BESTBUY_US__API_KEY", "sk-us");
+    let settings = Settings::load_from(Some(file.path()), Needs::Everything, env).expect("valid");
+
+    assert_eq!(settings.shop, ShopName::default_shop());
+    let names: Vec<&str> = settings.shops.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["bestbuy_us", "other_marketplace"]);
+    let all: Vec<String> = settings
+        .all_shops()
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(all, ["default", "bestbuy_us", "other_marketplace"]);
+
+    let default = settings.find_shop("default").expect("the default shop");
+    assert_eq!(
+        default.marketplace.url.as_str(),
+        "https://marketplace.bestbuy.ca/"
+    );
+    assert_eq!(default.marketplace.api_key.expose_secret(), API_KEY);
+
+    let other = settings.find_shop("other_marketplace").expect("listed");
+    assert_eq!(
+        other.marketplace.url.as_str(),
+        "https://other.example.com/mirakl"
+    );
+    assert_eq!(other.marketplace.api_key.expose_secret(), SHOP_KEY);
+    assert_eq!(other.marketplace.name, "Other");
+    assert_eq!(other.marketplace.shop_id.as_deref(), Some("3001"));
+    assert_eq!(
+        other.marketplace.acceptance_window,
+        Duration::from_secs(72 * 3600)
+    );
+    assert_eq!(
+        other.marketplace.gate.max_requests_per_second, None,
+        "0: no pace"
+    );
+    assert_eq!(other.rules.unknown_sku, RuleAction::Refuse);
+    assert_eq!(other.rules.max_order_total, Some(500.into()));
+    assert_eq!(other.rules.deadline_margin, Duration::from_secs(6 * 3600));
+    // Inherited from [marketplace] and [rules].
+    assert_eq!(other.marketplace.timeout, settings.marketplace.timeout);
+    assert_eq!(
+        other.marketplace.retry.attempts,
+        settings.marketplace.retry.attempts
+    );
+    assert!(other.rules.enabled);
+    assert_eq!(other.rules.backorder, RuleAction::Accept);
+    assert_eq!(other.rules.max_price_drop.to_string(), "0.1");
+    assert_eq!(other.rules.stock_relation, "acceptance_stock");
+
+    let us = settings.find_shop("bestbuy_us").expect("listed");
+    assert_eq!(us.marketplace.name, "BestBuy", "[marketplace].name");
+    assert_eq!(us.marketplace.shop_id, None, "a shop id is never inherited");
+    assert_eq!(
+        us.marketplace.acceptance_window,
+        Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(us.marketplace.gate.max_requests_per_second, Some(5.0));
+    assert_eq!(us.rules.unknown_sku, RuleAction::Review);
+    assert!(settings.find_shop("nowhere").is_none());
+}
+
+#[test]
+fn settings_for_a_shop_read_as_that_shops_and_keep_every_shop() {
+    let file = write_config(TWO_SHOPS);
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY",
+        SHOP_KEY,
+    );
+    let env = with(env, "ORDER_ACCEPTANCE__SHOPS__BESTBUY_US__API_KEY", "sk-us");
+    let settings = Settings::load_from(Some(file.path()), Needs::Everything, env).expect("valid");
+    let other = settings.find_shop("other_marketplace").expect("listed");
+
+    let for_other = settings.for_shop(&other);
+    assert_eq!(for_other.shop.as_str(), "other_marketplace");
+    assert_eq!(for_other.marketplace.name, "Other");
+    assert_eq!(for_other.marketplace.api_key.expose_secret(), SHOP_KEY);
+    assert_eq!(
+        for_other.rules.deadline_margin,
+        Duration::from_secs(6 * 3600)
+    );
+    assert_eq!(
+        for_other.acceptance.concurrency,
+        settings.acceptance.concurrency
+    );
+    // The default shop is still the [marketplace] one, seen from any shop's settings.
+    let default = for_other.find_shop("default").expect("still there");
+    assert_eq!(default.marketplace.api_key.expose_secret(), API_KEY);
+    assert_eq!(for_other.all_shops().len(), 3);
+
+    let back = for_other.for_shop(&default);
+    assert_eq!(back.shop.as_str(), "default");
+    assert_eq!(back.marketplace.api_key.expose_secret(), API_KEY);
+    assert_eq!(format!("{back:?}"), format!("{settings:?}"));
+}
+
+#[test]
+fn no_shops_table_is_one_default_shop() {
+    let settings = load(required_env()).expect("valid");
+    assert!(settings.shops.is_empty());
+    let all = settings.all_shops();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name.as_str(), "default");
+    assert_eq!(all[0].marketplace.url, settings.marketplace.url);
+
+    let empty = write_config("[shops]\n");
+    let settings =
+        Settings::load_from(Some(empty.path()), Needs::Everything, required_env()).expect("valid");
+    assert!(settings.shops.is_empty());
+}
+
+#[test]
+fn a_shop_can_be_set_up_from_the_environment_alone() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__BESTBUY_US__URL",
+        "https://marketplace.bestbuy.com",
+    );
+    let env = with(
+        env,
+        "ORDER_ACCEPTANCE__SHOPS__BESTBUY_US__API_KEY",
+        "12345678",
+    );
+    let settings = load(env).expect("valid");
+    let us = settings
+        .find_shop("bestbuy_us")
+        .expect("from the environment");
+    assert_eq!(
+        us.marketplace.api_key.expose_secret(),
+        "12345678",
+        "digits stay text"
+    );
+}
+
+#[test]
+fn a_shop_key_is_read_trimmed_from_the_file_api_key_file_names() {
+    let key_file = write_config(&format!("  {FILE_KEY}\n"));
+    let file = write_config(&format!(
+        "[shops.other_marketplace]\nurl = \"https://other.example.com\"\napi_key_file = \"{}\"\n",
+        key_file.path().display()
+    ));
+    let settings =
+        Settings::load_from(Some(file.path()), Needs::Everything, required_env()).expect("valid");
+    let other = settings.find_shop("other_marketplace").expect("listed");
+    assert_eq!(other.marketplace.api_key.expose_secret(), FILE_KEY);
+    assert!(!format!("{settings:?}").contains(FILE_KEY));
+}
+
+#[test]
+fn a_shop_key_file_that_cannot_be_read_or_is_empty_is_refused_naming_the_key() {
+    let file = write_config(
+        "[shops.other_marketplace]\nurl = \"https://other.example.com\"\napi_key_file = \"/nonexistent/other.key\"\n",
+    );
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("unreadable")
+        .to_string();
+    assert!(
+        err.contains("shops.other_marketplace.api_key_file: cannot read /nonexistent/other.key"),
+        "{err}"
+    );
+    // Commands that never call the marketplace do not need it.
+    Settings::load_from(Some(file.path()), Needs::DatabaseOnly, required_env())
+        .expect("not needed");
+
+    let empty_key = write_config("\n");
+    let file = write_config(&format!(
+        "[shops.other_marketplace]\nurl = \"https://other.example.com\"\napi_key_file = \"{}\"\n",
+        empty_key.path().display()
+    ));
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("empty")
+        .to_string();
+    assert!(
+        err.contains("shops.other_marketplace.api_key_file: "),
+        "{err}"
+    );
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[test]
+fn a_shop_key_given_twice_is_refused() {
+    let key_file = write_config(FILE_KEY);
+    let file = write_config(&format!(
+        "[shops.other_marketplace]\nurl = \"https://other.example.com\"\napi_key_file = \"{}\"\n",
+        key_file.path().display()
+    ));
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY",
+        SHOP_KEY,
+    );
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, env)
+        .expect_err("two keys")
+        .to_string();
+    assert!(
+        err.contains("shops.other_marketplace: both api_key (ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY) and api_key_file are set"),
+        "{err}"
+    );
+    assert!(!err.contains(SHOP_KEY) && !err.contains(FILE_KEY), "{err}");
+}
+
+#[test]
+fn shop_names_must_be_plain_identifiers_and_not_default() {
+    let long = format!("a{}", "b".repeat(40));
+    for name in ["Best-Buy", "default", "1x", "_x", long.as_str()] {
+        let file = write_config(&format!(
+            "[shops.\"{name}\"]\nurl = \"https://other.example.com\"\napi_key = \"{SHOP_KEY}\"\n"
+        ));
+        let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+            .expect_err("not a plain identifier")
+            .to_string();
+        assert!(err.contains(&format!("shops.{name}: ")), "{name}: {err}");
+        assert!(!err.contains(SHOP_KEY), "{err}");
+    }
+    let forty = format!("a{}", "b".repeat(39));
+    let file = write_config(&format!(
+        "[shops.{forty}]\nurl = \"https://other.example.com\"\napi_key = \"k\"\n"
+    ));
+    Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect("40 characters is the longest name");
+
+    use order_acceptance::config::ShopName;
+    assert_eq!("default".parse::<ShopName>(), Ok(ShopName::default_shop()));
+    assert_eq!(
+        "bestbuy_ca".parse::<ShopName>().map(|n| n.to_string()),
+        Ok("bestbuy_ca".into())
+    );
+    let err = "Best-Buy".parse::<ShopName>().expect_err("refused");
+    assert!(err.contains("lowercase letter"), "{err}");
+}
+
+#[test]
+fn a_shop_without_a_url_is_refused_naming_the_key() {
+    let file = write_config(&format!(
+        "[shops.other_marketplace]\napi_key = \"{SHOP_KEY}\"\n"
+    ));
+    for needs in [Needs::Everything, Needs::DatabaseOnly] {
+        let err = Settings::load_from(Some(file.path()), needs, required_env())
+            .expect_err("no url")
+            .to_string();
+        assert!(
+            err.contains("shops.other_marketplace.url: missing"),
+            "{err}"
+        );
+        assert!(!err.contains(SHOP_KEY), "{err}");
+    }
+    let bad = write_config("[shops.other_marketplace]\nurl = \"ftp://other.example.com\"\n");
+    let err = Settings::load_from(Some(bad.path()), Needs::DatabaseOnly, required_env())
+        .expect_err("not http")
+        .to_string();
+    assert!(
+        err.contains("shops.other_marketplace.url: \"ftp://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_shop_without_a_key_is_refused_only_when_the_marketplace_is_called() {
+    let file = write_config("[shops.other_marketplace]\nurl = \"https://other.example.com\"\n");
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("no key")
+        .to_string();
+    assert!(
+        err.contains("missing required settings: shops.other_marketplace.api_key (or ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY, or shops.other_marketplace.api_key_file)"),
+        "{err}"
+    );
+    let settings = Settings::load_from(Some(file.path()), Needs::DatabaseOnly, required_env())
+        .expect("operator commands need no key");
+    assert_eq!(settings.shops.len(), 1);
+}
+
+#[test]
+fn unknown_keys_in_a_shop_are_refused() {
+    for (table, key) in [
+        ("", "retry_attempts"),
+        ("", "ulr"),
+        ("[shops.other_marketplace.rules]", "enabled"),
+        ("[shops.other_marketplace.rules]", "stock_relation"),
+    ] {
+        let file = write_config(&format!(
+            "[shops.other_marketplace]\nurl = \"https://other.example.com\"\napi_key = \"{SHOP_KEY}\"\n{table}\n{key} = 1\n"
+        ));
+        let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(!err.contains(SHOP_KEY), "{err}");
+    }
+}
+
+#[test]
+fn bad_shop_values_are_reported_together_naming_each_key() {
+    let file = write_config(
+        r#"
+        [shops.other_marketplace]
+        url = "https://other.example.com"
+        api_key = "k"
+        shop_id = "other"
+        name = " "
+        acceptance_window = "10m"
+        max_requests_per_second = 20000
+        [shops.other_marketplace.rules]
+        max_price_drop = 2
+        max_order_total = -1
+        backorder = "maybe"
+        on_deadline = "later"
+        deadline_margin = "soon"
+        [shops.third]
+        url = "https://third.example.com"
+        api_key = "k"
+        acceptance_window = "2h"
+        "#,
+    );
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("bad values")
+        .to_string();
+    for key in [
+        "shops.other_marketplace.shop_id",
+        "shops.other_marketplace.name",
+        "shops.other_marketplace.acceptance_window",
+        "shops.other_marketplace.max_requests_per_second",
+        "shops.other_marketplace.rules.max_price_drop",
+        "shops.other_marketplace.rules.max_order_total",
+        "shops.other_marketplace.rules.backorder",
+        "shops.other_marketplace.rules.on_deadline",
+        "shops.other_marketplace.rules.deadline_margin",
+        // 2 h leaves nothing of the 2 h margin it inherits.
+        "shops.third.acceptance_window (2 h) is not longer than the rules.deadline_margin",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+}
+
+#[test]
+fn shop_keys_never_appear_in_errors_or_debug_output() {
+    let file = write_config(TWO_SHOPS);
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY",
+        SHOP_KEY,
+    );
+    let env = with(
+        env,
+        "ORDER_ACCEPTANCE__SHOPS__BESTBUY_US__API_KEY",
+        FILE_KEY,
+    );
+    let settings =
+        Settings::load_from(Some(file.path()), Needs::Everything, env.clone()).expect("valid");
+    let debug = format!("{settings:?} {:?}", settings.all_shops());
+    assert!(
+        !debug.contains(SHOP_KEY) && !debug.contains(FILE_KEY),
+        "{debug}"
+    );
+    let for_shop = settings.for_shop(&settings.shops[0]);
+    assert!(!format!("{for_shop:?}").contains(FILE_KEY));
+
+    // Every other shop value broken at once, so every message is produced.
+    let broken = with(
+        env,
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__TIMEOUT",
+        "x",
+    );
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, broken)
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("timeout"), "{err}");
+    assert!(!err.contains(SHOP_KEY) && !err.contains(FILE_KEY), "{err}");
+
+    // A key where a table or a string belongs: the value is not shown.
+    for contents in [
+        format!(
+            "[shops.other_marketplace]\nurl = \"https://o.example.com\"\napi_key = {{ k = \"{SHOP_KEY}\" }}\n"
+        ),
+        format!("[shops]\nother_marketplace = \"{SHOP_KEY}\"\n"),
+        format!("shops = \"{SHOP_KEY}\"\n"),
+    ] {
+        let file = write_config(&contents);
+        let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+            .expect_err("wrong type")
+            .to_string();
+        assert!(err.contains("shops"), "{err}");
+        assert!(!err.contains(SHOP_KEY), "{contents}: {err}");
+    }
+
+    // A URL carrying credentials names the shop's key, not the value.
+    let file = write_config(&format!(
+        "[shops.other_marketplace]\nurl = \"https://user:{SHOP_KEY}@o.example.com\"\napi_key = \"k\"\n"
+    ));
+    let err = Settings::load_from(Some(file.path()), Needs::Everything, required_env())
+        .expect_err("credentials in the URL")
+        .to_string();
+    assert!(err.contains("shops.other_marketplace.url: "), "{err}");
+    assert!(
+        err.contains("ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains(SHOP_KEY), "{err}");
+}
+
+#[test]
+fn a_plain_http_shop_url_is_a_warning() {
+    let env = with(
+        required_env(),
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__URL",
+        "http://other.example.com",
+    );
+    let env = with(
+        env,
+        "ORDER_ACCEPTANCE__SHOPS__OTHER_MARKETPLACE__API_KEY",
+        SHOP_KEY,
+    );
+    let warnings = load(env).expect("valid").warnings();
+    assert!(
+        warnings.iter().any(|w| w
+            .starts_with("shops.other_marketplace.url http://other.example.com/ is plain HTTP")),
+        "{warnings:?}"
+    );
+}

@@ -104,13 +104,33 @@ fn describe_figment_error(err: figment::Error) -> String {
         .unwrap_or_default();
     if key.is_empty() {
         format!("{}{source}", err.kind)
-    } else if is_secret_key(&key) {
+    } else if is_secret_key(&key) && shows_a_value(&err.kind) {
         format!("{key}: not a valid value{source}")
     } else {
         format!("{key}: {}{source}", err.kind)
     }
 }
 
+/// Whether a message of this kind could quote the value; an unknown or missing field's names
+/// only keys.
+fn shows_a_value(kind: &figment::error::Kind) -> bool {
+    use figment::error::Kind;
+    !matches!(
+        kind,
+        Kind::UnknownField(..) | Kind::MissingField(..) | Kind::DuplicateField(..)
+    )
+}
+
+/// The keys whose values are never shown: the keys and the database URL, and a shop table
+/// given as a plain value (`shops.NAME = "..."`), which is most likely a key put in the wrong
+/// place.
 fn is_secret_key(key: &str) -> bool {
-    matches!(key, "marketplace.api_key" | "database.url")
+    matches!(
+        key.split('.').collect::<Vec<_>>()[..],
+        ["marketplace", "api_key"]
+            | ["database", "url"]
+            | ["shops"]
+            | ["shops", _]
+            | ["shops", _, "api_key"]
+    )
 }

@@ -3,13 +3,14 @@
 //!
 //! One room per concern: [`settings`] holds the typed values the worker reads, `load` merges the
 //! layers, `raw` mirrors the file before checking, `validate` checks every value and reports all
-//! problems at once, and `limits` derives the validation deadline and the fence from the
+//! problems at once, `shops` resolves the named `[shops.NAME]` tables, and `limits` derives the validation deadline and the fence from the
 //! settings.
 
 mod limits;
 mod load;
 mod raw;
 mod settings;
+mod shops;
 mod validate;
 
 pub use settings::*;

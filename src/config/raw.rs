@@ -1,5 +1,8 @@
 //! The merged layers before checking: plain strings and numbers. Every key is required here;
-//! the embedded `config/default.toml` supplies each one.
+//! the embedded `config/default.toml` supplies each one, except in `[shops.NAME]` tables,
+//! whose keys fall back to `[marketplace]` and `[rules]` when absent.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer};
 
 #[derive(Deserialize)]
@@ -18,6 +21,9 @@ pub struct Settings {
     pub alerts: Alerts,
     pub rules: Rules,
     pub console: Console,
+    /// The named shops, by the name as written (checked by `shops`).
+    #[serde(default)]
+    pub shops: BTreeMap<String, Shop>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +181,56 @@ pub struct Rules {
     pub on_deadline: String,
     #[serde(deserialize_with = "lenient_string")]
     pub deadline_margin: String,
+}
+
+/// A `[shops.NAME]` table: what is absent is inherited.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shop {
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub api_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub api_key_file: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub shop_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub acceptance_window: Option<String>,
+    pub max_requests_per_second: Option<f64>,
+    #[serde(default)]
+    pub rules: ShopRules,
+}
+
+/// `[shops.NAME.rules]`: the per-line rules a shop may set apart from `[rules]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShopRules {
+    pub max_price_drop: Option<f64>,
+    pub max_order_total: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub unknown_sku: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub insufficient_stock: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub backorder: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub price_below_floor: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub order_total_above_limit: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub on_deadline: Option<String>,
+    #[serde(default, deserialize_with = "lenient_optional_string")]
+    pub deadline_margin: Option<String>,
+}
+
+/// [`lenient_string`] for a key that may be absent.
+fn lenient_optional_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    lenient_string(deserializer).map(Some)
 }
 
 /// Accepts any scalar as text: environment values are parsed like TOML, so an API key of

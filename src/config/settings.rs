@@ -37,6 +37,108 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub rules: RulesSettings,
     pub console: ConsoleSettings,
+    /// The shop `marketplace` and `rules` are for: `default` after loading, the shop's own
+    /// after [`Settings::for_shop`].
+    pub shop: ShopName,
+    /// The named `[shops.NAME]` shops, in name order, each with its inherited values filled in.
+    pub shops: Vec<Shop>,
+    /// The `[marketplace]` shop while `marketplace` and `rules` are another shop's (after
+    /// [`Settings::for_shop`] with a named shop); `None` while they are its own, so a change to
+    /// `settings.marketplace` is the default shop's.
+    pub(super) default_shop: Option<Box<Shop>>,
+}
+
+/// A shop's name: a plain identifier; `default` is the [marketplace] shop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShopName(String);
+
+/// The longest shop name: it goes into metric labels, table columns and file names.
+const MAX_SHOP_NAME: usize = 40;
+
+impl ShopName {
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn default_shop() -> Self {
+        ShopName(Self::DEFAULT.to_owned())
+    }
+
+    /// Err is a message for people naming the rule.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let mut chars = name.chars();
+        let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.len() <= MAX_SHOP_NAME;
+        if plain {
+            Ok(ShopName(name.to_owned()))
+        } else {
+            Err(format!(
+                "\"{}\" is not a shop name: use a lowercase letter, then up to {} lowercase letters, digits or underscores (examples: bestbuy_ca, other_marketplace)",
+                name.escape_default(),
+                MAX_SHOP_NAME - 1
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+}
+
+impl std::fmt::Display for ShopName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ShopName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        ShopName::parse(name)
+    }
+}
+
+/// One shop the worker serves: its marketplace connection and the rules its lines are decided by.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub name: ShopName,
+    pub marketplace: MarketplaceSettings,
+    pub rules: RulesSettings,
+}
+
+impl Shop {
+    /// Where this shop's settings live in the file: `marketplace` or `shops.NAME`.
+    pub fn section(&self) -> String {
+        match self.name.is_default() {
+            true => "marketplace".to_owned(),
+            false => format!("shops.{}", self.name),
+        }
+    }
+
+    /// Where this shop's key is set, for messages that ask a person to fix it.
+    pub fn api_key_source(&self) -> String {
+        match self.name.is_default() {
+            true => "marketplace.api_key (MARKETPLACE_API_KEY)".to_owned(),
+            false => format!(
+                "shops.{name}.api_key ({var}) or shops.{name}.api_key_file",
+                name = self.name,
+                var = shop_env_var(&self.name, "api_key")
+            ),
+        }
+    }
+}
+
+/// The variable that sets a named shop's key: `ORDER_ACCEPTANCE__SHOPS__NAME__KEY`.
+pub(super) fn shop_env_var(name: &ShopName, key: &str) -> String {
+    format!(
+        "ORDER_ACCEPTANCE__SHOPS__{}__{}",
+        name.as_str().to_uppercase(),
+        key.to_uppercase()
+    )
 }
 
 #[derive(Clone)]
@@ -234,6 +336,43 @@ pub struct RulesSettings {
 }
 
 impl Settings {
+    /// Every shop: the default shop (`[marketplace]`, `[rules]`) first, then the named ones.
+    pub fn all_shops(&self) -> Vec<Shop> {
+        let default = match &self.default_shop {
+            Some(shop) => Shop::clone(shop),
+            None => Shop {
+                name: ShopName::default_shop(),
+                marketplace: self.marketplace.clone(),
+                rules: self.rules.clone(),
+            },
+        };
+        std::iter::once(default)
+            .chain(self.shops.iter().cloned())
+            .collect()
+    }
+
+    pub fn find_shop(&self, name: &str) -> Option<Shop> {
+        self.all_shops()
+            .into_iter()
+            .find(|shop| shop.name.as_str() == name)
+    }
+
+    /// These settings for one shop: `shop`, `marketplace` and `rules` are the shop's, the rest
+    /// is shared, so code that reads `settings.marketplace` works for that shop unchanged.
+    pub fn for_shop(&self, shop: &Shop) -> Settings {
+        let default_shop = match shop.name.is_default() {
+            true => None,
+            false => self.all_shops().into_iter().next().map(Box::new),
+        };
+        Settings {
+            shop: shop.name.clone(),
+            marketplace: shop.marketplace.clone(),
+            rules: shop.rules.clone(),
+            default_shop,
+            ..self.clone()
+        }
+    }
+
     /// Settings that are allowed but deserve an operator's attention, logged at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -244,11 +383,14 @@ impl Settings {
                 humantime::format_duration(self.validation.interval)
             ));
         }
-        if self.marketplace.url.scheme() == "http" && !is_loopback(&self.marketplace.url) {
-            warnings.push(format!(
-                "marketplace.url {} is plain HTTP: the API key travels unencrypted",
-                self.marketplace.url
-            ));
+        for shop in self.all_shops() {
+            let url = &shop.marketplace.url;
+            if url.scheme() == "http" && !is_loopback(url) {
+                warnings.push(format!(
+                    "{}.url {url} is plain HTTP: the API key travels unencrypted",
+                    shop.section()
+                ));
+            }
         }
         warnings
     }

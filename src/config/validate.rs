@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use rust_decimal::Decimal;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::load::WELL_KNOWN_VARS;
 use super::raw;
@@ -39,9 +39,9 @@ impl Settings {
         }
 
         let marketplace = MarketplaceSettings {
-            url: check.marketplace_url(&raw.marketplace.url),
+            url: check.marketplace_url(&DEFAULT_KEYS, &raw.marketplace.url),
             api_key: SecretString::from(raw.marketplace.api_key.clone()),
-            shop_id: check.shop_id(&raw.marketplace.shop_id),
+            shop_id: check.shop_id("marketplace.shop_id", &raw.marketplace.shop_id),
             name: check.non_empty("marketplace.name", raw.marketplace.name),
             timeout: check.duration("marketplace.timeout", &raw.marketplace.timeout),
             connect_timeout: check.duration(
@@ -80,7 +80,10 @@ impl Settings {
                 raw.marketplace.max_response_bytes,
                 1024,
             ),
-            acceptance_window: check.acceptance_window(&raw.marketplace.acceptance_window),
+            acceptance_window: check.acceptance_window(
+                "marketplace.acceptance_window",
+                &raw.marketplace.acceptance_window,
+            ),
         };
 
         let schedule = ScheduleSettings {
@@ -136,11 +139,15 @@ impl Settings {
         };
         let rules = check.rules(raw.rules, marketplace.acceptance_window);
         let console = check.console(raw.console);
+        let shops = check.shops(raw.shops, &marketplace, &rules, needs);
 
         check.schedule_fires(&schedule);
         check.finish()?;
         // From here on nothing this process prints, stores or logs may carry them.
         crate::redact::remember(&raw.marketplace.api_key);
+        for shop in &shops {
+            crate::redact::remember(shop.marketplace.api_key.expose_secret());
+        }
         crate::redact::remember_url_passwords(&raw.database.url);
         let settings = Settings {
             database,
@@ -156,6 +163,9 @@ impl Settings {
             alerts,
             rules,
             console,
+            shop: ShopName::default_shop(),
+            shops,
+            default_shop: None,
         };
         // The lease only matters to the worker; operator commands must work to fix a bad one.
         if needs == Needs::Everything {
@@ -216,10 +226,26 @@ fn without_user_info(url: &url::Url) -> String {
 /// the worker derives from the settings.
 const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// The keys a shop's connection is named by in messages.
+pub(super) struct ConnectionKeys<'a> {
+    /// `marketplace.url`, `shops.NAME.url`.
+    pub url: &'a str,
+    /// The variable that sets the URL.
+    pub url_var: &'a str,
+    /// The key (and its variable) the API key belongs in.
+    pub api_key: &'a str,
+}
+
+const DEFAULT_KEYS: ConnectionKeys<'static> = ConnectionKeys {
+    url: "marketplace.url",
+    url_var: "MARKETPLACE_URL",
+    api_key: "marketplace.api_key (MARKETPLACE_API_KEY)",
+};
+
 /// Collects problems while building typed values, so all of them are reported at once.
 #[derive(Default)]
-struct Checker {
-    problems: Vec<String>,
+pub(super) struct Checker {
+    pub(super) problems: Vec<String>,
 }
 
 impl Checker {
@@ -256,7 +282,7 @@ impl Checker {
         }
     }
 
-    fn duration(&mut self, key: &str, value: &str) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, value: &str) -> Duration {
         match humantime::parse_duration(value.trim()) {
             Ok(duration) if duration > LONGEST_DURATION => {
                 self.too_long(key, value);
@@ -309,7 +335,7 @@ impl Checker {
     }
 
     /// A requests-per-second figure: 0 means none, anything else must be within the bounds.
-    fn rate(&mut self, key: &str, value: f64) -> Option<f64> {
+    pub(super) fn rate(&mut self, key: &str, value: f64) -> Option<f64> {
         if value == 0.0 {
             return None;
         }
@@ -322,7 +348,7 @@ impl Checker {
         Some(value)
     }
 
-    fn non_empty(&mut self, key: &str, value: String) -> String {
+    pub(super) fn non_empty(&mut self, key: &str, value: String) -> String {
         if value.trim().is_empty() {
             self.problems.push(format!("{key}: must not be empty"));
         }
@@ -330,14 +356,14 @@ impl Checker {
     }
 
     /// Mirakl shop ids are integers; empty means none is sent.
-    fn shop_id(&mut self, value: &str) -> Option<String> {
+    pub(super) fn shop_id(&mut self, key: &str, value: &str) -> Option<String> {
         let value = value.trim();
         if value.is_empty() {
             return None;
         }
         if value.parse::<u64>().is_err() {
             self.problems.push(format!(
-                "marketplace.shop_id: \"{value}\" is not a number; Mirakl shop ids are integers \
+                "{key}: \"{value}\" is not a number; Mirakl shop ids are integers \
                  (A01 /api/account shows yours as shop_id), or leave it empty to use the key's \
                  default shop"
             ));
@@ -359,7 +385,7 @@ impl Checker {
         }
     }
 
-    fn marketplace_url(&mut self, value: &str) -> url::Url {
+    pub(super) fn marketplace_url(&mut self, keys: &ConnectionKeys<'_>, value: &str) -> url::Url {
         // Stands in when the URL is missing (reported by `required`, or not needed by a
         // database-only command) or invalid (reported below); never called.
         let fallback = || url::Url::parse("http://localhost/").expect("static URL parses");
@@ -372,15 +398,19 @@ impl Checker {
             // goes in the Authorization header anyway.
             Ok(url) if !url.username().is_empty() || url.password().is_some() => {
                 self.problems.push(format!(
-                    "marketplace.url: \"{}\" carries a user name or password; remove them from the URL (MARKETPLACE_URL) and put the shop API key in marketplace.api_key (MARKETPLACE_API_KEY)",
-                    without_user_info(&url)
+                    "{}: \"{}\" carries a user name or password; remove them from the URL ({}) and put the shop API key in {}",
+                    keys.url,
+                    without_user_info(&url),
+                    keys.url_var,
+                    keys.api_key,
                 ));
                 fallback()
             }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
             Ok(_) | Err(_) => {
                 self.problems.push(format!(
-                    "marketplace.url: \"{shown}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)"
+                    "{}: \"{shown}\" is not an http(s) URL (example: https://marketplace.bestbuy.ca)",
+                    keys.url
                 ));
                 fallback()
             }
@@ -496,16 +526,27 @@ impl Checker {
                 &raw.order_total_above_limit,
             ),
             on_deadline: self.rule_action("rules.on_deadline", &raw.on_deadline),
-            deadline_margin: self.deadline_margin(&raw.deadline_margin, window),
+            deadline_margin: self.deadline_margin(
+                "rules.deadline_margin",
+                &raw.deadline_margin,
+                "marketplace.acceptance_window",
+                window,
+            ),
         }
     }
 
     /// The margin is taken from the marketplace's window, so it must leave some of it.
-    fn deadline_margin(&mut self, value: &str, window: Duration) -> Duration {
-        let margin = self.duration("rules.deadline_margin", value);
+    pub(super) fn deadline_margin(
+        &mut self,
+        key: &str,
+        value: &str,
+        window_key: &str,
+        window: Duration,
+    ) -> Duration {
+        let margin = self.duration(key, value);
         if margin >= window {
             self.problems.push(format!(
-                "rules.deadline_margin: \"{value}\" is not shorter than marketplace.acceptance_window ({}) (example: 2h)",
+                "{key}: \"{value}\" is not shorter than {window_key} ({}) (example: 2h)",
                 window_text(window)
             ));
         }
@@ -513,8 +554,7 @@ impl Checker {
     }
 
     /// A window of zero would make every order late, one of months would hide every late one.
-    fn acceptance_window(&mut self, value: &str) -> Duration {
-        let key = "marketplace.acceptance_window";
+    pub(super) fn acceptance_window(&mut self, key: &str, value: &str) -> Duration {
         let window = self.duration(key, value);
         if !(MIN_ACCEPTANCE_WINDOW..=MAX_ACCEPTANCE_WINDOW).contains(&window) {
             self.problems.push(format!(
@@ -567,7 +607,7 @@ impl Checker {
         }
     }
 
-    fn fraction(&mut self, key: &str, value: f64) -> Decimal {
+    pub(super) fn fraction(&mut self, key: &str, value: f64) -> Decimal {
         match decimal(value) {
             Some(fraction) if (0.0..1.0).contains(&value) => fraction,
             _ => {
@@ -580,7 +620,7 @@ impl Checker {
     }
 
     /// An amount where 0 means "no limit".
-    fn optional_amount(&mut self, key: &str, value: f64) -> Option<Decimal> {
+    pub(super) fn optional_amount(&mut self, key: &str, value: f64) -> Option<Decimal> {
         match decimal(value) {
             Some(amount) if amount >= Decimal::ZERO => (amount > Decimal::ZERO).then_some(amount),
             _ => {
@@ -592,7 +632,7 @@ impl Checker {
         }
     }
 
-    fn rule_action(&mut self, key: &str, value: &str) -> RuleAction {
+    pub(super) fn rule_action(&mut self, key: &str, value: &str) -> RuleAction {
         match value.trim() {
             "accept" => RuleAction::Accept,
             "refuse" => RuleAction::Refuse,
