@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,11 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use order_acceptance::acceptance::{self, Context as Worker};
-use order_acceptance::config::{Needs, Settings};
+use order_acceptance::acceptance;
+use order_acceptance::config::{Needs, Settings, ShopName};
 use order_acceptance::db::failures::FailureFilter;
 use order_acceptance::inbox::{self, render};
-use order_acceptance::marketplace::MarketplaceClient;
 use order_acceptance::review::{self, Decision, ReviewAction};
 use order_acceptance::terminal::Width;
 use order_acceptance::{
@@ -36,10 +34,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
 
-    /// Do one full run (import, claim, accept, validate, record), print its summary and exit:
-    /// 0 completed, 1 fatal error, 3 degraded (the import read no page); 2 is a usage error.
+    /// Do one full run (import, claim, accept, validate, record) of every shop, print its
+    /// summary and exit: 0 completed, 1 fatal error (every shop failed), 3 degraded (an import
+    /// read no page, or some shops failed while others went through); 2 is a usage error.
     #[arg(long)]
     once: bool,
+
+    /// Only this shop: `default` ([marketplace]) or a [shops.NAME] of the configuration. With
+    /// --once (or the schedule) it runs that shop alone; on status, failures, review and order
+    /// it shows that shop's orders only.
+    #[arg(long, global = true, value_name = "NAME")]
+    shop: Option<ShopName>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -264,25 +269,30 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.config.as_deref();
+    let shop = cli.shop.as_ref().map(ShopName::as_str);
     match cli.command {
         Some(Command::Migrate) => migrate(config).await,
         Some(Command::Check { output }) => check(config, output).await,
-        Some(Command::Failures(command)) => failures(config, command).await,
-        Some(Command::Review(command)) => review(config, command).await,
+        Some(Command::Failures(command)) => failures(config, shop, command).await,
+        Some(Command::Review(command)) => review(config, shop, command).await,
         Some(Command::Order { order_id, output }) => {
             let pool = operator_pool(config).await?;
             emit(
                 output,
-                &inbox::order_report(&pool, &order_id).await?,
+                &inbox::order_report(&pool, &order_id, shop).await?,
                 render::order,
             )
         }
         Some(Command::Status { output }) => {
             let settings = operator_settings(config)?;
             let pool = db::connect(&settings.database).await?;
+            let windows = acceptance::shops::windows(&settings);
+            let windows: Vec<(&str, Duration)> =
+                windows.iter().map(|(s, w)| (s.as_str(), *w)).collect();
             let report = inbox::status_report(
                 &pool,
-                settings.marketplace.acceptance_window,
+                shop,
+                &windows,
                 settings.alerts.pending_after,
                 Utc::now(),
             )
@@ -295,12 +305,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("healthy: {url}");
             Ok(ExitCode::SUCCESS)
         }
-        None => work(config, cli.once).await,
+        None => work(config, shop, cli.once).await,
     }
 }
 
-/// The worker itself: one run with `--once`, else the cron schedule.
-async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
+/// The worker itself: one run of every shop (or of `--shop`) with `--once`, else the cron
+/// schedule.
+async fn work(config: Option<&Path>, shop: Option<&str>, once: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config, Needs::Everything)?;
     telemetry::init(settings.log.format);
     for warning in settings.warnings() {
@@ -314,24 +325,21 @@ async fn work(config: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     if settings.rules.enabled {
         db::stock::inspect_stock_relation(&pool, &settings.rules.stock_relation).await?;
     }
-    let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
-        .context("setting up the marketplace client")?;
+    acceptance::shops::register(&pool, &settings)
+        .await
+        .context("registering the configured shops in the shops table")?;
+    let workers = acceptance::shops::contexts(&pool, &settings, shop)?;
     let server = match settings.server.listen {
         Some(addr) => Some(server::start(addr, pool.clone()).await?),
         None => None,
     };
-    let worker = Worker::new(pool, client, Arc::new(settings));
     let shutdown = scheduler::shutdown_signal();
     let worked = if once {
-        acceptance::run(&worker, &shutdown)
-            .await
-            .map(|summary| {
-                println!("{}", acceptance::summary_table(&summary, Width::Fit));
-                once_exit_code(summary.result)
-            })
-            .map_err(anyhow::Error::from)
+        let runs = acceptance::run_every_shop(&workers, &shutdown).await;
+        println!("{}", acceptance::shops_summary(&runs, Width::Fit));
+        once_exit_code(runs)
     } else {
-        scheduler::run_on_schedule(worker, shutdown)
+        scheduler::run_on_schedule(workers, shutdown)
             .await
             .map(|()| ExitCode::SUCCESS)
     };
@@ -368,11 +376,28 @@ mod exit_code {
     pub const DEGRADED: u8 = 3;
 }
 
-/// `--once`: [`exit_code::DEGRADED`] tells a caller the run did its work but the import failed.
-fn once_exit_code(result: acceptance::RunResult) -> ExitCode {
-    match result {
-        acceptance::RunResult::Degraded => ExitCode::from(exit_code::DEGRADED),
-        _ => ExitCode::from(exit_code::COMPLETED),
+/// `--once`: [`exit_code::DEGRADED`] tells a caller the run did its work but an import failed,
+/// or some shops failed while others went through; every shop failing is an error (exit 1),
+/// the first shop's error its message.
+fn once_exit_code(runs: Vec<acceptance::ShopRun>) -> anyhow::Result<ExitCode> {
+    if runs.iter().all(acceptance::ShopRun::is_whole) {
+        return Ok(ExitCode::from(exit_code::COMPLETED));
+    }
+    let several = runs.len() > 1;
+    let mut failed = Vec::with_capacity(runs.len());
+    for run in runs {
+        match run.outcome {
+            Err(err) => failed.push((run.shop, err)),
+            // One shop did its work: the run is degraded, not failed.
+            Ok(_) => return Ok(ExitCode::from(exit_code::DEGRADED)),
+        }
+    }
+    match failed.into_iter().next() {
+        Some((shop, err)) if several => Err(anyhow::Error::from(err).context(format!(
+            "no shop could be worked on (shop {shop}'s error follows; the summary shows the others')"
+        ))),
+        Some((_, err)) => Err(err.into()),
+        None => Ok(ExitCode::from(exit_code::DEGRADED)),
     }
 }
 
@@ -408,11 +433,18 @@ async fn migrate(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     db::migrate(&pool, &settings.database)
         .await
         .context("migrate")?;
+    acceptance::shops::register(&pool, &settings)
+        .await
+        .context("registering the configured shops in the shops table")?;
     tracing::info!(database = %settings.database.redacted_url(), "migrations applied");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Result<ExitCode> {
+async fn failures(
+    config: Option<&Path>,
+    shop: Option<&str>,
+    command: FailuresCommand,
+) -> anyhow::Result<ExitCode> {
     let pool = operator_pool(config).await?;
     let now = Utc::now();
     match command {
@@ -429,6 +461,7 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
             let filter = FailureFilter {
                 include_resolved: all,
                 process_name: process,
+                shop: shop.map(str::to_string),
                 since,
                 limit,
             };
@@ -458,19 +491,33 @@ async fn failures(config: Option<&Path>, command: FailuresCommand) -> anyhow::Re
     }
 }
 
-async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result<ExitCode> {
+async fn review(
+    config: Option<&Path>,
+    shop: Option<&str>,
+    command: ReviewCommand,
+) -> anyhow::Result<ExitCode> {
     let (args, action, note) = match command {
         ReviewCommand::List { output } => {
             let settings = operator_settings(config)?;
             let pool = db::connect(&settings.database).await?;
-            let window = settings.marketplace.acceptance_window;
-            let list = review::list_in_review(&pool, window, Utc::now()).await?;
+            let windows = acceptance::shops::windows(&settings);
+            let windows: Vec<(&str, Duration)> =
+                windows.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+            let note = inbox::deadline_note(settings.marketplace.acceptance_window);
+            let list = review::list_in_review(&pool, shop, &windows, note, Utc::now()).await?;
             return emit(output, &list, render::review_list);
         }
         ReviewCommand::Accept { decision, note } => (decision, ReviewAction::Accept, note),
         ReviewCommand::Refuse { decision, note } => (decision, ReviewAction::Refuse, Some(note)),
     };
+    let settings = match args.now {
+        true => Settings::load(config, Needs::Everything)?,
+        false => Settings::load(config, Needs::DatabaseOnly)?,
+    };
+    telemetry::init_with_writer(settings.log.format, std::io::stderr);
+    let pool = db::connect(&settings.database).await?;
     let decision = Decision {
+        shop: inbox::shop_of_order(&pool, &args.order_id, shop).await?,
         order_id: args.order_id,
         action,
         lines: args.lines,
@@ -478,11 +525,13 @@ async fn review(config: Option<&Path>, command: ReviewCommand) -> anyhow::Result
         decided_by: operator(args.by),
     };
     if !args.now {
-        let pool = operator_pool(config).await?;
         let queued = review::queue_decision(&pool, &decision).await?;
         return emit(args.output, &queued, |queued, _| render::queued(queued));
     }
-    let worker = command_worker(config).await?;
+    let worker = acceptance::shops::contexts(&pool, &settings, Some(&decision.shop))?
+        .into_iter()
+        .next()
+        .context("no worker for the order's shop")?;
     let decided = acceptance::decide_now(&worker, &scheduler::shutdown_signal(), &decision).await?;
     emit(args.output, &decided, render::decided_now)
 }
@@ -522,17 +571,6 @@ async fn console_command(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A worker for a command that runs acceptance work itself (`review ... --now`): the full
-/// settings, with logs on stderr so stdout holds only the result.
-async fn command_worker(config: Option<&Path>) -> anyhow::Result<Worker> {
-    let settings = Settings::load(config, Needs::Everything)?;
-    telemetry::init_with_writer(settings.log.format, std::io::stderr);
-    let pool = db::connect(&settings.database).await?;
-    let client = MarketplaceClient::new(&settings.marketplace, &settings.api_calls, pool.clone())
-        .context("setting up the marketplace client")?;
-    Ok(Worker::new(pool, client, Arc::new(settings)))
 }
 
 /// Who is acting, for resolutions, retries and review decisions.

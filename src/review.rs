@@ -9,9 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::db::OrderKey;
 use crate::db::failures;
 use crate::db::orders;
-use crate::db::review::{self, InReviewOrder, LineDecision, NewReviewDecision, ReviewDecision};
+use crate::db::review::{
+    self, InReviewOrder, LineDecision, NewReviewDecision, ReviewDecision, ShopWindows,
+};
 
 /// Who `decided_by` names when `rules.on_deadline` decided, not a person.
 pub const DEADLINE_POLICY: &str = "deadline policy";
@@ -72,6 +75,15 @@ fn db_error(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ReviewErro
     }
 }
 
+/// ` --shop NAME` for commands people are told to type about an order of `shop`; nothing for the
+/// default shop, so a one-shop deployment's messages read as before.
+pub fn shop_flag(shop: &str) -> String {
+    match shop {
+        crate::db::DEFAULT_SHOP => String::new(),
+        other => format!(" --shop {other}"),
+    }
+}
+
 /// What a person (or the deadline policy) decides about an order in review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +106,7 @@ impl ReviewAction {
 /// A decision to queue.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    pub shop: String,
     pub order_id: String,
     pub action: ReviewAction,
     /// The lines the action applies to; `None`: every line.
@@ -117,15 +130,16 @@ pub struct Queued {
 /// order's open deadline failure, since someone has now decided.
 pub async fn queue_decision(pool: &PgPool, decision: &Decision) -> Result<Queued, ReviewError> {
     let order_id = decision.order_id.as_str();
-    let action = || format!("deciding order {order_id}");
+    let shop = decision.shop.as_str();
+    let action = || format!("deciding order {order_id} of shop {shop}");
     let mut tx = pool.begin().await.map_err(db_error(action()))?;
-    let current = orders::lock_current_status(&mut tx, order_id)
+    let current = orders::lock_current_status(&mut tx, shop, order_id)
         .await
         .map_err(db_error(action()))?
         .ok_or_else(|| ReviewError::OrderNotFound(order_id.to_string()))?;
     // Before the status: a decision that won the lock has moved the order out of review, and
     // the one that lost must hear who decided, not only the status it left behind.
-    if let Some(open) = review::open_decision(&mut tx, order_id)
+    if let Some(open) = review::open_decision(&mut tx, shop, order_id)
         .await
         .map_err(db_error(action()))?
     {
@@ -138,11 +152,12 @@ pub async fn queue_decision(pool: &PgPool, decision: &Decision) -> Result<Queued
         });
     }
     if let Some(lines) = &decision.lines {
-        check_lines_belong(&mut tx, order_id, lines).await?;
+        check_lines_belong(&mut tx, shop, order_id, lines).await?;
     }
     let row = review::insert_decision(
         &mut tx,
         &NewReviewDecision {
+            shop,
             order_id,
             action: decision.action.as_str(),
             lines: decision.lines.as_deref(),
@@ -158,11 +173,12 @@ pub async fn queue_decision(pool: &PgPool, decision: &Decision) -> Result<Queued
         false => db_error(action())(error),
     })?;
     let note = history_note(&row);
-    let history_id = orders::insert_pending_row(&mut tx, order_id, &current, &note)
+    let history_id = orders::insert_pending_row(&mut tx, shop, order_id, &current, &note)
         .await
         .map_err(db_error(action()))?;
     failures::resolve_open_of_stage(
         &mut tx,
+        shop,
         order_id,
         DEADLINE_STAGE,
         &note,
@@ -188,15 +204,16 @@ fn already_decided(open: ReviewDecision) -> ReviewError {
 }
 
 fn is_one_open_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some("review_decisions_one_open"))
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some("review_decisions_one_open_per_shop"))
 }
 
 async fn check_lines_belong(
     conn: &mut sqlx::PgConnection,
+    shop: &str,
     order_id: &str,
     lines: &[String],
 ) -> Result<(), ReviewError> {
-    let known = review::stored_line_ids(conn, order_id)
+    let known = review::stored_line_ids(conn, shop, order_id)
         .await
         .map_err(db_error(format!("reading the lines of order {order_id}")))?
         .unwrap_or_default();
@@ -258,40 +275,51 @@ pub struct ReviewedOrder {
     pub queued: Option<ReviewDecision>,
 }
 
-/// Orders in review at `now`, oldest first, with their lines, any decision waiting, and their
-/// deadline `acceptance_window` after creation.
+/// Orders in review at `now` (of `shop`, or of every shop), oldest first, with their lines, any
+/// decision waiting, and their deadline each shop's window after creation. `deadline_note` is
+/// the sentence that says why the deadlines matter.
 pub async fn list_in_review(
     pool: &PgPool,
-    acceptance_window: std::time::Duration,
+    shop: Option<&str>,
+    windows: ShopWindows<'_>,
+    deadline_note: String,
     now: DateTime<Utc>,
 ) -> Result<ReviewList, ReviewError> {
     let action = || "listing the orders in review".to_string();
-    let in_review = review::orders_in_review(pool, acceptance_window)
+    let in_review = review::orders_in_review(pool, shop, windows)
         .await
         .map_err(db_error(action()))?;
-    let ids: Vec<String> = in_review.iter().map(|o| o.order_id.clone()).collect();
-    let mut decisions = review::latest_line_decisions(pool, &ids)
+    let keys: Vec<OrderKey> = in_review
+        .iter()
+        .map(|o| OrderKey {
+            shop: o.shop.clone(),
+            order_id: o.order_id.clone(),
+        })
+        .collect();
+    let mut decisions = review::latest_line_decisions(pool, &keys)
         .await
         .map_err(db_error(action()))?;
-    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let mut queued = review::open_decisions(pool, &id_refs)
+    let mut queued = review::open_decisions(pool, &keys)
         .await
         .map_err(db_error(action()))?;
     let orders = in_review
         .into_iter()
-        .map(|order| ReviewedOrder {
-            time_left_seconds: (order.deadline - now).num_seconds(),
-            lines: take_matching(&mut decisions, |d| d.order_id == order.order_id),
-            queued: take_matching(&mut queued, |d| d.order_id == order.order_id)
-                .into_iter()
-                .next(),
-            order,
+        .map(|order| {
+            let same = |shop: &str, id: &str| shop == order.shop && id == order.order_id;
+            ReviewedOrder {
+                time_left_seconds: (order.deadline - now).num_seconds(),
+                lines: take_matching(&mut decisions, |d| same(&d.shop, &d.order_id)),
+                queued: take_matching(&mut queued, |d| same(&d.shop, &d.order_id))
+                    .into_iter()
+                    .next(),
+                order,
+            }
         })
         .collect();
     Ok(ReviewList {
         generated_at: now,
         orders,
-        deadline_note: crate::inbox::deadline_note(acceptance_window),
+        deadline_note,
     })
 }
 

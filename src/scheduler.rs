@@ -11,10 +11,18 @@ use tokio_util::sync::CancellationToken;
 use crate::acceptance::{self, Context};
 use crate::config;
 
-/// Starts a run on every tick until `shutdown` fires, then waits for the current run, which
-/// stops claiming at once and gets `shutdown.grace` to record what it holds.
-pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let settings = ctx.settings.clone();
+/// Starts a run of every shop on every tick until `shutdown` fires, then waits for the current
+/// run, which stops claiming at once and gets `shutdown.grace` to record what it holds. `shops`
+/// holds one context per shop; the first one's settings are the schedule's.
+pub async fn run_on_schedule(
+    shops: Vec<Context>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(first) = shops.first() else {
+        anyhow::bail!("no shop to run: the configuration names none");
+    };
+    let settings = first.settings.clone();
+    let shops = Arc::new(shops);
     let cron = config::parse_cron(&settings.schedule.cron).map_err(anyhow::Error::msg)?;
     // Held for the length of a run: a tick that finds it taken is skipped, not queued.
     let busy = Arc::new(Mutex::new(()));
@@ -26,7 +34,7 @@ pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyho
         let busy = busy.clone();
         let shutdown = shutdown.clone();
         Job::new_async_tz(cron.as_str(), settings.schedule.timezone, move |_, _| {
-            let (ctx, busy, shutdown) = (ctx.clone(), busy.clone(), shutdown.clone());
+            let (shops, busy, shutdown) = (shops.clone(), busy.clone(), shutdown.clone());
             Box::pin(async move {
                 if shutdown.is_cancelled() {
                     return;
@@ -35,9 +43,8 @@ pub async fn run_on_schedule(ctx: Context, shutdown: CancellationToken) -> anyho
                     tracing::warn!("the previous run is still going; skipping this tick");
                     return;
                 };
-                if let Err(err) = acceptance::run(&ctx, &shutdown).await {
-                    tracing::error!(error = %err, "run failed");
-                }
+                // Each shop's failure is logged and put in the inbox where it happens.
+                acceptance::run_every_shop(&shops, &shutdown).await;
             })
         })
         .with_context(|| format!("schedule.cron {cron:?} cannot be scheduled"))?

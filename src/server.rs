@@ -272,12 +272,25 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
 /// Sets the gauges read from the database. The queries run concurrently, so a scrape costs one
 /// round trip of latency.
 async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (pending, oldest, open_failures, live) = tokio::try_join!(
-        orders::count_pending_orders(pool),
-        orders::oldest_pending_order(pool),
-        failures::count_open_failures(pool),
-        runs::live_runs(pool),
+    let (pending, oldest, open_failures, live, by_shop) = tokio::try_join!(
+        orders::count_pending_orders(pool, None),
+        orders::oldest_pending_order(pool, None),
+        failures::count_open_failures(pool, None),
+        runs::live_runs(pool, None),
+        orders::queue_by_shop(pool),
     )?;
+    // The same figures per shop: one marketplace's backlog is visible beside the others'.
+    for shop in by_shop {
+        let name = shop.shop;
+        metrics::gauge!("acceptance_shop_pending_orders", "shop" => name.clone())
+            .set(shop.pending as f64);
+        metrics::gauge!("acceptance_shop_open_failures", "shop" => name.clone())
+            .set(shop.open_failures as f64);
+        let age = shop.oldest_pending_at.map_or(0.0, |at| {
+            ((Utc::now() - at).num_milliseconds() as f64 / 1000.0).max(0.0)
+        });
+        metrics::gauge!("acceptance_shop_oldest_pending_age_seconds", "shop" => name).set(age);
+    }
     let now = Utc::now();
     let stalest = live
         .iter()

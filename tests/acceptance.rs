@@ -169,7 +169,7 @@ async fn a_run_whose_import_failed_is_degraded(pool: PgPool) {
     assert_eq!((summary.imported, summary.claimed), (0, 0));
     let reason = summary.import_failed.clone().unwrap_or_default();
     assert!(reason.contains("not the JSON expected"), "{reason}");
-    let table = acceptance::summary_table(&summary, Width::Wide).to_string();
+    let table = acceptance::summary_table("run", &summary, Width::Wide).to_string();
     assert!(table.contains("degraded"), "{table}");
     assert!(table.contains("the import failed"), "{table}");
 

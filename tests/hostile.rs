@@ -274,7 +274,7 @@ async fn an_import_announcing_a_million_orders_stops_at_the_first_empty_page(poo
         why.contains("offset 100") && why.contains("no order"),
         "{why}"
     );
-    let table = acceptance::summary_table(&summary, Default::default()).to_string();
+    let table = acceptance::summary_table("run", &summary, Default::default()).to_string();
     assert!(table.contains("import ended early"), "{table}");
 }
 

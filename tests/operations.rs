@@ -379,14 +379,20 @@ async fn metrics_after_a_run(pool: PgPool) {
             sample(&metrics, series).unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
         assert!(value >= min, "{series} = {value}, expected at least {min}");
     };
-    at_least(r#"acceptance_runs_total{result="completed"}"#, 1.0);
-    at_least(r#"acceptance_orders_total{outcome="accepted"}"#, 5.0);
     at_least(
-        r#"marketplace_api_calls_total{endpoint="OR21",status_class="2xx"}"#,
+        r#"acceptance_runs_total{result="completed",shop="default"}"#,
+        1.0,
+    );
+    at_least(
+        r#"acceptance_orders_total{outcome="accepted",shop="default"}"#,
         5.0,
     );
     at_least(
-        r#"marketplace_api_calls_total{endpoint="OR11",status_class="2xx"}"#,
+        r#"marketplace_api_calls_total{endpoint="OR21",status_class="2xx",shop="default"}"#,
+        5.0,
+    );
+    at_least(
+        r#"marketplace_api_calls_total{endpoint="OR11",status_class="2xx",shop="default"}"#,
         2.0,
     );
     at_least(
@@ -394,7 +400,10 @@ async fn metrics_after_a_run(pool: PgPool) {
         5.0,
     );
     at_least(r#"acceptance_claim_duration_seconds_count"#, 1.0);
-    at_least("acceptance_last_successful_run_timestamp_seconds", 1.0);
+    at_least(
+        r#"acceptance_last_successful_run_timestamp_seconds{shop="default"}"#,
+        1.0,
+    );
     assert!(
         metrics.contains(
             r#"marketplace_api_call_duration_seconds_bucket{endpoint="OR21",le="0.005"}"#
@@ -412,6 +421,18 @@ async fn metrics_after_a_run(pool: PgPool) {
     assert_eq!(sample(&metrics, "acceptance_database_up"), Some(1.0));
     let age = sample(&metrics, "acceptance_oldest_pending_age_seconds").expect("age gauge");
     assert!((0.0..60.0).contains(&age), "age {age}");
+    // And per shop, a one-shop deployment's only shop being `default`.
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"acceptance_shop_pending_orders{shop="default"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"acceptance_shop_open_failures{shop="default"}"#),
+        Some(0.0)
+    );
 }
 
 // Retention ----------------------------------------------------------------------------------

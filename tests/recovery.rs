@@ -139,7 +139,8 @@ async fn a_handed_over_order_counts_its_deadline_from_created_date(pool: PgPool)
 
     let report = inbox::status_report(
         &app.pool,
-        Duration::from_secs(24 * 3600),
+        None,
+        &[("default", Duration::from_secs(24 * 3600))],
         Duration::from_secs(20 * 3600),
         Utc::now(),
     )
@@ -214,10 +215,10 @@ async fn a_missing_malformed_or_future_created_date_keeps_the_storage_time_and_s
     for (id, raw, _) in &cases {
         app.insert_pending(id, raw.clone()).await;
     }
-    let run_id = runs::start_run(&app.pool, "test-worker", Duration::from_secs(60))
+    let run_id = runs::start_run(&app.pool, "default", "test-worker", Duration::from_secs(60))
         .await
         .expect("run");
-    let claims = claim_due_orders(&app.pool, "test-worker", run_id, 10, None)
+    let claims = claim_due_orders(&app.pool, "default", "test-worker", run_id, 10, None)
         .await
         .expect("claim");
     assert_eq!(claims.len(), cases.len());
@@ -262,21 +263,21 @@ async fn two_runs_racing_for_a_stale_holders_orders_claim_each_exactly_once(pool
         .await;
     }
     let lease = Duration::from_secs(60);
-    let dead = runs::start_run(&app.pool, "dead-worker", lease)
+    let dead = runs::start_run(&app.pool, "default", "dead-worker", lease)
         .await
         .expect("run");
-    let held = claim_due_orders(&app.pool, "dead-worker", dead, 100, None)
+    let held = claim_due_orders(&app.pool, "default", "dead-worker", dead, 100, None)
         .await
         .expect("claim");
     assert_eq!(held.len(), 40);
-    let b = runs::start_run(&app.pool, "worker-b", lease)
+    let b = runs::start_run(&app.pool, "default", "worker-b", lease)
         .await
         .expect("run");
-    let c = runs::start_run(&app.pool, "worker-c", lease)
+    let c = runs::start_run(&app.pool, "default", "worker-c", lease)
         .await
         .expect("run");
     assert!(
-        claim_due_orders(&app.pool, "worker-b", b, 100, None)
+        claim_due_orders(&app.pool, "default", "worker-b", b, 100, None)
             .await
             .expect("claim")
             .is_empty(),
@@ -285,8 +286,8 @@ async fn two_runs_racing_for_a_stale_holders_orders_claim_each_exactly_once(pool
 
     expire_hold(&app.pool, dead).await;
     let (by_b, by_c) = tokio::join!(
-        claim_due_orders(&app.pool, "worker-b", b, 100, None),
-        claim_due_orders(&app.pool, "worker-c", c, 100, None),
+        claim_due_orders(&app.pool, "default", "worker-b", b, 100, None),
+        claim_due_orders(&app.pool, "default", "worker-c", c, 100, None),
     );
     let by_b: HashSet<String> = by_b.expect("b").into_iter().map(|c| c.order_id).collect();
     let by_c: HashSet<String> = by_c.expect("c").into_iter().map(|c| c.order_id).collect();
@@ -323,17 +324,17 @@ async fn an_outcome_recorded_after_the_claim_was_lost_writes_nothing_over_the_ne
     )
     .await;
     let lease = Duration::from_secs(60);
-    let old = runs::start_run(&app.pool, "frozen", lease)
+    let old = runs::start_run(&app.pool, "default", "frozen", lease)
         .await
         .expect("run");
-    let first = claim_due_orders(&app.pool, "frozen", old, 10, None)
+    let first = claim_due_orders(&app.pool, "default", "frozen", old, 10, None)
         .await
         .expect("claim");
     expire_hold(&app.pool, old).await;
-    let new = runs::start_run(&app.pool, "holder", lease)
+    let new = runs::start_run(&app.pool, "default", "holder", lease)
         .await
         .expect("run");
-    let second = claim_due_orders(&app.pool, "holder", new, 10, None)
+    let second = claim_due_orders(&app.pool, "default", "holder", new, 10, None)
         .await
         .expect("claim");
     assert_eq!((first[0].attempt, second[0].attempt), (1, 2));
@@ -350,9 +351,14 @@ async fn an_outcome_recorded_after_the_claim_was_lost_writes_nothing_over_the_ne
         retry_in: None,
         failure: None,
     };
-    let lost = record_outcomes(&app.pool, old, &[outcome(1, "from the frozen run")])
-        .await
-        .expect("record");
+    let lost = record_outcomes(
+        &app.pool,
+        "default",
+        old,
+        &[outcome(1, "from the frozen run")],
+    )
+    .await
+    .expect("record");
     assert_eq!(lost, ["LATE-1"]);
     assert_eq!(
         history(&app.pool, "LATE-1").await,
@@ -362,7 +368,7 @@ async fn an_outcome_recorded_after_the_claim_was_lost_writes_nothing_over_the_ne
             ("accepting".into(), Some(2), Some(new)),
         ]
     );
-    let lost = record_outcomes(&app.pool, new, &[outcome(2, "from the holder")])
+    let lost = record_outcomes(&app.pool, "default", new, &[outcome(2, "from the holder")])
         .await
         .expect("record");
     assert!(lost.is_empty());

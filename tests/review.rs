@@ -156,6 +156,7 @@ async fn written_rows(pool: &PgPool) -> String {
 
 fn decision(order_id: &str, action: ReviewAction, lines: Option<&[&str]>) -> Decision {
     Decision {
+        shop: "default".to_string(),
         order_id: order_id.to_string(),
         action,
         lines: lines.map(|lines| lines.iter().map(ToString::to_string).collect()),
@@ -208,7 +209,15 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
         .expect("decide");
 
     // NEWER left review with its decision (pending_acceptance now); PENDING never was in it.
-    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
+    let list = review::list_in_review(
+        &pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        now,
+    )
+    .await
+    .expect("list");
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -217,7 +226,15 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
     assert_eq!(ids, ["OLDER"]);
 
     seed_in_review(&pool, "NEWEST", hours_before(now, 1), 2).await;
-    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
+    let list = review::list_in_review(
+        &pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        now,
+    )
+    .await
+    .expect("list");
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -276,7 +293,15 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
     .execute(&pool)
     .await
     .expect("decision");
-    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
+    let list = review::list_in_review(
+        &pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        now,
+    )
+    .await
+    .expect("list");
     let queued = list.orders[0].queued.as_ref().expect("queued");
     assert_eq!(
         (queued.action.as_str(), queued.decided_by.as_str()),
@@ -287,9 +312,15 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
 
 #[sqlx::test]
 async fn list_of_an_empty_queue_says_so(pool: PgPool) {
-    let list = review::list_in_review(&pool, DAY, Utc::now())
-        .await
-        .expect("list");
+    let list = review::list_in_review(
+        &pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        Utc::now(),
+    )
+    .await
+    .expect("list");
     assert!(list.orders.is_empty());
     assert_eq!(
         render::review_list(&list, Width::Wide),
@@ -539,7 +570,15 @@ async fn a_decision_written_around_the_lock_is_caught_by_the_unique_index(pool: 
 async fn list_and_policy_say_when_the_deadline_has_passed(pool: PgPool) {
     let now = whole_second_now();
     seed_in_review(&pool, "LATE-1", hours_before(now, 25), 1).await;
-    let list = review::list_in_review(&pool, DAY, now).await.expect("list");
+    let list = review::list_in_review(
+        &pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        now,
+    )
+    .await
+    .expect("list");
     assert_eq!(list.orders[0].time_left_seconds, -3600);
     let text = render::review_list(&list, Width::Wide);
     assert!(text.contains("(passed 1h ago)"), "{text}");
@@ -747,9 +786,15 @@ async fn status_shows_orders_in_review_and_the_nearest_deadline(pool: PgPool) {
     seed_in_review(&pool, "REV-2", hours_before(now, 2), 1).await;
     seed_pending(&pool, "PEND-2", hours_before(now, 5)).await;
 
-    let report = inbox::status_report(&pool, DAY, std::time::Duration::from_secs(20 * 3600), now)
-        .await
-        .expect("status");
+    let report = inbox::status_report(
+        &pool,
+        None,
+        &[("default", DAY)],
+        std::time::Duration::from_secs(20 * 3600),
+        now,
+    )
+    .await
+    .expect("status");
     assert_eq!(
         report.pending.total, 3,
         "orders in review are still to be decided"
@@ -802,7 +847,9 @@ async fn order_shows_line_decisions_review_decisions_and_line_states(pool: PgPoo
     .await
     .expect("outcome row");
 
-    let report = inbox::order_report(&pool, "O-1").await.expect("order");
+    let report = inbox::order_report(&pool, "O-1", None)
+        .await
+        .expect("order");
     assert_eq!(report.line_decisions.len(), 3, "every claim's decisions");
     assert_eq!(report.review_decisions.len(), 1);
     let states = report.line_states.as_ref().expect("line states");
@@ -835,7 +882,9 @@ async fn order_shows_line_decisions_review_decisions_and_line_states(pool: PgPoo
 #[sqlx::test]
 async fn order_without_decisions_says_none(pool: PgPool) {
     seed_pending(&pool, "PLAIN-1", Utc::now()).await;
-    let report = inbox::order_report(&pool, "PLAIN-1").await.expect("order");
+    let report = inbox::order_report(&pool, "PLAIN-1", None)
+        .await
+        .expect("order");
     assert!(report.line_decisions.is_empty() && report.review_decisions.is_empty());
     assert!(report.line_states.is_none());
     let text = render::order(&report, Width::Wide);
@@ -1036,9 +1085,15 @@ async fn sent_to_review(app: &TestApp, id: &str, hours: i64) {
     let summary = run_once(app).await;
     assert_eq!(summary.in_review, 1, "{summary:?}");
     assert_eq!(app.current_status(id).await.0, "in_review");
-    let list = review::list_in_review(&app.pool, DAY, Utc::now())
-        .await
-        .expect("list");
+    let list = review::list_in_review(
+        &app.pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        Utc::now(),
+    )
+    .await
+    .expect("list");
     let listed = list
         .orders
         .iter()
@@ -1126,7 +1181,7 @@ async fn review_accept_is_carried_out_by_the_next_run(pool: PgPool) {
         carried_out(&app, "E2E-A").await,
         [(Some("accepted".into()), true)]
     );
-    let report = inbox::order_report(&app.pool, "E2E-A")
+    let report = inbox::order_report(&app.pool, "E2E-A", None)
         .await
         .expect("order");
     let by: Vec<&str> = report
@@ -1198,7 +1253,7 @@ async fn review_accept_of_some_lines_refuses_the_others(pool: PgPool) {
         at_the_marketplace[1], "REFUSED",
         "the simulator refused line 2"
     );
-    let report = inbox::order_report(&app.pool, "E2E-P")
+    let report = inbox::order_report(&app.pool, "E2E-P", None)
         .await
         .expect("order");
     let states: Vec<(Option<&str>, Option<bool>)> = report

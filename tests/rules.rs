@@ -944,7 +944,9 @@ async fn a_reused_reservation_is_renewed_so_its_ttl_counts_from_the_latest_claim
         sku: "A",
         quantity: 2,
     };
-    reserve(&mut conn, &[again]).await.expect("reserve");
+    reserve(&mut conn, "default", &[again])
+        .await
+        .expect("reserve");
 
     let (count, quantity, fresh): (i64, i32, bool) = sqlx::query_as(
         "SELECT count(*), max(quantity), bool_and(created_at > now() - interval '1 minute') FROM stock_reservations WHERE order_id = 'TTL-1' AND released_at IS NULL",

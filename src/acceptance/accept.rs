@@ -76,7 +76,8 @@ pub async fn accept_all(
                 Step::Decided(outcome) => report(&outcomes, outcome),
                 Step::Lost(claim, reason) => {
                     tracing::warn!(order_id = %claim.order_id, attempt = claim.attempt, %reason, "OR21 not sent: this run can no longer prove it holds the order; its next holder decides it");
-                    metrics::counter!("acceptance_lost_claims_total").increment(1);
+                    metrics::counter!("acceptance_lost_claims_total", "shop" => ctx.shop().to_string())
+                        .increment(1);
                     Tally::add(&tally.lost, 1);
                 }
             }

@@ -44,6 +44,7 @@ pub async fn claim_until_drained(
         let started = Instant::now();
         let claims = queue::claim_due_orders(
             &ctx.pool,
+            ctx.shop(),
             &ctx.worker_id,
             hold.run_id,
             settings.batch_size,

@@ -20,12 +20,17 @@ use crate::rules::RuleAction;
 pub async fn apply_policy(ctx: &Context, now: DateTime<Utc>) -> Result<(), RunError> {
     let rules = &ctx.settings.rules;
     let window = ctx.settings.marketplace.acceptance_window;
-    let near =
-        review::orders_in_review_near_deadline(&ctx.pool, now, rules.deadline_margin, window)
-            .await
-            .map_err(RunError::database(
-                "reading the orders in review near their deadline",
-            ))?;
+    let near = review::orders_in_review_near_deadline(
+        &ctx.pool,
+        ctx.shop(),
+        now,
+        rules.deadline_margin,
+        window,
+    )
+    .await
+    .map_err(RunError::database(
+        "reading the orders in review near their deadline",
+    ))?;
     let mut past_deadline = Vec::new();
     for order in near {
         match rules.on_deadline {
@@ -50,6 +55,7 @@ async fn read_again(ctx: &Context, order_ids: &[String]) -> Result<(), RunError>
     }
     let requeued = review::requeue_in_review(
         &ctx.pool,
+        ctx.shop(),
         order_ids,
         "Deadline passed while in review: queued again to read the order's state at the marketplace.",
     )
@@ -69,6 +75,7 @@ async fn decide(
     now: DateTime<Utc>,
 ) -> Result<(), RunError> {
     let decision = Decision {
+        shop: order.shop.clone(),
         order_id: order.order_id.clone(),
         action,
         lines: None,
@@ -108,8 +115,9 @@ async fn flag_for_a_person(
     now: DateTime<Utc>,
 ) -> Result<(), RunError> {
     let order_id = &order.order_id;
+    let shop = crate::review::shop_flag(&order.shop);
     let details = format!(
-        "Order {order_id} is still in review and {}. Decide it now: `order-acceptance review accept {order_id}` or `order-acceptance review refuse {order_id} --note TEXT` (see `order-acceptance review list`). rules.on_deadline = review leaves it to a person; accept or refuse lets the worker decide.",
+        "Order {order_id}{shop} is still in review and {}. Decide it now: `order-acceptance review accept {order_id}{shop}` or `order-acceptance review refuse {order_id}{shop} --note TEXT` (see `order-acceptance review list`). rules.on_deadline = review leaves it to a person; accept or refuse lets the worker decide.",
         deadline_phrase(order, now, ctx.settings.marketplace.acceptance_window)
     );
     let payload = json!({
@@ -117,10 +125,16 @@ async fn flag_for_a_person(
         "deadline": order.deadline,
         "on_deadline": "review",
     });
-    let recorded =
-        failures::record_once_per_stage(&ctx.pool, order_id, DEADLINE_STAGE, &details, &payload)
-            .await
-            .map_err(RunError::database("recording a deadline failure"))?;
+    let recorded = failures::record_once_per_stage(
+        &ctx.pool,
+        ctx.shop(),
+        order_id,
+        DEADLINE_STAGE,
+        &details,
+        &payload,
+    )
+    .await
+    .map_err(RunError::database("recording a deadline failure"))?;
     tracing::warn!(order_id = %order_id, deadline = %order.deadline, new_failure = recorded, "an order in review is close to the marketplace's deadline");
     Ok(())
 }

@@ -26,6 +26,7 @@ use super::preflight::ToAccept;
 use super::{Context, RunError};
 
 use crate::config::RulesSettings;
+use crate::db::OrderKey;
 use crate::db::decisions::{self, LineDecisionRecord};
 use crate::db::queue::Claim;
 use crate::db::review::{self, ReviewDecision};
@@ -88,11 +89,14 @@ impl Decider {
             orders.into_iter().partition(|order| order.accepted_before);
         let mut decided: Vec<Decided> = confirm_only.into_iter().map(accept_every_line).collect();
 
-        let ids: Vec<&str> = to_decide
+        let keys: Vec<OrderKey> = to_decide
             .iter()
-            .map(|o| o.claim.order_id.as_str())
+            .map(|o| OrderKey {
+                shop: ctx.shop().to_string(),
+                order_id: o.claim.order_id.clone(),
+            })
             .collect();
-        let mut reviews: HashMap<String, ReviewDecision> = review::open_decisions(&ctx.pool, &ids)
+        let mut reviews: HashMap<String, ReviewDecision> = review::open_decisions(&ctx.pool, &keys)
             .await
             .map_err(RunError::database("reading pending review decisions"))?
             .into_iter()
@@ -139,22 +143,41 @@ impl Decider {
                 .map(|(order, _)| order)
                 .chain(by_rules.iter())
         };
-        let mut skus: Vec<&str> = all()
+        let mut line_skus: Vec<&str> = all()
             .flat_map(|order| order.terms.lines.iter())
             .flat_map(|line| [line.offer_sku.as_deref(), line.product_sku.as_deref()])
             .flatten()
             .collect();
-        skus.sort_unstable();
-        skus.dedup();
+        line_skus.sort_unstable();
+        line_skus.dedup();
         let ids: Vec<&str> = all().map(|o| o.claim.order_id.as_str()).collect();
 
         let mut tx = ctx.pool.begin().await?;
+        // The stock is every shop's: its SKUs are what is locked, read and reserved, so two
+        // marketplaces asking for the last unit queue on the same lock.
+        let mapped = match self.stock_columns {
+            Some(_) => stock::mapped_skus(&mut tx, ctx.shop(), &line_skus).await?,
+            None => HashMap::new(),
+        };
+        let mut skus: Vec<&str> = line_skus
+            .iter()
+            .map(|sku| mapped.get(*sku).map_or(*sku, String::as_str))
+            .collect();
+        skus.sort_unstable();
+        skus.dedup();
         stock::lock_skus(&mut tx, &skus).await?;
         let mut shelf = match self.stock_columns {
             Some(columns) => Shelf {
                 rows: stock::stock_of(&mut tx, &rules.stock_relation, columns, &skus).await?,
-                reserved: stock::reserved_units(&mut tx, &skus, &ids, rules.reservation_ttl)
-                    .await?,
+                reserved: stock::reserved_units(
+                    &mut tx,
+                    ctx.shop(),
+                    &skus,
+                    &ids,
+                    rules.reservation_ttl,
+                )
+                .await?,
+                mapped,
                 taken: HashMap::new(),
                 counted: true,
             },
@@ -171,9 +194,9 @@ impl Decider {
             let lines = by_the_rules(&order.terms, rules, &shelf);
             plans.push(writes.plan(order, lines, "rules", &mut shelf));
         }
-        stock::reserve(&mut tx, &writes.reservations()).await?;
-        stock::release_lines(&mut tx, &writes.releases()).await?;
-        decisions::insert_line_decisions(&mut tx, &writes.records).await?;
+        stock::reserve(&mut tx, ctx.shop(), &writes.reservations()).await?;
+        stock::release_lines(&mut tx, ctx.shop(), &writes.releases()).await?;
+        decisions::insert_line_decisions(&mut tx, ctx.shop(), &writes.records).await?;
         tx.commit().await?;
         Ok(plans)
     }
@@ -201,8 +224,10 @@ enum Plan {
 #[derive(Default)]
 struct Shelf {
     rows: HashMap<String, StockRow>,
-    /// Units held by other orders' open reservations.
+    /// Units held by other orders' open reservations, in every shop.
     reserved: HashMap<String, i64>,
+    /// The shop's `offer_sku_map`: a line SKU with a row here is that stock SKU, and only that.
+    mapped: HashMap<String, String>,
     /// Units promised to lines decided earlier in this batch.
     taken: HashMap<String, i64>,
     /// False with rules off: nothing was read, so nothing is known about the stock.
@@ -210,11 +235,19 @@ struct Shelf {
 }
 
 impl Shelf {
-    /// The line's SKU: its offer_sku when the stock relation knows it, else its product_sku
-    /// when that is known, else (unknown) the offer_sku, or the product_sku if it has none.
-    fn sku_of<'a>(&self, line: &'a OrderLine) -> Option<&'a str> {
+    /// The line's SKU: the stock SKU its shop maps its offer_sku (else product_sku) to, when it
+    /// maps one; else its offer_sku when the stock relation knows it, else its product_sku when
+    /// that is known, else (unknown) the offer_sku, or the product_sku if it has none.
+    fn sku_of<'a>(&'a self, line: &'a OrderLine) -> Option<&'a str> {
         let offer = line.offer_sku.as_deref();
         let product = line.product_sku.as_deref();
+        if let Some(sku) = [offer, product]
+            .into_iter()
+            .flatten()
+            .find_map(|sku| self.mapped.get(sku))
+        {
+            return Some(sku);
+        }
         [offer, product]
             .into_iter()
             .flatten()
@@ -704,6 +737,7 @@ mod tests {
             taken: HashMap::new(),
             counted: true,
             reserved: HashMap::new(),
+            mapped: HashMap::new(),
         }
     }
 

@@ -247,7 +247,7 @@ async fn store_page(
         pages.unreadable.fetch_add(1, Ordering::Relaxed);
     }
     let stored: Vec<StoredOrder> = page.orders.iter().map(stored_order).collect();
-    let new_ids = queue::insert_new_orders(&ctx.pool, &stored)
+    let new_ids = queue::insert_new_orders(&ctx.pool, ctx.shop(), &stored)
         .await
         .map_err(RunError::database("storing imported orders"))?;
     Tally::add(&tally.imported, new_ids.len());
@@ -282,10 +282,15 @@ async fn report_unreadable(ctx: &Context, order: &UnreadableOrder) -> Result<(),
         order.reason
     );
     let payload = json!({"stage": "import", "error": order.reason, "order": order.raw});
-    let recorded =
-        failures::record_unreadable_once(&ctx.pool, order.order_id.as_deref(), &details, &payload)
-            .await
-            .map_err(RunError::database("recording an unreadable order"))?;
+    let recorded = failures::record_unreadable_once(
+        &ctx.pool,
+        ctx.shop(),
+        order.order_id.as_deref(),
+        &details,
+        &payload,
+    )
+    .await
+    .map_err(RunError::database("recording an unreadable order"))?;
     if recorded {
         tracing::warn!(order_id = order.order_id.as_deref(), reason = %order.reason, "unreadable order listed by OR11; it is in the inbox");
     }

@@ -33,9 +33,11 @@ mod record;
 mod reread;
 pub mod retention;
 mod review_now;
+pub mod shops;
 mod validate;
 
 pub use review_now::{DecideNowError, DecidedNow, decide_now};
+pub use shops::{ShopRun, run_every_shop};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -63,17 +65,35 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of one shop's runs: `client` holds that shop's key, and `settings` are the
+    /// ones seen by that shop (its marketplace and rules).
     pub fn new(pool: PgPool, client: MarketplaceClient, settings: Arc<Settings>) -> Self {
+        Self::with_worker_id(pool, client, settings, worker_id())
+    }
+
+    /// A context naming the process `worker_id`: the shops of one process share one name.
+    pub fn with_worker_id(
+        pool: PgPool,
+        client: MarketplaceClient,
+        settings: Arc<Settings>,
+        worker_id: String,
+    ) -> Self {
         Self {
             pool,
             client,
             settings,
-            worker_id: worker_id(),
+            worker_id,
         }
+    }
+
+    /// The shop this context works for: every order it reads, claims or records is this shop's.
+    pub fn shop(&self) -> &str {
+        self.client.shop()
     }
 }
 
-fn worker_id() -> String {
+/// Host, process id and a random suffix.
+pub fn worker_id() -> String {
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
@@ -295,19 +315,23 @@ async fn run_scoped(
     let calls_before = ctx.client.calls_made();
     ctx.client.start_run().await;
     let settings = &ctx.settings;
-    db::runs::publish_deadline_settings(
+    let shop = ctx.shop();
+    db::runs::register_shops(
         &ctx.pool,
-        settings.marketplace.acceptance_window,
-        settings.alerts.pending_after,
+        &[db::runs::ShopRow {
+            shop,
+            acceptance_window: settings.marketplace.acceptance_window,
+            pending_after: settings.alerts.pending_after,
+        }],
     )
     .await
-    .map_err(RunError::database("writing acceptance_settings"))?;
+    .map_err(RunError::database("registering the shop in shops"))?;
     let beat_sent = Instant::now();
-    let run_id = db::runs::start_run(&ctx.pool, &ctx.worker_id, settings.acceptance.lease)
+    let run_id = db::runs::start_run(&ctx.pool, shop, &ctx.worker_id, settings.acceptance.lease)
         .await
         .map_err(RunError::database("starting the run"))?;
     let hold = heartbeat::Hold::new(run_id, beat_sent, settings.fence_window());
-    tracing::info!(run_id, worker_id = %ctx.worker_id, "run started");
+    tracing::info!(run_id, shop, worker_id = %ctx.worker_id, "run started");
 
     let tally = Tally::default();
     let grace_over = async {
@@ -361,13 +385,16 @@ async fn run_scoped(
     )
     .await
     .map_err(RunError::database("closing the run"))?;
-    metrics::counter!("acceptance_runs_total", "result" => result.as_str()).increment(1);
+    let shop_label = shop.to_string();
+    metrics::counter!("acceptance_runs_total", "result" => result.as_str(), "shop" => shop_label.clone())
+        .increment(1);
     if matches!(result, RunResult::Completed | RunResult::Interrupted) {
-        metrics::gauge!("acceptance_last_successful_run_timestamp_seconds")
+        metrics::gauge!("acceptance_last_successful_run_timestamp_seconds", "shop" => shop_label)
             .set(chrono::Utc::now().timestamp() as f64);
     }
     tracing::info!(
         run_id,
+        shop,
         result = result.as_str(),
         imported = summary.imported,
         claimed = summary.claimed,
@@ -451,10 +478,34 @@ async fn stages(
     Ok(())
 }
 
+/// Every shop's figures for people: one table per shop, the shop in its header, or one table as
+/// before when the deployment has a single shop. A shop that failed shows its error.
+pub fn shops_summary(runs: &[ShopRun], width: Width) -> String {
+    let single = runs.len() == 1;
+    let mut text = Vec::with_capacity(runs.len());
+    for run in runs {
+        let label = match single {
+            true => "run".to_string(),
+            false => format!("run of shop {}", run.shop),
+        };
+        match &run.outcome {
+            Ok(summary) => text.push(summary_table(&label, summary, width).to_string()),
+            Err(err) => {
+                let mut table = terminal::table(width);
+                table.set_header([label, RunResult::Failed.as_str().to_string()]);
+                let why = terminal::escape(&err.to_string()).into_owned();
+                table.add_row(["error".to_string(), why]);
+                text.push(table.to_string());
+            }
+        }
+    }
+    text.join("\n")
+}
+
 /// The run's figures as a small table for people.
-pub fn summary_table(summary: &RunSummary, width: Width) -> comfy_table::Table {
+pub fn summary_table(label: &str, summary: &RunSummary, width: Width) -> comfy_table::Table {
     let mut table = terminal::table(width);
-    table.set_header(["run", summary.result.as_str()]);
+    table.set_header([label, summary.result.as_str()]);
     let rows: [(&str, String); 11] = [
         ("imported", summary.imported.to_string()),
         ("claimed", summary.claimed.to_string()),

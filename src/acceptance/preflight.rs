@@ -60,7 +60,7 @@ pub async fn check(
     match ctx.client.read_orders(&ids).await {
         Ok(read) => {
             let stored: Vec<_> = read.orders.iter().map(stored_order).collect();
-            queue::refresh_orders(&ctx.pool, &stored)
+            queue::refresh_orders(&ctx.pool, ctx.shop(), &stored)
                 .await
                 .map_err(RunError::database("refreshing stored orders"))?;
             let mut by_id: HashMap<String, Order> = read
@@ -123,7 +123,7 @@ async fn accepted_by_earlier_attempts(
     if retried.is_empty() {
         return Ok(HashSet::new());
     }
-    let accepted = api_calls::orders_accepted_before(&ctx.pool, &retried)
+    let accepted = api_calls::orders_accepted_before(&ctx.pool, ctx.shop(), &retried)
         .await
         .map_err(RunError::database("looking up earlier acceptances"))?;
     Ok(accepted.into_iter().collect())

@@ -31,14 +31,14 @@ pub async fn record_all(
             .map(|outcome| to_record(outcome, &ctx.settings.acceptance))
             .collect();
         add_decision_reasons(ctx, &mut records).await?;
-        let lost = outcomes::record_outcomes(&ctx.pool, hold.run_id, &records)
+        let lost = outcomes::record_outcomes(&ctx.pool, ctx.shop(), hold.run_id, &records)
             .await
             .map_err(RunError::database("recording outcomes"))?;
         for record in &records {
             if lost.contains(&record.order_id) {
-                lost_claim(record, tally);
+                lost_claim(ctx.shop(), record, tally);
             } else {
-                count(record, tally);
+                count(ctx.shop(), record, tally);
                 log(record);
             }
         }
@@ -60,11 +60,12 @@ async fn add_decision_reasons(
     if decided.is_empty() {
         return Ok(());
     }
-    let reasons: HashMap<String, String> = decisions::reasons_of_claims(&ctx.pool, &decided)
-        .await
-        .map_err(RunError::database("reading line decisions"))?
-        .into_iter()
-        .collect();
+    let reasons: HashMap<String, String> =
+        decisions::reasons_of_claims(&ctx.pool, ctx.shop(), &decided)
+            .await
+            .map_err(RunError::database("reading line decisions"))?
+            .into_iter()
+            .collect();
     for record in records.iter_mut() {
         if let Some(why) = reasons.get(&record.order_id) {
             record.note = format!("{} Decided: {why}", record.note);
@@ -178,7 +179,7 @@ fn retry_delay(settings: &AcceptanceSettings, attempt: i32) -> Option<Duration> 
     })
 }
 
-fn count(record: &OutcomeRecord, tally: &Tally) {
+fn count(shop: &str, record: &OutcomeRecord, tally: &Tally) {
     let counter = match record.status {
         "accepted" => &tally.accepted,
         "refused" => &tally.refused,
@@ -190,14 +191,15 @@ fn count(record: &OutcomeRecord, tally: &Tally) {
     if record.retry_in.is_some() {
         Tally::add(&tally.retry_scheduled, 1);
     }
-    metrics::counter!("acceptance_orders_total", "outcome" => record.status).increment(1);
+    metrics::counter!("acceptance_orders_total", "outcome" => record.status, "shop" => shop.to_string())
+        .increment(1);
 }
 
 /// Another run holds the order now (this one froze or lost the database past its lease), or its
 /// status moved on: what this run found is not written over it.
-fn lost_claim(record: &OutcomeRecord, tally: &Tally) {
+fn lost_claim(shop: &str, record: &OutcomeRecord, tally: &Tally) {
     Tally::add(&tally.lost, 1);
-    metrics::counter!("acceptance_lost_claims_total").increment(1);
+    metrics::counter!("acceptance_lost_claims_total", "shop" => shop.to_string()).increment(1);
     tracing::warn!(order_id = %record.order_id, attempt = record.attempt, status = record.status, note = %record.note, "outcome not recorded: the order is no longer this run's claim (another run took it over); its current holder records it");
 }
 

@@ -56,7 +56,7 @@ pub async fn decide_now(
             order_id: order_id.clone(),
             source,
         })?;
-    let outcome = orders::current_status_with_note(&ctx.pool, order_id)
+    let outcome = orders::current_status_with_note(&ctx.pool, ctx.shop(), order_id)
         .await
         .map_err(|source| DecideNowError::ReadOutcome {
             review_id,

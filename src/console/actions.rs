@@ -256,6 +256,9 @@ pub async fn decide(
     fields: Fields,
 ) -> Result<Markup, ConsoleError> {
     let order_id = fields.text("order_id").unwrap_or_default();
+    let shop = fields
+        .text("shop")
+        .unwrap_or_else(|| crate::db::DEFAULT_SHOP.to_string());
     let action = match fields.get("action") {
         Some("accept") => Some(ReviewAction::Accept),
         Some("refuse") => Some(ReviewAction::Refuse),
@@ -295,6 +298,7 @@ pub async fn decide(
             }
             let note = note(&fields, action == ReviewAction::Refuse, "refusing")?;
             let decision = Decision {
+                shop: shop.clone(),
                 order_id: order_id.clone(),
                 action,
                 lines: (!lines.is_empty()).then(|| lines.clone()),
@@ -319,7 +323,7 @@ pub async fn decide(
         "Decision queued",
         &user,
         html! {
-            p { "Review decision #" (queued.decision.review_id) " for " (order_link(&order_id)) ": " (detail) ". " (next) }
+            p { "Review decision #" (queued.decision.review_id) " for " (order_link(&shop, &order_id)) ": " (detail) ". " (next) }
             p { a href="/review" { "Back to the review queue" } }
         },
     ))
@@ -392,7 +396,7 @@ pub async fn retry(
         &user,
         html! {
             p {
-                "Order " (order_link(&retried.order_id)) " (was " (retried.previous_status)
+                "Order " (order_link(&retried.shop, &retried.order_id)) " (was " (retried.previous_status)
                 ") is back in the queue; the next run takes it. Failure #" (retried.failure_id) " is resolved."
             }
             p { a href="/failures" { "Back to the failure inbox" } }

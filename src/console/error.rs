@@ -65,9 +65,10 @@ impl From<InboxError> for ConsoleError {
     fn from(error: InboxError) -> Self {
         let message = error.to_string();
         match error {
-            InboxError::FailureNotFound(_) | InboxError::OrderNotFound(_) => {
-                ConsoleError::NotFound(message)
-            }
+            InboxError::FailureNotFound(_)
+            | InboxError::OrderNotFound(_)
+            | InboxError::OrderNotInShop { .. } => ConsoleError::NotFound(message),
+            InboxError::OrderInSeveralShops { .. } => ConsoleError::BadInput(message),
             InboxError::AlreadyResolved { .. }
             | InboxError::NotRetryable { .. }
             | InboxError::NoRelatedOrder(_)

@@ -18,8 +18,8 @@ use super::{ConsoleError, ConsoleState, chart};
 use crate::config::{self, ScheduleSettings};
 use crate::db::console::{self as store, InboxFilter};
 use crate::db::failures::{self, FailureSummary};
-use crate::db::orders;
 use crate::db::review::{self, LineDecision, ReviewDecision};
+use crate::db::{OrderKey, orders};
 use crate::inbox;
 
 /// Rows per page of the review queue (each order a card with its lines).
@@ -113,7 +113,7 @@ pub async fn overview(
     let pool = &state.pool;
     let statuses = store::count_live_statuses(pool).await?;
     let deadlines = store::nearest_deadlines(pool, 10).await?;
-    let open_failures = failures::count_open_failures(pool).await?;
+    let open_failures = failures::count_open_failures(pool, None).await?;
     let runs = store::recent_runs(pool, 10).await?;
     let days = state.chart.days(pool, now.date_naive()).await?;
     let in_review = statuses
@@ -147,7 +147,7 @@ pub async fn overview(
                 tbody {
                     @for order in &deadlines {
                         tr {
-                            td { (order_link(&order.order_id)) }
+                            td { (order_link(&order.shop, &order.order_id)) }
                             td { (order.status) }
                             td { (at(order.deadline)) }
                             td { (time_left((order.deadline - now).num_seconds())) }
@@ -224,23 +224,35 @@ pub async fn review_queue(
 ) -> Result<Markup, ConsoleError> {
     let now = Utc::now();
     let after = keyset_param(&params, "after_at", "after_id", |id| Some(id.to_string()))?;
-    let mut orders = store::in_review_page(&state.pool, after, REVIEW_PAGE + 1).await?;
+    let shop = param(&params, "shop");
+    let mut orders = store::in_review_page(&state.pool, shop, after, REVIEW_PAGE + 1).await?;
     let more = orders.len() > REVIEW_PAGE as usize;
     orders.truncate(REVIEW_PAGE as usize);
-    let ids: Vec<String> = orders.iter().map(|o| o.order_id.clone()).collect();
-    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let lines = review::latest_line_decisions(&state.pool, &ids).await?;
-    let queued = review::open_decisions(&state.pool, &id_refs).await?;
-    let total = review::count_in_review(&state.pool).await?;
+    let keys: Vec<OrderKey> = orders
+        .iter()
+        .map(|o| OrderKey {
+            shop: o.shop.clone(),
+            order_id: o.order_id.clone(),
+        })
+        .collect();
+    let lines = review::latest_line_decisions(&state.pool, &keys).await?;
+    let queued = review::open_decisions(&state.pool, &keys).await?;
+    let total = review::count_in_review(&state.pool, shop).await?;
+    let shop_query = shop.map_or_else(String::new, |shop| format!("&shop={}", encode(shop)));
     let waiting_for_run = store::queued_decisions(&state.pool, QUEUED_SHOWN).await?;
     let body = html! {
         @if !waiting_for_run.is_empty() {
             h2 { "Decided, waiting for the next run" }
             p.muted { "These orders left the queue when they were decided; " (next_run_words(&state, now)) "." }
             @for decision in &waiting_for_run {
-                p.queued { (order_link(&decision.order_id)) " — " (queued_words(decision)) }
+                p.queued { (order_link(&decision.shop, &decision.order_id)) " — " (queued_words(decision)) }
             }
             h2 { "In review" }
+        }
+        form.filters method="get" action="/review" {
+            label { "Shop" input type="text" name="shop" value=[shop] placeholder="every shop"; }
+            button type="submit" { "Filter" }
+            @if shop.is_some() { a href="/review" { "Every shop" } }
         }
         p {
             (total) " orders in review, oldest first. Accept or refuse the whole order, or tick lines to "
@@ -249,10 +261,10 @@ pub async fn review_queue(
         }
         @if orders.is_empty() { p.notice { "Nothing to review." } }
         @for order in &orders {
-            @let order_lines: Vec<&LineDecision> = lines.iter().filter(|l| l.order_id == order.order_id).collect();
-            @let waiting = queued.iter().find(|q| q.order_id == order.order_id);
+            @let order_lines: Vec<&LineDecision> = lines.iter().filter(|l| l.shop == order.shop && l.order_id == order.order_id).collect();
+            @let waiting = queued.iter().find(|q| q.shop == order.shop && q.order_id == order.order_id);
             section.order-card {
-                h2 { (order_link(&order.order_id)) " · " (time_left((order.deadline - now).num_seconds())) " left" }
+                h2 { (order_link(&order.shop, &order.order_id)) " · " (time_left((order.deadline - now).num_seconds())) " left" }
                 p.muted {
                     "Created " (at(order.order_created_at)) " · in review since " (at(order.in_review_since))
                     " · deadline " (at(order.deadline))
@@ -265,6 +277,7 @@ pub async fn review_queue(
                     form method="post" action="/review/decide" {
                         (csrf_field(&user))
                         input type="hidden" name="order_id" value=(order.order_id);
+                        input type="hidden" name="shop" value=(order.shop);
                         (lines_table(&order_lines, Some(&order.order_id)))
                         label.field for={ "note-" (order.order_id) } { "Note (required to refuse)" }
                         textarea id={ "note-" (order.order_id) } name="note" maxlength="2000" {}
@@ -280,7 +293,7 @@ pub async fn review_queue(
         }
         @if more {
             @if let Some(last) = orders.last() {
-                p.pager { a href={ "/review?after_at=" (encode(&last.order_created_at.to_rfc3339())) "&after_id=" (encode(&last.order_id)) } { "Next page →" } }
+                p.pager { a href={ "/review?after_at=" (encode(&last.order_created_at.to_rfc3339())) "&after_id=" (encode(&last.order_id)) (shop_query) } { "Next page →" } }
             }
         }
     };
@@ -367,6 +380,7 @@ pub struct FilterParams {
     /// A duration: failures recorded within it (e.g. 2h, 3d).
     pub since: Option<String>,
     pub order_id: Option<String>,
+    pub shop: Option<String>,
 }
 
 impl FilterParams {
@@ -382,6 +396,7 @@ impl FilterParams {
             stage: get("stage"),
             since: get("since"),
             order_id: get("order_id"),
+            shop: get("shop"),
         }
     }
 
@@ -402,6 +417,7 @@ impl FilterParams {
             stage: self.stage.clone(),
             since,
             order_id: self.order_id.clone(),
+            shop: self.shop.clone(),
             up_to_id: None,
         })
     }
@@ -413,6 +429,7 @@ impl FilterParams {
             ("stage", &self.stage),
             ("since", &self.since),
             ("order_id", &self.order_id),
+            ("shop", &self.shop),
         ]
         .iter()
         .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={}", encode(v))))
@@ -472,6 +489,7 @@ pub async fn failure_inbox(
             label { "Stage" input type="text" name="stage" value=[filter_params.stage.as_deref()] placeholder="validate, deadline…"; }
             label { "Recorded within" input type="text" name="since" value=[filter_params.since.as_deref()] placeholder="2h, 3d"; }
             label { "Order id" input type="text" name="order_id" value=[filter_params.order_id.as_deref()]; }
+            label { "Shop" input type="text" name="shop" value=[filter_params.shop.as_deref()] placeholder="every shop"; }
             button type="submit" { "Filter" }
             @if !filter_params.is_empty() { a href="/failures" { "Clear" } }
         }
@@ -507,7 +525,7 @@ fn failure_rows(rows: &[FailureSummary], now: DateTime<Utc>) -> Markup {
                         tr {
                             td { a href={ "/failure?id=" (failure.failure_id) } { "#" (failure.failure_id) } }
                             td { (duration_words((now - failure.recorded_at).num_seconds())) " ago" }
-                            td { @if let Some(id) = &failure.related_id { (order_link(id)) } @else { "-" } }
+                            td { @if let Some(id) = &failure.related_id { (order_link(&failure.shop, id)) } @else { "-" } }
                             td { (or_dash(failure.order_status.as_deref())) }
                             td { (failure.process_name) }
                             td { (shorten(failure.details.as_deref().unwrap_or("-"), DETAILS_SHOWN)) }
@@ -545,7 +563,7 @@ pub async fn failure_detail(
         table {
             tr { th { "Recorded" } td { (at(failure.recorded_at)) " (" (duration_words(report.age_seconds)) " ago)" } }
             tr { th { "Process" } td { (failure.process_name) } }
-            tr { th { "Order" } td { @if let Some(id) = &failure.related_id { (order_link(id)) } @else { "-" } } }
+            tr { th { "Order" } td { @if let Some(id) = &failure.related_id { (order_link(&failure.shop, id)) } @else { "-" } } }
             tr { th { "Order status" } td { (or_dash(failure.order_status.as_deref())) " " span.muted { (optional_at(failure.order_status_at)) } } }
             tr { th { "Retried by itself" } td { @if failure.retryable { "yes: a later run retries the order" } @else { "no: a person decides" } } }
             tr { th { "Details" } td { (failure.details.as_deref().unwrap_or("-")) } }
@@ -644,10 +662,13 @@ pub async fn order(
 ) -> Result<Markup, ConsoleError> {
     let order_id = param(&params, "id")
         .ok_or_else(|| ConsoleError::BadInput("give the order id: /order?id=…".into()))?;
-    let report = inbox::order_report(&state.pool, order_id).await?;
-    let calls = store::order_api_calls_with_bodies(&state.pool, order_id, ORDER_API_CALLS).await?;
+    let report = inbox::order_report(&state.pool, order_id, param(&params, "shop")).await?;
+    let shop = report.order.shop.as_str();
+    let calls =
+        store::order_api_calls_with_bodies(&state.pool, shop, order_id, ORDER_API_CALLS).await?;
     let body = html! {
         p {
+            "Shop " strong { (shop) } " · "
             "Current status: " strong { (or_dash(report.current_status.as_deref())) }
             " · stored " (at(report.order.created_at))
             " · created at the marketplace " (optional_at(report.order.placed_at))
@@ -725,10 +746,26 @@ pub async fn search(
 ) -> Result<Response, ConsoleError> {
     let order_id = param(&params, "order_id")
         .ok_or_else(|| ConsoleError::BadInput("type an order id to search for".into()))?;
-    match orders::find_order(&state.pool, order_id).await? {
-        Some(_) => Ok(Redirect::to(&format!("/order?id={}", encode(order_id))).into_response()),
-        None => Err(ConsoleError::NotFound(format!(
+    // The same id in several shops: the order page asks which.
+    match orders::shops_of_order(&state.pool, order_id)
+        .await?
+        .as_slice()
+    {
+        [] => Err(ConsoleError::NotFound(format!(
             "There is no order {order_id:?}. Order ids are the marketplace's (e.g. 123456789-A), matched exactly"
+        ))),
+        [shop] if shop == crate::db::DEFAULT_SHOP => {
+            Ok(Redirect::to(&format!("/order?id={}", encode(order_id))).into_response())
+        }
+        [shop] => Ok(Redirect::to(&format!(
+            "/order?id={}&shop={}",
+            encode(order_id),
+            encode(shop)
+        ))
+        .into_response()),
+        shops => Err(ConsoleError::Conflict(format!(
+            "Order {order_id:?} exists in several shops ({}): open it from the review queue or the inbox, or add &shop=NAME to its address",
+            shops.join(", ")
         ))),
     }
 }

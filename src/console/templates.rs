@@ -79,8 +79,14 @@ pub fn csrf_field(user: &User) -> Markup {
 }
 
 /// A link to an order's page; the id is encoded into the URL and escaped in the text.
-pub fn order_link(order_id: &str) -> Markup {
-    html! { a.order href={ "/order?id=" (encode(order_id)) } { (order_id) } }
+/// A link to an order's page. An order of another shop than the default one has its shop in the
+/// address and beside the id: two marketplaces may use the same id.
+pub fn order_link(shop: &str, order_id: &str) -> Markup {
+    let other_shop = shop != crate::db::DEFAULT_SHOP;
+    html! {
+        a.order href={ "/order?id=" (encode(order_id)) @if other_shop { "&shop=" (encode(shop)) } } { (order_id) }
+        @if other_shop { " " span.shop { (shop) } }
+    }
 }
 
 /// Percent-encodes a query-string value.
@@ -142,7 +148,7 @@ mod tests {
 
     #[test]
     fn order_ids_are_encoded_in_links_and_escaped_in_text() {
-        let link = order_link("<script>alert(1)</script>&x").into_string();
+        let link = order_link("default", "<script>alert(1)</script>&x").into_string();
         assert!(!link.contains("<script>"), "{link}");
         assert!(link.contains("&lt;script&gt;"), "{link}");
         assert!(link.contains("id=%3Cscript%3E"), "{link}");

@@ -8,6 +8,8 @@ use sqlx::PgPool;
 /// from the path, query and body only, never from headers.
 #[derive(Debug)]
 pub struct NewApiCall<'a> {
+    /// The shop whose key made the call: `related_id` is an order of this shop.
+    pub shop: &'a str,
     /// `marketplace.name`, e.g. `BestBuy`.
     pub service: &'a str,
     /// `OR11`, `OR21` or `A01`.
@@ -36,8 +38,8 @@ pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::E
     sqlx::query_scalar(
         "INSERT INTO api_calls
             (service, endpoint, related_id, method, path, request_payload, response_body,
-             response_truncated, status_code, is_success, duration_ms, attempt, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             response_truncated, status_code, is_success, duration_ms, attempt, error, shop)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING call_id",
     )
     .bind(call.service)
@@ -56,6 +58,7 @@ pub async fn insert(pool: &PgPool, call: &NewApiCall<'_>) -> Result<i64, sqlx::E
     )
     .bind(i32::try_from(call.attempt).unwrap_or(i32::MAX))
     .bind(call.error)
+    .bind(call.shop)
     .fetch_one(pool)
     .await
 }
@@ -91,24 +94,26 @@ pub async fn complete(
     Ok(())
 }
 
-/// Deletes at most `limit` rows recorded before `cutoff`, oldest first, and returns how many.
-/// One short statement per call, so a large backlog never holds locks for long; rows another
-/// replica is deleting at the same moment are skipped rather than waited for.
-/// Of these orders, those an OR21 of ours was answered 204 for: accepted, whatever the order
-/// reads now.
+/// Of these orders of `shop`, those an OR21 of ours was answered 204 for: accepted, whatever
+/// the order reads now.
 pub async fn orders_accepted_before(
     pool: &PgPool,
+    shop: &str,
     order_ids: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         r#"SELECT DISTINCT related_id FROM api_calls
-           WHERE endpoint = 'OR21' AND status_code = 204 AND related_id = ANY($1)"#,
+           WHERE endpoint = 'OR21' AND status_code = 204 AND related_id = ANY($1) AND shop = $2"#,
     )
     .bind(order_ids)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
 
+/// Deletes at most `limit` rows recorded before `cutoff`, oldest first, and returns how many.
+/// One short statement per call, so a large backlog never holds locks for long; rows another
+/// replica is deleting at the same moment are skipped rather than waited for.
 pub async fn delete_older_than(
     pool: &PgPool,
     cutoff: DateTime<Utc>,

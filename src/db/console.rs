@@ -313,26 +313,30 @@ pub async fn audit_page(
 
 // The review queue -----------------------------------------------------------------------------
 
-/// Orders in review, oldest first, after the order `after` (its creation time and id).
+/// Orders in review (of `shop`, or of every shop), oldest first, after the order `after` (its
+/// creation time and id); deadlines with each shop's window as the worker last registered it.
 pub async fn in_review_page(
     pool: &PgPool,
+    shop: Option<&str>,
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> Result<Vec<InReviewOrder>, sqlx::Error> {
     let (after_at, after_id) = after.unzip();
     sqlx::query_as(
-        "SELECT cs.order_id, cs.order_created_at, cs.\"timestamp\" AS in_review_since,
-                cs.order_created_at + interval '24 hours' AS deadline, h.notes
+        "SELECT cs.shop, cs.order_id, cs.order_created_at, cs.\"timestamp\" AS in_review_since,
+                cs.order_created_at + acceptance_window(cs.shop) AS deadline, h.notes
          FROM order_current_status cs
          JOIN order_status_history h ON h.history_id = cs.history_id
          WHERE cs.status = 'in_review'
            AND ($1::timestamptz IS NULL OR (cs.order_created_at, cs.order_id) > ($1, $2))
+           AND ($4::text IS NULL OR cs.shop = $4)
          ORDER BY cs.order_created_at, cs.order_id
          LIMIT $3",
     )
     .bind(after_at)
     .bind(after_id.unwrap_or_default())
     .bind(limit)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -343,8 +347,8 @@ pub async fn queued_decisions(
     limit: i64,
 ) -> Result<Vec<super::review::ReviewDecision>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
-                outcome
+        "SELECT review_id, shop, order_id, action, lines, note, decided_by, decided_at,
+                carried_out_at, outcome
          FROM review_decisions
          WHERE carried_out_at IS NULL
          ORDER BY decided_at, review_id
@@ -365,12 +369,13 @@ pub struct InboxFilter {
     pub stage: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub order_id: Option<String>,
+    pub shop: Option<String>,
     /// Only failures up to this id: a bulk action covers what its confirmation counted, not
     /// failures recorded after it.
     pub up_to_id: Option<i64>,
 }
 
-/// The filter's conditions on `process_failures f`, parameters $1 to $5. A macro, so each query
+/// The filter's conditions on `process_failures f`, parameters $1 to $6. A macro, so each query
 /// stays one static string.
 macro_rules! inbox_where {
     () => {
@@ -379,7 +384,21 @@ macro_rules! inbox_where {
             AND ($2::text IS NULL OR f.payload ->> 'stage' = $2)
             AND ($3::timestamptz IS NULL OR f."timestamp" >= $3)
             AND ($4::text IS NULL OR f.related_id = $4)
-            AND ($5::bigint IS NULL OR f.failure_id <= $5) "#
+            AND ($5::bigint IS NULL OR f.failure_id <= $5)
+            AND ($6::text IS NULL OR f.shop = $6) "#
+    };
+}
+
+/// Binds the filter's parameters, $1 to $6, in [`inbox_where`]'s order.
+macro_rules! bind_inbox_filter {
+    ($query:expr, $filter:expr) => {
+        $query
+            .bind($filter.process_name.as_deref())
+            .bind($filter.stage.as_deref())
+            .bind($filter.since)
+            .bind($filter.order_id.as_deref())
+            .bind($filter.up_to_id)
+            .bind($filter.shop.as_deref())
     };
 }
 
@@ -390,27 +409,23 @@ pub async fn open_failures_page(
     before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<FailureSummary>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        r#"SELECT f.failure_id, f.related_id, f.process_name, f.details, f."timestamp",
+    let query = sqlx::query_as(concat!(
+        r#"SELECT f.failure_id, f.shop, f.related_id, f.process_name, f.details, f."timestamp",
                   f.retryable, f.resolved_at, cs.status AS order_status
            FROM process_failures f
-           LEFT JOIN order_current_status cs ON cs.order_id = f.related_id
+           LEFT JOIN order_current_status cs ON cs.shop = f.shop AND cs.order_id = f.related_id
            WHERE "#,
         inbox_where!(),
-        r#" AND ($6::timestamptz IS NULL OR (f."timestamp", f.failure_id) < ($6, $7))
+        r#" AND ($7::timestamptz IS NULL OR (f."timestamp", f.failure_id) < ($7, $8))
            ORDER BY f."timestamp" DESC, f.failure_id DESC
-           LIMIT $8"#
-    ))
-    .bind(filter.process_name.as_deref())
-    .bind(filter.stage.as_deref())
-    .bind(filter.since)
-    .bind(filter.order_id.as_deref())
-    .bind(filter.up_to_id)
-    .bind(before.map(|(at, _)| at))
-    .bind(before.map_or(0, |(_, id)| id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+           LIMIT $9"#
+    ));
+    bind_inbox_filter!(query, filter)
+        .bind(before.map(|(at, _)| at))
+        .bind(before.map_or(0, |(_, id)| id))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 /// How many open failures match, and the newest id among them (what a bulk action covers).
@@ -418,17 +433,11 @@ pub async fn count_open_failures_matching(
     pool: &PgPool,
     filter: &InboxFilter,
 ) -> Result<(i64, Option<i64>), sqlx::Error> {
-    sqlx::query_as(concat!(
+    let query = sqlx::query_as(concat!(
         "SELECT count(*), max(f.failure_id) FROM process_failures f WHERE ",
         inbox_where!()
-    ))
-    .bind(filter.process_name.as_deref())
-    .bind(filter.stage.as_deref())
-    .bind(filter.since)
-    .bind(filter.order_id.as_deref())
-    .bind(filter.up_to_id)
-    .fetch_one(pool)
-    .await
+    ));
+    bind_inbox_filter!(query, filter).fetch_one(pool).await
 }
 
 /// The ids of open failures matching `filter`, oldest first, after `after_id`, at most `limit`.
@@ -438,20 +447,16 @@ pub async fn open_failure_ids(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(concat!(
+    let query = sqlx::query_scalar(concat!(
         "SELECT f.failure_id FROM process_failures f WHERE ",
         inbox_where!(),
-        " AND f.failure_id > $6 ORDER BY f.failure_id LIMIT $7"
-    ))
-    .bind(filter.process_name.as_deref())
-    .bind(filter.stage.as_deref())
-    .bind(filter.since)
-    .bind(filter.order_id.as_deref())
-    .bind(filter.up_to_id)
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+        " AND f.failure_id > $7 ORDER BY f.failure_id LIMIT $8"
+    ));
+    bind_inbox_filter!(query, filter)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 // The overview ---------------------------------------------------------------------------------
@@ -473,6 +478,7 @@ pub async fn count_live_statuses(
 /// An order still to be decided, with the deadline the marketplace gives it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeadlineOrder {
+    pub shop: String,
     pub order_id: String,
     pub status: String,
     pub deadline: DateTime<Utc>,
@@ -485,12 +491,12 @@ pub async fn nearest_deadlines(
     limit: i64,
 ) -> Result<Vec<DeadlineOrder>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT order_id, status, deadline FROM (
-             (SELECT order_id, status, order_created_at + interval '24 hours' AS deadline
+        "SELECT shop, order_id, status, deadline FROM (
+             (SELECT shop, order_id, status, order_created_at + acceptance_window(shop) AS deadline
               FROM order_current_status WHERE status = 'in_review'
               ORDER BY order_created_at, order_id LIMIT $1)
              UNION ALL
-             (SELECT order_id, status, order_created_at + interval '24 hours'
+             (SELECT shop, order_id, status, order_created_at + acceptance_window(shop)
               FROM order_current_status WHERE claimable_at IS NOT NULL
               ORDER BY order_created_at, order_id LIMIT $1)
          ) AS due
@@ -536,8 +542,9 @@ pub async fn recent_runs(
     limit: i64,
 ) -> Result<Vec<super::runs::RunRecord>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
-                refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost, error
+        "SELECT run_id, shop, worker_id, started_at, finished_at, result, imported, claimed,
+                accepted, refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost,
+                error
          FROM acceptance_runs
          ORDER BY started_at DESC, run_id DESC
          LIMIT $1",
@@ -568,18 +575,20 @@ pub struct ApiCallBodies {
 /// The order's API calls with their bodies, newest first, at most `limit`.
 pub async fn order_api_calls_with_bodies(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
     limit: i64,
 ) -> Result<Vec<ApiCallBodies>, sqlx::Error> {
     sqlx::query_as(
         r#"SELECT call_id, "timestamp" AS at, endpoint, method, path, status_code, duration_ms,
                   error, request_payload, response_body, response_truncated
-           FROM api_calls WHERE related_id = $1
+           FROM api_calls WHERE related_id = $1 AND shop = $3
            ORDER BY "timestamp" DESC, call_id DESC
            LIMIT $2"#,
     )
     .bind(order_id)
     .bind(limit)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }

@@ -26,6 +26,7 @@ pub struct LineDecisionRecord {
 
 pub async fn insert_line_decisions(
     conn: &mut PgConnection,
+    shop: &str,
     decisions: &[LineDecisionRecord],
 ) -> Result<(), sqlx::Error> {
     if decisions.is_empty() {
@@ -49,9 +50,9 @@ pub async fn insert_line_decisions(
     sqlx::query(
         r#"
         INSERT INTO acceptance_decisions
-            (order_id, order_line_id, attempt, action, rule, sku, quantity, available, reserved,
-             unit_price, floor_price, reason, decided_by)
-        SELECT order_id, order_line_id, attempt, action, rule, sku, quantity,
+            (shop, order_id, order_line_id, attempt, action, rule, sku, quantity, available,
+             reserved, unit_price, floor_price, reason, decided_by)
+        SELECT $14, order_id, order_line_id, attempt, action, rule, sku, quantity,
                least(available, 2147483647)::int, least(reserved, 2147483647)::int, unit_price, floor_price,
                reason, decided_by
         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
@@ -74,6 +75,7 @@ pub async fn insert_line_decisions(
     .bind(&floors)
     .bind(&reasons)
     .bind(&deciders)
+    .bind(shop)
     .execute(conn)
     .await?;
     Ok(())
@@ -83,6 +85,7 @@ pub async fn insert_line_decisions(
 /// in line order; orders decided without rules or a person have none.
 pub async fn reasons_of_claims(
     pool: &PgPool,
+    shop: &str,
     claims: &[(&str, i32)],
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     if claims.is_empty() {
@@ -96,11 +99,13 @@ pub async fn reasons_of_claims(
         FROM acceptance_decisions d
         JOIN unnest($1::text[], $2::int[]) AS c(order_id, attempt)
           ON c.order_id = d.order_id AND c.attempt = d.attempt
+        WHERE d.shop = $3
         GROUP BY d.order_id
         "#,
     )
     .bind(&ids)
     .bind(&attempts)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -108,6 +113,7 @@ pub async fn reasons_of_claims(
 /// Marks the pending decisions of these orders (order, outcome status) carried out.
 pub async fn mark_reviews_carried_out(
     conn: &mut PgConnection,
+    shop: &str,
     outcomes: &[(&str, &str)],
 ) -> Result<(), sqlx::Error> {
     if outcomes.is_empty() {
@@ -120,11 +126,12 @@ pub async fn mark_reviews_carried_out(
         UPDATE review_decisions r
         SET carried_out_at = now(), outcome = x.status
         FROM unnest($1::text[], $2::text[]) AS x(order_id, status)
-        WHERE r.order_id = x.order_id AND r.carried_out_at IS NULL
+        WHERE r.shop = $3 AND r.order_id = x.order_id AND r.carried_out_at IS NULL
         "#,
     )
     .bind(&ids)
     .bind(&statuses)
+    .bind(shop)
     .execute(conn)
     .await?;
     Ok(())

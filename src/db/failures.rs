@@ -13,6 +13,8 @@ pub struct FailureFilter {
     /// Resolved failures too, not only open ones.
     pub include_resolved: bool,
     pub process_name: Option<String>,
+    /// Only failures of this shop.
+    pub shop: Option<String>,
     /// Only failures recorded at or after this time.
     pub since: Option<DateTime<Utc>>,
     pub limit: i64,
@@ -22,6 +24,7 @@ pub struct FailureFilter {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FailureSummary {
     pub failure_id: i64,
+    pub shop: String,
     pub related_id: Option<String>,
     pub process_name: String,
     pub details: Option<String>,
@@ -36,6 +39,7 @@ pub struct FailureSummary {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Failure {
     pub failure_id: i64,
+    pub shop: String,
     pub related_id: Option<String>,
     pub process_name: String,
     pub details: Option<String>,
@@ -65,12 +69,13 @@ pub async fn list_failures(
     filter: &FailureFilter,
 ) -> Result<Vec<FailureSummary>, sqlx::Error> {
     sqlx::query_as(
-        r#"SELECT failure_id, related_id, process_name, details, "timestamp", retryable,
+        r#"SELECT failure_id, shop, related_id, process_name, details, "timestamp", retryable,
                   resolved_at, order_status
            FROM failure_inbox
            WHERE ($1 OR open)
              AND ($2::text IS NULL OR process_name = $2)
              AND ($3::timestamptz IS NULL OR "timestamp" >= $3)
+             AND ($5::text IS NULL OR shop = $5)
            ORDER BY "timestamp" DESC, failure_id DESC
            LIMIT $4"#,
     )
@@ -78,6 +83,7 @@ pub async fn list_failures(
     .bind(filter.process_name.as_deref())
     .bind(filter.since)
     .bind(filter.limit)
+    .bind(filter.shop.as_deref())
     .fetch_all(pool)
     .await
 }
@@ -85,8 +91,9 @@ pub async fn list_failures(
 /// One failure with its payload and its order's current status; `None` when there is no such id.
 pub async fn find_failure(pool: &PgPool, failure_id: i64) -> Result<Option<Failure>, sqlx::Error> {
     sqlx::query_as(
-        r#"SELECT failure_id, related_id, process_name, details, payload, "timestamp", retryable,
-                  resolved_at, resolution_note, resolved_by, order_status, order_status_at
+        r#"SELECT failure_id, shop, related_id, process_name, details, payload, "timestamp",
+                  retryable, resolved_at, resolution_note, resolved_by, order_status,
+                  order_status_at
            FROM failure_inbox
            WHERE failure_id = $1"#,
     )
@@ -98,25 +105,31 @@ pub async fn find_failure(pool: &PgPool, failure_id: i64) -> Result<Option<Failu
 /// Failures recorded for one order, newest first.
 pub async fn failures_for_order(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
 ) -> Result<Vec<FailureSummary>, sqlx::Error> {
     sqlx::query_as(
-        r#"SELECT failure_id, related_id, process_name, details, "timestamp", retryable,
+        r#"SELECT failure_id, shop, related_id, process_name, details, "timestamp", retryable,
                   resolved_at, order_status
            FROM failure_inbox
-           WHERE related_id = $1
+           WHERE related_id = $1 AND shop = $2
            ORDER BY "timestamp" DESC, failure_id DESC"#,
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
 
 /// How many failures are still open.
-pub async fn count_open_failures(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM process_failures WHERE resolved_at IS NULL")
-        .fetch_one(pool)
-        .await
+pub async fn count_open_failures(pool: &PgPool, shop: Option<&str>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM process_failures
+         WHERE resolved_at IS NULL AND ($1::text IS NULL OR shop = $1)",
+    )
+    .bind(shop)
+    .fetch_one(pool)
+    .await
 }
 
 /// The failure's id, order and resolution, locked until the transaction ends so two people
@@ -126,7 +139,7 @@ pub async fn lock_failure(
     failure_id: i64,
 ) -> Result<Option<LockedFailure>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT failure_id, related_id, resolved_at, resolution_note, resolved_by
+        "SELECT failure_id, shop, related_id, resolved_at, resolution_note, resolved_by
          FROM process_failures
          WHERE failure_id = $1
          FOR UPDATE",
@@ -140,6 +153,7 @@ pub async fn lock_failure(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LockedFailure {
     pub failure_id: i64,
+    pub shop: String,
     pub related_id: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolution_note: Option<String>,
@@ -166,29 +180,31 @@ pub async fn mark_resolved(
     .await
 }
 
-/// Records a failure for a person about `order_id`, unless one of the same `stage` (its
+/// Records a failure for a person about `order_id` of `shop`, unless one of the same `stage` (its
 /// payload's `stage`) is still open; returns whether it was recorded. One statement, so a run
 /// repeating itself every few minutes leaves one row, not one per run.
 pub async fn record_once_per_stage(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
     stage: &str,
     details: &str,
     payload: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
-         SELECT $1, $2, $3, $4, false
+        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable, shop)
+         SELECT $1, $2, $3, $4, false, $6
          WHERE NOT EXISTS (
              SELECT 1 FROM process_failures
              WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
-               AND payload ->> 'stage' = $5)",
+               AND payload ->> 'stage' = $5 AND shop = $6)",
     )
     .bind(order_id)
     .bind(PROCESS_NAME)
     .bind(details)
     .bind(payload)
     .bind(stage)
+    .bind(shop)
     .execute(pool)
     .await?;
     Ok(inserted.rows_affected() > 0)
@@ -198,16 +214,18 @@ pub async fn record_once_per_stage(
 /// when it has one, else by its JSON. Returns whether it was recorded.
 pub async fn record_unreadable_once(
     pool: &PgPool,
+    shop: &str,
     order_id: Option<&str>,
     details: &str,
     payload: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
-         SELECT $1, $2, $3, $4, false
+        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable, shop)
+         SELECT $1, $2, $3, $4, false, $5
          WHERE NOT EXISTS (
              SELECT 1 FROM process_failures
              WHERE process_name = $2 AND resolved_at IS NULL AND payload ->> 'stage' = 'import'
+               AND shop = $5
                AND CASE WHEN $1::text IS NULL THEN related_id IS NULL AND payload -> 'order' = $4 -> 'order'
                         ELSE related_id = $1 END)",
     )
@@ -215,6 +233,7 @@ pub async fn record_unreadable_once(
     .bind(PROCESS_NAME)
     .bind(details)
     .bind(payload)
+    .bind(shop)
     .execute(pool)
     .await?;
     Ok(inserted.rows_affected() > 0)
@@ -223,6 +242,7 @@ pub async fn record_unreadable_once(
 /// Resolves the order's open failures of `stage` (its payload's `stage`) with a note.
 pub async fn resolve_open_of_stage(
     conn: &mut PgConnection,
+    shop: &str,
     order_id: &str,
     stage: &str,
     note: &str,
@@ -232,14 +252,64 @@ pub async fn resolve_open_of_stage(
         "UPDATE process_failures
          SET resolved_at = now(), resolution_note = $4, resolved_by = $5
          WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
-           AND payload ->> 'stage' = $3",
+           AND payload ->> 'stage' = $3 AND shop = $6",
     )
     .bind(order_id)
     .bind(PROCESS_NAME)
     .bind(stage)
     .bind(note)
     .bind(resolved_by)
+    .bind(shop)
     .execute(conn)
+    .await?;
+    Ok(resolved.rows_affected())
+}
+
+/// Records a failure about a whole shop (its key refused, its marketplace unreadable), unless one
+/// of the same `stage` is open for it; returns whether it was recorded.
+pub async fn record_shop_failure_once(
+    pool: &PgPool,
+    shop: &str,
+    stage: &str,
+    details: &str,
+    payload: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable, shop)
+         SELECT NULL, $1, $2, $3, false, $4
+         WHERE NOT EXISTS (
+             SELECT 1 FROM process_failures
+             WHERE related_id IS NULL AND process_name = $1 AND resolved_at IS NULL
+               AND payload ->> 'stage' = $5 AND shop = $4)",
+    )
+    .bind(PROCESS_NAME)
+    .bind(details)
+    .bind(payload)
+    .bind(shop)
+    .bind(stage)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
+/// Resolves the open failures about the whole shop of `stage` with a note; returns how many.
+pub async fn resolve_shop_failures(
+    pool: &PgPool,
+    shop: &str,
+    stage: &str,
+    note: &str,
+) -> Result<u64, sqlx::Error> {
+    let resolved = sqlx::query(
+        "UPDATE process_failures
+         SET resolved_at = now(), resolution_note = $3, resolved_by = 'order-acceptance'
+         WHERE related_id IS NULL AND process_name = $1 AND resolved_at IS NULL
+           AND payload ->> 'stage' = $2 AND shop = $4",
+    )
+    .bind(PROCESS_NAME)
+    .bind(stage)
+    .bind(note)
+    .bind(shop)
+    .execute(pool)
     .await?;
     Ok(resolved.rows_affected())
 }

@@ -14,11 +14,29 @@ pub mod runs;
 pub mod stock;
 
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
+
+/// The shop of `[marketplace]`, and of every row written before there were several.
+pub const DEFAULT_SHOP: &str = "default";
+
+/// An order's identity: two marketplaces may send the same order id, so the shop is part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OrderKey {
+    pub shop: String,
+    pub order_id: String,
+}
+
+/// The shops and ids of `keys` as two arrays, for `unnest($1::text[], $2::text[])`.
+fn key_columns(keys: &[OrderKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter()
+        .map(|key| (key.shop.as_str(), key.order_id.as_str()))
+        .unzip()
+}
 
 /// Migrations are compiled into the binary so a container needs no files beside it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

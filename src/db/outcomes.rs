@@ -42,7 +42,7 @@ pub struct FailureRecord {
     pub retryable: bool,
 }
 
-/// Stores a batch of outcomes of run `run_id` in one transaction, so an order never has its
+/// Stores a batch of outcomes of run `run_id` (of `shop`) in one transaction, so an order never has its
 /// history row without its failure row or the other way round, and reservations and review
 /// decisions are closed with the outcome that closes them. Returns the orders whose outcome was
 /// not written because the run no longer holds them.
@@ -57,6 +57,7 @@ pub struct FailureRecord {
 /// order.
 pub async fn record_outcomes(
     pool: &PgPool,
+    shop: &str,
     run_id: i64,
     outcomes: &[OutcomeRecord],
 ) -> Result<Vec<String>, sqlx::Error> {
@@ -64,7 +65,7 @@ pub async fn record_outcomes(
         return Ok(Vec::new());
     }
     let mut tx = pool.begin().await?;
-    let held = still_held(&mut tx, run_id, outcomes).await?;
+    let held = still_held(&mut tx, shop, run_id, outcomes).await?;
     let (outcomes, lost): (Vec<&OutcomeRecord>, Vec<&OutcomeRecord>) =
         outcomes.iter().partition(|o| held.contains(&o.order_id));
     let lost: Vec<String> = lost.into_iter().map(|o| o.order_id.clone()).collect();
@@ -91,8 +92,8 @@ pub async fn record_outcomes(
     sqlx::query(
         r#"
         INSERT INTO order_status_history
-            (order_id, status, notes, attempt, next_attempt_at, reason_code, lines)
-        SELECT order_id, status, note, attempt,
+            (shop, order_id, status, notes, attempt, next_attempt_at, reason_code, lines)
+        SELECT $8, order_id, status, note, attempt,
                now() + make_interval(secs => retry_secs), reason_code, lines
         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::text[],
                     $7::jsonb[])
@@ -106,6 +107,7 @@ pub async fn record_outcomes(
     .bind(&retry_secs)
     .bind(&reason_codes)
     .bind(&lines)
+    .bind(shop)
     .execute(&mut *tx)
     .await?;
 
@@ -113,20 +115,20 @@ pub async fn record_outcomes(
         .iter()
         .filter_map(|o| o.release_reservations.map(|why| (o.order_id.as_str(), why)))
         .collect();
-    stock::release_orders(&mut tx, &releases).await?;
+    stock::release_orders(&mut tx, shop, &releases).await?;
     let reviews_done: Vec<(&str, &str)> = outcomes
         .iter()
         .filter(|o| o.carries_out_review)
         .map(|o| (o.order_id.as_str(), o.status))
         .collect();
-    decisions::mark_reviews_carried_out(&mut tx, &reviews_done).await?;
+    decisions::mark_reviews_carried_out(&mut tx, shop, &reviews_done).await?;
 
     sqlx::query(
         r#"
         UPDATE process_failures f
         SET resolved_at = now(), resolution_note = r.note, resolved_by = $3
         FROM unnest($1::text[], $2::text[]) AS r(order_id, note)
-        WHERE f.related_id = r.order_id AND f.resolved_at IS NULL AND f.retryable
+        WHERE f.shop = $5 AND f.related_id = r.order_id AND f.resolved_at IS NULL AND f.retryable
           AND f.process_name = $4
         "#,
     )
@@ -134,6 +136,7 @@ pub async fn record_outcomes(
     .bind(&resolutions)
     .bind(RESOLVED_BY_WORKER)
     .bind(PROCESS_NAME)
+    .bind(shop)
     .execute(&mut *tx)
     .await?;
 
@@ -148,8 +151,9 @@ pub async fn record_outcomes(
         let retryable: Vec<bool> = failures.iter().map(|(_, f)| f.retryable).collect();
         sqlx::query(
             r#"
-            INSERT INTO process_failures (related_id, process_name, details, payload, retryable)
-            SELECT order_id, $5, details, payload, retryable
+            INSERT INTO process_failures
+                (shop, related_id, process_name, details, payload, retryable)
+            SELECT $6, order_id, $5, details, payload, retryable
             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bool[])
                  AS f(order_id, details, payload, retryable)
             "#,
@@ -159,6 +163,7 @@ pub async fn record_outcomes(
         .bind(&payloads)
         .bind(&retryable)
         .bind(PROCESS_NAME)
+        .bind(shop)
         .execute(&mut *tx)
         .await?;
     }
@@ -170,6 +175,7 @@ pub async fn record_outcomes(
 /// until the transaction ends.
 async fn still_held(
     tx: &mut sqlx::PgConnection,
+    shop: &str,
     run_id: i64,
     outcomes: &[OutcomeRecord],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -180,7 +186,7 @@ async fn still_held(
         SELECT cs.order_id
         FROM order_current_status cs
         JOIN unnest($1::text[], $2::int[]) AS c(order_id, attempt) ON c.order_id = cs.order_id
-        WHERE cs.status = 'accepting' AND cs.run_id = $3 AND cs.attempt = c.attempt
+        WHERE cs.shop = $4 AND cs.status = 'accepting' AND cs.run_id = $3 AND cs.attempt = c.attempt
         ORDER BY cs.order_id
         FOR UPDATE OF cs
         "#,
@@ -188,6 +194,7 @@ async fn still_held(
     .bind(&ids)
     .bind(&attempts)
     .bind(run_id)
+    .bind(shop)
     .fetch_all(tx)
     .await?;
     Ok(held.into_iter().collect())

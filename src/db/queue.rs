@@ -21,11 +21,12 @@ pub struct Claim {
     pub attempt: i32,
 }
 
-/// Stores orders not seen before, each with a `pending_acceptance` row, in one transaction;
-/// returns the ids that were new. Known orders are left as they are, so importing the same
-/// page twice (Mirakl's date filters overlap on purpose) changes nothing.
+/// Stores orders of `shop` not seen before, each with a `pending_acceptance` row, in one
+/// transaction; returns the ids that were new. Known orders are left as they are, so importing
+/// the same page twice (Mirakl's date filters overlap on purpose) changes nothing.
 pub async fn insert_new_orders(
     pool: &PgPool,
+    shop: &str,
     orders: &[StoredOrder<'_>],
 ) -> Result<Vec<String>, sqlx::Error> {
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id).collect();
@@ -33,33 +34,35 @@ pub async fn insert_new_orders(
     let mut tx = pool.begin().await?;
     let inserted: Vec<String> = sqlx::query_scalar(
         r#"
-        INSERT INTO orders (order_id, raw_order_data)
-        SELECT * FROM unnest($1::text[], $2::jsonb[])
-        ON CONFLICT (order_id) DO NOTHING
+        INSERT INTO orders (shop, order_id, raw_order_data)
+        SELECT $3, * FROM unnest($1::text[], $2::jsonb[])
+        ON CONFLICT (shop, order_id) DO NOTHING
         RETURNING order_id
         "#,
     )
     .bind(&ids)
     .bind(&raws)
+    .bind(shop)
     .fetch_all(&mut *tx)
     .await?;
     sqlx::query(
         r#"
-        INSERT INTO order_status_history (order_id, status, notes)
-        SELECT o.order_id, 'pending_acceptance',
+        INSERT INTO order_status_history (shop, order_id, status, notes)
+        SELECT o.shop, o.order_id, 'pending_acceptance',
                'imported' || coalesce(format('. %s: the deadline counts from when the order was stored.', o.created_date_problem), '')
         FROM orders o
-        WHERE o.order_id = ANY($1::text[])
+        WHERE o.shop = $2 AND o.order_id = ANY($1::text[])
         "#,
     )
     .bind(&inserted)
+    .bind(shop)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(inserted)
 }
 
-/// Claims up to `limit` due orders for run `run_id`, oldest marketplace creation first: pending
+/// Claims up to `limit` due orders of `shop` for run `run_id`, oldest marketplace creation first: pending
 /// ones, those of runs whose heartbeat went stale (their worker died or froze), and retryable
 /// failures whose retry time has come.
 ///
@@ -72,6 +75,7 @@ pub async fn insert_new_orders(
 /// `only` limits the claim to those order ids.
 pub async fn claim_due_orders(
     pool: &PgPool,
+    shop: &str,
     worker_id: &str,
     run_id: i64,
     limit: u32,
@@ -84,14 +88,14 @@ pub async fn claim_due_orders(
         WITH due AS (
             SELECT order_id, attempt + 1 AS attempt
             FROM order_current_status
-            WHERE claimable_at IS NOT NULL AND claimable_at <= now()
+            WHERE shop = $5 AND claimable_at IS NOT NULL AND claimable_at <= now()
               AND ($4::text[] IS NULL OR order_id = ANY($4))
             ORDER BY order_created_at, order_id
             LIMIT $1
             FOR UPDATE SKIP LOCKED
         )
-        INSERT INTO order_status_history (order_id, status, notes, attempt, worker_id, run_id)
-        SELECT d.order_id, 'accepting',
+        INSERT INTO order_status_history (shop, order_id, status, notes, attempt, worker_id, run_id)
+        SELECT $5, d.order_id, 'accepting',
                format('Claimed by %s, run %s (attempt %s).', $2::text, $3::bigint, d.attempt)
                  || CASE WHEN d.attempt = 1 AND o.created_date_problem IS NOT NULL
                          THEN format(' %s: the deadline counts from when the order was stored (%s).',
@@ -99,7 +103,7 @@ pub async fn claim_due_orders(
                          ELSE '' END,
                d.attempt, $2, $3
         FROM due d
-        JOIN orders o ON o.order_id = d.order_id
+        JOIN orders o ON o.shop = $5 AND o.order_id = d.order_id
         RETURNING order_id, attempt
         "#,
     )
@@ -107,6 +111,7 @@ pub async fn claim_due_orders(
     .bind(worker_id)
     .bind(run_id)
     .bind(only)
+    .bind(shop)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -133,13 +138,13 @@ async fn release_stale_runs(tx: &mut sqlx::PgConnection) -> Result<u64, sqlx::Er
     let orders = sqlx::query(
         r#"
         WITH held AS (
-            SELECT order_id FROM order_current_status
+            SELECT shop, order_id FROM order_current_status
             WHERE run_id = ANY($1) AND status = 'accepting'
-            ORDER BY order_id
+            ORDER BY shop, order_id
             FOR UPDATE
         )
         UPDATE order_current_status cs SET claimable_at = now()
-        FROM held WHERE cs.order_id = held.order_id
+        FROM held WHERE cs.shop = held.shop AND cs.order_id = held.order_id
         "#,
     )
     .bind(&released)
@@ -156,8 +161,12 @@ async fn release_stale_runs(tx: &mut sqlx::PgConnection) -> Result<u64, sqlx::Er
     Ok(orders)
 }
 
-/// Replaces the stored JSON of orders with what the marketplace just returned.
-pub async fn refresh_orders(pool: &PgPool, orders: &[StoredOrder<'_>]) -> Result<(), sqlx::Error> {
+/// Replaces the stored JSON of orders of `shop` with what the marketplace just returned.
+pub async fn refresh_orders(
+    pool: &PgPool,
+    shop: &str,
+    orders: &[StoredOrder<'_>],
+) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id).collect();
     let raws: Vec<&serde_json::Value> = orders.iter().map(|o| o.raw).collect();
     sqlx::query(
@@ -165,11 +174,12 @@ pub async fn refresh_orders(pool: &PgPool, orders: &[StoredOrder<'_>]) -> Result
         UPDATE orders o
         SET raw_order_data = fresh.raw, updated_at = now()
         FROM unnest($1::text[], $2::jsonb[]) AS fresh(order_id, raw)
-        WHERE o.order_id = fresh.order_id
+        WHERE o.shop = $3 AND o.order_id = fresh.order_id
         "#,
     )
     .bind(&ids)
     .bind(&raws)
+    .bind(shop)
     .execute(pool)
     .await?;
     Ok(())

@@ -7,9 +7,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+use super::{OrderKey, key_columns};
+
 /// One row of the `orders_in_review` view.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InReviewOrder {
+    pub shop: String,
     pub order_id: String,
     pub order_created_at: DateTime<Utc>,
     pub in_review_since: DateTime<Utc>,
@@ -24,6 +27,7 @@ pub struct InReviewOrder {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct LineDecision {
     pub decision_id: i64,
+    pub shop: String,
     pub order_id: String,
     pub order_line_id: String,
     pub attempt: Option<i32>,
@@ -45,6 +49,7 @@ pub struct LineDecision {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ReviewDecision {
     pub review_id: i64,
+    pub shop: String,
     pub order_id: String,
     pub action: String,
     /// The lines the action names; `None`: all of them.
@@ -59,6 +64,7 @@ pub struct ReviewDecision {
 /// A decision to store.
 #[derive(Debug, Clone)]
 pub struct NewReviewDecision<'a> {
+    pub shop: &'a str,
     pub order_id: &'a str,
     /// `accept` or `refuse`.
     pub action: &'a str,
@@ -78,41 +84,57 @@ pub struct LineState {
     pub accepted: Option<bool>,
 }
 
-/// Orders in review, oldest marketplace creation first, with deadlines `window` after creation
-/// (the configured window, not the one a run last wrote for the view).
+/// Each configured shop's acceptance window: deadlines are counted with the configured window,
+/// not the one a run last wrote for the views (`shops`), which counts for a shop not listed.
+pub type ShopWindows<'a> = &'a [(&'a str, Duration)];
+
+/// Orders in review (of `shop`, or of every shop), oldest marketplace creation first.
 pub async fn orders_in_review(
     pool: &PgPool,
-    window: Duration,
+    shop: Option<&str>,
+    windows: ShopWindows<'_>,
 ) -> Result<Vec<InReviewOrder>, sqlx::Error> {
+    let (shops, secs): (Vec<&str>, Vec<f64>) = windows
+        .iter()
+        .map(|(shop, window)| (*shop, window.as_secs_f64()))
+        .unzip();
     sqlx::query_as(
-        "SELECT order_id, order_created_at, in_review_since,
-                order_created_at + make_interval(secs => $1) AS deadline, notes
-         FROM orders_in_review
-         ORDER BY order_created_at, order_id",
+        "SELECT r.shop, r.order_id, r.order_created_at, r.in_review_since,
+                coalesce(r.order_created_at + make_interval(secs => w.secs), r.deadline) AS deadline,
+                r.notes
+         FROM orders_in_review r
+         LEFT JOIN unnest($1::text[], $2::float8[]) AS w(shop, secs) ON w.shop = r.shop
+         WHERE $3::text IS NULL OR r.shop = $3
+         ORDER BY r.order_created_at, r.shop, r.order_id",
     )
-    .bind(window.as_secs_f64())
+    .bind(&shops)
+    .bind(&secs)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
 
-/// Orders in review whose deadline (`window` after creation) is at most `margin` after `now`,
-/// oldest first.
+/// Orders of `shop` in review whose deadline (`window` after creation) is at most `margin`
+/// after `now`, oldest first.
 pub async fn orders_in_review_near_deadline(
     pool: &PgPool,
+    shop: &str,
     now: DateTime<Utc>,
     margin: Duration,
     window: Duration,
 ) -> Result<Vec<InReviewOrder>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT order_id, order_created_at, in_review_since,
+        "SELECT shop, order_id, order_created_at, in_review_since,
                 order_created_at + make_interval(secs => $3) AS deadline, notes
          FROM orders_in_review
-         WHERE order_created_at + make_interval(secs => $3) <= $1 + make_interval(secs => $2)
+         WHERE shop = $4
+           AND order_created_at + make_interval(secs => $3) <= $1 + make_interval(secs => $2)
          ORDER BY order_created_at, order_id",
     )
     .bind(now)
     .bind(margin.as_secs_f64())
     .bind(window.as_secs_f64())
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -122,6 +144,7 @@ pub async fn orders_in_review_near_deadline(
 /// decision locks them, so an order decided meanwhile is left alone.
 pub async fn requeue_in_review(
     pool: &PgPool,
+    shop: &str,
     order_ids: &[String],
     note: &str,
 ) -> Result<u64, sqlx::Error> {
@@ -129,47 +152,55 @@ pub async fn requeue_in_review(
         r#"
         WITH still_in_review AS (
             SELECT order_id FROM order_current_status
-            WHERE order_id = ANY($1) AND status = 'in_review'
+            WHERE shop = $3 AND order_id = ANY($1) AND status = 'in_review'
             ORDER BY order_id
             FOR UPDATE
         )
-        INSERT INTO order_status_history (order_id, status, notes)
-        SELECT order_id, 'pending_acceptance', $2 FROM still_in_review
+        INSERT INTO order_status_history (shop, order_id, status, notes)
+        SELECT $3, order_id, 'pending_acceptance', $2 FROM still_in_review
         "#,
     )
     .bind(order_ids)
     .bind(note)
+    .bind(shop)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// How many orders are in review.
-pub async fn count_in_review(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM order_current_status WHERE status = 'in_review'")
-        .fetch_one(pool)
-        .await
+pub async fn count_in_review(pool: &PgPool, shop: Option<&str>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM order_current_status
+         WHERE status = 'in_review' AND ($1::text IS NULL OR shop = $1)",
+    )
+    .bind(shop)
+    .fetch_one(pool)
+    .await
 }
 
 /// The line decisions of each order's latest claim: those made since its last `accepting` row,
 /// which is what put an order in review.
 pub async fn latest_line_decisions(
     pool: &PgPool,
-    order_ids: &[String],
+    orders: &[OrderKey],
 ) -> Result<Vec<LineDecision>, sqlx::Error> {
+    let (shops, ids) = key_columns(orders);
     sqlx::query_as(
-        r#"SELECT d.decision_id, d.order_id, d.order_line_id, d.attempt, d.action, d.rule, d.sku,
-                  d.quantity, d.available, d.reserved, d.unit_price::text AS unit_price,
+        r#"SELECT d.decision_id, d.shop, d.order_id, d.order_line_id, d.attempt, d.action, d.rule,
+                  d.sku, d.quantity, d.available, d.reserved, d.unit_price::text AS unit_price,
                   d.floor_price::text AS floor_price, d.reason, d.decided_by, d.decided_at
            FROM acceptance_decisions d
-           WHERE d.order_id = ANY($1)
-             AND d.decided_at >= coalesce(
+           JOIN unnest($1::text[], $2::text[]) AS k(shop, order_id)
+             ON k.shop = d.shop AND k.order_id = d.order_id
+           WHERE d.decided_at >= coalesce(
                    (SELECT max(h."timestamp") FROM order_status_history h
-                    WHERE h.order_id = d.order_id AND h.status = 'accepting'),
+                    WHERE h.shop = d.shop AND h.order_id = d.order_id AND h.status = 'accepting'),
                    '-infinity')
-           ORDER BY d.order_id, d.order_line_id, d.decision_id"#,
+           ORDER BY d.shop, d.order_id, d.order_line_id, d.decision_id"#,
     )
-    .bind(order_ids)
+    .bind(&shops)
+    .bind(&ids)
     .fetch_all(pool)
     .await
 }
@@ -177,17 +208,19 @@ pub async fn latest_line_decisions(
 /// Every line decision of the order, oldest first.
 pub async fn order_line_decisions(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
 ) -> Result<Vec<LineDecision>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT decision_id, order_id, order_line_id, attempt, action, rule, sku, quantity,
+        "SELECT decision_id, shop, order_id, order_line_id, attempt, action, rule, sku, quantity,
                 available, reserved, unit_price::text AS unit_price, floor_price::text AS floor_price,
                 reason, decided_by, decided_at
          FROM acceptance_decisions
-         WHERE order_id = $1
+         WHERE shop = $2 AND order_id = $1
          ORDER BY decided_at, decision_id",
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -195,16 +228,18 @@ pub async fn order_line_decisions(
 /// Every review decision of the order, oldest first.
 pub async fn order_review_decisions(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
 ) -> Result<Vec<ReviewDecision>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
-                outcome
+        "SELECT review_id, shop, order_id, action, lines, note, decided_by, decided_at,
+                carried_out_at, outcome
          FROM review_decisions
-         WHERE order_id = $1
+         WHERE shop = $2 AND order_id = $1
          ORDER BY decided_at, review_id",
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -212,15 +247,19 @@ pub async fn order_review_decisions(
 /// The decisions not yet carried out, for the given orders.
 pub async fn open_decisions(
     pool: &PgPool,
-    order_ids: &[&str],
+    orders: &[OrderKey],
 ) -> Result<Vec<ReviewDecision>, sqlx::Error> {
+    let (shops, ids) = key_columns(orders);
     sqlx::query_as(
-        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
-                outcome
-         FROM review_decisions
-         WHERE order_id = ANY($1::text[]) AND carried_out_at IS NULL",
+        "SELECT r.review_id, r.shop, r.order_id, r.action, r.lines, r.note, r.decided_by,
+                r.decided_at, r.carried_out_at, r.outcome
+         FROM review_decisions r
+         JOIN unnest($1::text[], $2::text[]) AS k(shop, order_id)
+           ON k.shop = r.shop AND k.order_id = r.order_id
+         WHERE r.carried_out_at IS NULL",
     )
-    .bind(order_ids)
+    .bind(&shops)
+    .bind(&ids)
     .fetch_all(pool)
     .await
 }
@@ -229,15 +268,17 @@ pub async fn open_decisions(
 /// first, so no decision can be added between this read and their insert.
 pub async fn open_decision(
     conn: &mut PgConnection,
+    shop: &str,
     order_id: &str,
 ) -> Result<Option<ReviewDecision>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT review_id, order_id, action, lines, note, decided_by, decided_at, carried_out_at,
-                outcome
+        "SELECT review_id, shop, order_id, action, lines, note, decided_by, decided_at,
+                carried_out_at, outcome
          FROM review_decisions
-         WHERE order_id = $1 AND carried_out_at IS NULL",
+         WHERE shop = $2 AND order_id = $1 AND carried_out_at IS NULL",
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_optional(conn)
     .await
 }
@@ -245,6 +286,7 @@ pub async fn open_decision(
 /// The line ids of the order as stored from OR11; `None` when the order is not stored.
 pub async fn stored_line_ids(
     conn: &mut PgConnection,
+    shop: &str,
     order_id: &str,
 ) -> Result<Option<Vec<String>>, sqlx::Error> {
     sqlx::query_scalar(
@@ -256,24 +298,25 @@ pub async fn stored_line_ids(
                  WHEN 'array' THEN o.raw_order_data -> 'order_lines'
                  ELSE '[]'::jsonb
              END) AS line ON true
-         WHERE o.order_id = $1
+         WHERE o.shop = $2 AND o.order_id = $1
          GROUP BY o.order_id",
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_optional(conn)
     .await
 }
 
-/// Stores a decision; fails on the unique index `review_decisions_one_open` when the order
+/// Stores a decision; fails on the unique index `review_decisions_one_open_per_shop` when the order
 /// already has one waiting.
 pub async fn insert_decision(
     conn: &mut PgConnection,
     decision: &NewReviewDecision<'_>,
 ) -> Result<ReviewDecision, sqlx::Error> {
     sqlx::query_as(
-        "INSERT INTO review_decisions (order_id, action, lines, note, decided_by)
-         VALUES ($1, $2, $3, $4, $5)
-         RETURNING review_id, order_id, action, lines, note, decided_by, decided_at,
+        "INSERT INTO review_decisions (order_id, action, lines, note, decided_by, shop)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING review_id, shop, order_id, action, lines, note, decided_by, decided_at,
                    carried_out_at, outcome",
     )
     .bind(decision.order_id)
@@ -281,6 +324,7 @@ pub async fn insert_decision(
     .bind(decision.lines)
     .bind(decision.note)
     .bind(decision.decided_by)
+    .bind(decision.shop)
     .fetch_one(conn)
     .await
 }
@@ -289,17 +333,19 @@ pub async fn insert_decision(
 /// them; `None` when there is none.
 pub async fn latest_line_states(
     pool: &PgPool,
+    shop: &str,
     order_id: &str,
 ) -> Result<Option<Vec<LineState>>, sqlx::Error> {
     let lines: Option<sqlx::types::Json<Vec<LineState>>> = sqlx::query_scalar(
         r#"SELECT lines
            FROM order_status_history
-           WHERE order_id = $1 AND status IN ('accepted', 'refused', 'cancelled')
+           WHERE shop = $2 AND order_id = $1 AND status IN ('accepted', 'refused', 'cancelled')
              AND jsonb_typeof(lines) = 'array'
            ORDER BY "timestamp" DESC, history_id DESC
            LIMIT 1"#,
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_optional(pool)
     .await?;
     Ok(lines.map(|json| json.0))

@@ -8,19 +8,21 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-/// Opens the run's row with its first heartbeat; returns its id.
+/// Opens the run's row (one shop's run) with its first heartbeat; returns its id.
 pub async fn start_run(
     pool: &PgPool,
+    shop: &str,
     worker_id: &str,
     lease: Duration,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO acceptance_runs (worker_id, heartbeat_at, held_until)
-         VALUES ($1, now(), now() + make_interval(secs => $2))
+        "INSERT INTO acceptance_runs (worker_id, heartbeat_at, held_until, shop)
+         VALUES ($1, now(), now() + make_interval(secs => $2), $3)
          RETURNING run_id",
     )
     .bind(worker_id)
     .bind(lease.as_secs_f64())
+    .bind(shop)
     .fetch_one(pool)
     .await
 }
@@ -123,6 +125,7 @@ fn count(n: u64) -> i32 {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRecord {
     pub run_id: i64,
+    pub shop: String,
     pub worker_id: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -141,16 +144,37 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// The run that started last, whatever its result.
-pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
+/// The run that started last, whatever its result: of `shop`, or of any shop.
+pub async fn last_run(pool: &PgPool, shop: Option<&str>) -> Result<Option<RunRecord>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT run_id, worker_id, started_at, finished_at, result, imported, claimed, accepted,
-                refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost, error
+        "SELECT run_id, shop, worker_id, started_at, finished_at, result, imported, claimed,
+                accepted, refused, cancelled, in_review, failed, retry_scheduled, api_calls, lost,
+                error
          FROM acceptance_runs
+         WHERE $1::text IS NULL OR shop = $1
          ORDER BY started_at DESC, run_id DESC
          LIMIT 1",
     )
+    .bind(shop)
     .fetch_optional(pool)
+    .await
+}
+
+/// The last run of each shop that has run (of `shop` only, when given), by shop name.
+pub async fn last_run_per_shop(
+    pool: &PgPool,
+    shop: Option<&str>,
+) -> Result<Vec<RunRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (shop) run_id, shop, worker_id, started_at, finished_at, result,
+                imported, claimed, accepted, refused, cancelled, in_review, failed,
+                retry_scheduled, api_calls, lost, error
+         FROM acceptance_runs
+         WHERE $1::text IS NULL OR shop = $1
+         ORDER BY shop, started_at DESC, run_id DESC",
+    )
+    .bind(shop)
+    .fetch_all(pool)
     .await
 }
 
@@ -158,6 +182,7 @@ pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct LiveRun {
     pub run_id: i64,
+    pub shop: String,
     pub worker_id: String,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: Option<DateTime<Utc>>,
@@ -165,12 +190,13 @@ pub struct LiveRun {
     pub orders_held: i64,
 }
 
-/// The live runs, oldest first (the `live_runs` view).
-pub async fn live_runs(pool: &PgPool) -> Result<Vec<LiveRun>, sqlx::Error> {
+/// The live runs (of `shop`, when given), oldest first (the `live_runs` view).
+pub async fn live_runs(pool: &PgPool, shop: Option<&str>) -> Result<Vec<LiveRun>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT run_id, worker_id, started_at, heartbeat_at, held_until, orders_held
-         FROM live_runs ORDER BY started_at, run_id",
+        "SELECT run_id, shop, worker_id, started_at, heartbeat_at, held_until, orders_held
+         FROM live_runs WHERE $1::text IS NULL OR shop = $1 ORDER BY started_at, run_id",
     )
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -189,37 +215,61 @@ pub struct Holder {
 }
 
 /// The run of the order's latest claim, if a run of this release made it.
-pub async fn holder_of(pool: &PgPool, order_id: &str) -> Result<Option<Holder>, sqlx::Error> {
+pub async fn holder_of(
+    pool: &PgPool,
+    shop: &str,
+    order_id: &str,
+) -> Result<Option<Holder>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.run_id, r.worker_id, r.heartbeat_at, r.held_until, r.finished_at, r.released_at,
                 (r.finished_at IS NULL AND r.released_at IS NULL AND r.held_until > now()) AS alive
          FROM acceptance_runs r
          WHERE r.run_id = (SELECT h.run_id FROM order_status_history h
-                           WHERE h.order_id = $1 AND h.status = 'accepting' AND h.run_id IS NOT NULL
+                           WHERE h.shop = $2 AND h.order_id = $1 AND h.status = 'accepting'
+                             AND h.run_id IS NOT NULL
                            ORDER BY h.\"timestamp\" DESC, h.history_id DESC LIMIT 1)",
     )
     .bind(order_id)
+    .bind(shop)
     .fetch_optional(pool)
     .await
 }
 
-/// Writes the window and alert threshold the views count with (`acceptance_settings`).
-pub async fn publish_deadline_settings(
-    pool: &PgPool,
-    acceptance_window: Duration,
-    pending_after: Duration,
-) -> Result<(), sqlx::Error> {
+/// A shop as the database knows it: its name (orders may carry it from now on) and the window
+/// and alert threshold the views count its orders with.
+#[derive(Debug, Clone)]
+pub struct ShopRow<'a> {
+    pub shop: &'a str,
+    pub acceptance_window: Duration,
+    pub pending_after: Duration,
+}
+
+/// Registers the configured shops in `shops`, so their orders may be stored and handed over,
+/// and the views count with their windows. A shop dropped from the configuration keeps its row:
+/// its orders still name it.
+pub async fn register_shops(pool: &PgPool, shops: &[ShopRow<'_>]) -> Result<(), sqlx::Error> {
+    let names: Vec<&str> = shops.iter().map(|s| s.shop).collect();
+    let windows: Vec<f64> = shops
+        .iter()
+        .map(|s| s.acceptance_window.as_secs_f64())
+        .collect();
+    let alerts: Vec<f64> = shops
+        .iter()
+        .map(|s| s.pending_after.as_secs_f64())
+        .collect();
     sqlx::query(
-        "INSERT INTO acceptance_settings (singleton, acceptance_window, pending_after, updated_at)
-         VALUES (true, make_interval(secs => $1), make_interval(secs => $2), now())
-         ON CONFLICT (singleton) DO UPDATE
+        "INSERT INTO shops (shop, acceptance_window, pending_after, updated_at)
+         SELECT shop, make_interval(secs => window_secs), make_interval(secs => alert_secs), now()
+         FROM unnest($1::text[], $2::float8[], $3::float8[]) AS s(shop, window_secs, alert_secs)
+         ON CONFLICT (shop) DO UPDATE
          SET acceptance_window = EXCLUDED.acceptance_window, pending_after = EXCLUDED.pending_after,
              updated_at = now()
-         WHERE (acceptance_settings.acceptance_window, acceptance_settings.pending_after)
+         WHERE (shops.acceptance_window, shops.pending_after)
                IS DISTINCT FROM (EXCLUDED.acceptance_window, EXCLUDED.pending_after)",
     )
-    .bind(acceptance_window.as_secs_f64())
-    .bind(pending_after.as_secs_f64())
+    .bind(&names)
+    .bind(&windows)
+    .bind(&alerts)
     .execute(pool)
     .await?;
     Ok(())

@@ -127,6 +127,23 @@ pub async fn count_unusable_rows(pool: &PgPool, relation: &str) -> Result<i64, s
     .await
 }
 
+/// The stock SKUs `shop` maps these line SKUs to (`offer_sku_map`), by line SKU; a line SKU
+/// without a row is absent.
+pub async fn mapped_skus(
+    conn: &mut PgConnection,
+    shop: &str,
+    line_skus: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT offer_sku, sku FROM offer_sku_map WHERE shop = $1 AND offer_sku = ANY($2::text[])",
+    )
+    .bind(shop)
+    .bind(line_skus)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Serialises the deciding of these SKUs across replicas until the transaction ends (see the
 /// migration's `acceptance_lock_skus` for why advisory locks in ascending key order).
 pub async fn lock_skus(conn: &mut PgConnection, skus: &[&str]) -> Result<(), sqlx::Error> {
@@ -184,11 +201,12 @@ pub async fn stock_of(
         .collect())
 }
 
-/// Units held by open reservations of these SKUs, not counting those of `except_orders` (the
-/// orders being decided, whose own reservations are reused or released) nor those older than
-/// `ttl`.
+/// Units held by open reservations of these SKUs, in every shop: one stock, one pool. Not
+/// counting those of `except_orders` of `shop` (the orders being decided, whose own reservations
+/// are reused or released) nor those older than `ttl`.
 pub async fn reserved_units(
     conn: &mut PgConnection,
+    shop: &str,
     skus: &[&str],
     except_orders: &[&str],
     ttl: Option<Duration>,
@@ -197,7 +215,8 @@ pub async fn reserved_units(
         r#"
         SELECT sku, sum(quantity)::bigint
         FROM stock_reservations
-        WHERE released_at IS NULL AND sku = ANY($1::text[]) AND order_id <> ALL($2::text[])
+        WHERE released_at IS NULL AND sku = ANY($1::text[])
+          AND NOT (shop = $4 AND order_id = ANY($2::text[]))
           AND ($3::float8 IS NULL OR created_at > now() - make_interval(secs => $3))
         GROUP BY sku
         "#,
@@ -205,6 +224,7 @@ pub async fn reserved_units(
     .bind(skus)
     .bind(except_orders)
     .bind(ttl.map(|ttl| ttl.as_secs_f64()))
+    .bind(shop)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
@@ -225,6 +245,7 @@ pub struct Reservation<'a> {
 /// counts from the latest claim, not the first.
 pub async fn reserve(
     conn: &mut PgConnection,
+    shop: &str,
     reservations: &[Reservation<'_>],
 ) -> Result<(), sqlx::Error> {
     if reservations.is_empty() {
@@ -236,9 +257,9 @@ pub async fn reserve(
     let quantities: Vec<i32> = reservations.iter().map(|r| r.quantity).collect();
     sqlx::query(
         r#"
-        INSERT INTO stock_reservations (order_id, order_line_id, sku, quantity)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
-        ON CONFLICT (order_id, order_line_id) WHERE released_at IS NULL DO UPDATE
+        INSERT INTO stock_reservations (shop, order_id, order_line_id, sku, quantity)
+        SELECT $5, * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+        ON CONFLICT (shop, order_id, order_line_id) WHERE released_at IS NULL DO UPDATE
             SET created_at = now(), sku = EXCLUDED.sku, quantity = EXCLUDED.quantity
         "#,
     )
@@ -246,6 +267,7 @@ pub async fn reserve(
     .bind(&lines)
     .bind(&skus)
     .bind(&quantities)
+    .bind(shop)
     .execute(conn)
     .await?;
     Ok(())
@@ -255,6 +277,7 @@ pub async fn reserve(
 /// claim reserved and this one refuses or sends to review.
 pub async fn release_lines(
     conn: &mut PgConnection,
+    shop: &str,
     lines: &[(&str, &str, &str)],
 ) -> Result<(), sqlx::Error> {
     if lines.is_empty() {
@@ -268,13 +291,14 @@ pub async fn release_lines(
         UPDATE stock_reservations r
         SET released_at = now(), release_reason = x.reason
         FROM unnest($1::text[], $2::text[], $3::text[]) AS x(order_id, order_line_id, reason)
-        WHERE r.order_id = x.order_id AND r.order_line_id = x.order_line_id
+        WHERE r.shop = $4 AND r.order_id = x.order_id AND r.order_line_id = x.order_line_id
           AND r.released_at IS NULL
         "#,
     )
     .bind(&orders)
     .bind(&ids)
     .bind(&reasons)
+    .bind(shop)
     .execute(conn)
     .await?;
     Ok(())
@@ -284,6 +308,7 @@ pub async fn release_lines(
 /// cancelled, or their OR21 certainly failed.
 pub async fn release_orders(
     conn: &mut PgConnection,
+    shop: &str,
     orders: &[(&str, &str)],
 ) -> Result<(), sqlx::Error> {
     if orders.is_empty() {
@@ -296,11 +321,12 @@ pub async fn release_orders(
         UPDATE stock_reservations r
         SET released_at = now(), release_reason = x.reason
         FROM unnest($1::text[], $2::text[]) AS x(order_id, reason)
-        WHERE r.order_id = x.order_id AND r.released_at IS NULL
+        WHERE r.shop = $3 AND r.order_id = x.order_id AND r.released_at IS NULL
         "#,
     )
     .bind(&ids)
     .bind(&reasons)
+    .bind(shop)
     .execute(conn)
     .await?;
     Ok(())

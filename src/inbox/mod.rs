@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::db::failures::{self, Failure, FailureFilter, FailureSummary, Resolution};
 use crate::db::orders::{self, ApiCallEntry, HistoryEntry, OrderHeader, PendingOrder, StatusCount};
-use crate::db::review::{self, LineDecision, LineState, ReviewDecision};
+use crate::db::review::{self, LineDecision, LineState, ReviewDecision, ShopWindows};
 use crate::db::runs::{self, Holder, LiveRun, RunRecord};
 
 /// Current statuses from which a person may put an order back in the queue. `accepting` is
@@ -66,6 +66,26 @@ pub enum InboxError {
         "order {0} is not in the database. Check the id (it is the marketplace's order id, e.g. 123456789-A)"
     )]
     OrderNotFound(String),
+    #[error(
+        "order {order_id} is not in the database for shop {shop}. {}",
+        match others.as_slice() {
+            [] => "Check the id (it is the marketplace's order id) and the shop name".to_string(),
+            shops => format!("It is there for shop {}: give that --shop", shops.join(", ")),
+        }
+    )]
+    OrderNotInShop {
+        order_id: String,
+        shop: String,
+        others: Vec<String>,
+    },
+    #[error(
+        "order {order_id} exists in several shops ({}): say which with --shop NAME",
+        shops.join(", ")
+    )]
+    OrderInSeveralShops {
+        order_id: String,
+        shops: Vec<String>,
+    },
     #[error("{what} ({value}) is too long to subtract from the current time; use a shorter one")]
     DurationOutOfRange { what: &'static str, value: String },
     #[error(
@@ -112,6 +132,32 @@ pub fn time_before(
             what,
             value: humantime::format_duration(duration).to_string(),
         })
+}
+
+/// The shop of order `order_id`: `named` when it has the order, else the only shop that has it.
+/// Two marketplaces may use the same order id, so a person names the shop when it is ambiguous.
+pub async fn shop_of_order(
+    pool: &PgPool,
+    order_id: &str,
+    named: Option<&str>,
+) -> Result<String, InboxError> {
+    let shops = orders::shops_of_order(pool, order_id)
+        .await
+        .map_err(db_error(format!("looking up order {order_id}")))?;
+    match (named, shops.as_slice()) {
+        (Some(shop), found) if found.iter().any(|s| s == shop) => Ok(shop.to_string()),
+        (Some(shop), _) => Err(InboxError::OrderNotInShop {
+            order_id: order_id.to_string(),
+            shop: shop.to_string(),
+            others: shops,
+        }),
+        (None, []) => Err(InboxError::OrderNotFound(order_id.to_string())),
+        (None, [only]) => Ok(only.clone()),
+        (None, _) => Err(InboxError::OrderInSeveralShops {
+            order_id: order_id.to_string(),
+            shops,
+        }),
+    }
 }
 
 /// Who is acting: the name given, else the login name (`$USER`), else "unknown".
@@ -238,6 +284,7 @@ async fn lock_open_failure(
 #[derive(Debug, Clone, Serialize)]
 pub struct RetryOutcome {
     pub failure_id: i64,
+    pub shop: String,
     pub order_id: String,
     /// The order's status before the retry.
     pub previous_status: String,
@@ -259,7 +306,7 @@ pub async fn retry_failure(
         .related_id
         .filter(|id| !id.trim().is_empty())
         .ok_or(InboxError::NoRelatedOrder(failure_id))?;
-    let current = orders::lock_current_status(&mut tx, &order_id)
+    let current = orders::lock_current_status(&mut tx, &failure.shop, &order_id)
         .await
         .map_err(db_error(action()))?
         .ok_or_else(|| InboxError::OrderHasNoStatus {
@@ -274,9 +321,10 @@ pub async fn retry_failure(
         });
     }
     let history_note = format!("Retry requested from failure #{failure_id} by {requested_by}.");
-    let history_id = orders::insert_pending_row(&mut tx, &order_id, &current, &history_note)
-        .await
-        .map_err(db_error(action()))?;
+    let history_id =
+        orders::insert_pending_row(&mut tx, &failure.shop, &order_id, &current, &history_note)
+            .await
+            .map_err(db_error(action()))?;
     let resolution_note = format!(
         "Retried by {requested_by}: order {order_id} put back in the queue (history #{history_id})."
     );
@@ -285,6 +333,7 @@ pub async fn retry_failure(
         .map_err(db_error(action()))?;
     tx.commit().await.map_err(db_error(action()))?;
     Ok(RetryOutcome {
+        shop: failure.shop,
         failure_id,
         order_id,
         previous_status: current.status,
@@ -313,35 +362,42 @@ pub struct OrderReport {
     pub held_by: Option<Holder>,
 }
 
-/// One order's timeline, line decisions, review decisions, failures and API calls.
-pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, InboxError> {
-    let action = || format!("reading order {order_id}");
-    let order = orders::find_order(pool, order_id)
+/// One order's timeline, line decisions, review decisions, failures and API calls. `shop`: the
+/// shop named, or the only one that has the order (see [`shop_of_order`]).
+pub async fn order_report(
+    pool: &PgPool,
+    order_id: &str,
+    shop: Option<&str>,
+) -> Result<OrderReport, InboxError> {
+    let shop = shop_of_order(pool, order_id, shop).await?;
+    let shop = shop.as_str();
+    let action = || format!("reading order {order_id} of shop {shop}");
+    let order = orders::find_order(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?
         .ok_or_else(|| InboxError::OrderNotFound(order_id.to_string()))?;
-    let history = orders::order_history(pool, order_id)
+    let history = orders::order_history(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let failures = failures::failures_for_order(pool, order_id)
+    let failures = failures::failures_for_order(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let api_calls = orders::order_api_calls(pool, order_id)
+    let api_calls = orders::order_api_calls(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let current_status = orders::current_status(pool, order_id)
+    let current_status = orders::current_status(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let line_decisions = review::order_line_decisions(pool, order_id)
+    let line_decisions = review::order_line_decisions(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let review_decisions = review::order_review_decisions(pool, order_id)
+    let review_decisions = review::order_review_decisions(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let line_states = review::latest_line_states(pool, order_id)
+    let line_states = review::latest_line_states(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
-    let held_by = runs::holder_of(pool, order_id)
+    let held_by = runs::holder_of(pool, shop, order_id)
         .await
         .map_err(db_error(action()))?;
     Ok(OrderReport {
@@ -362,6 +418,8 @@ pub async fn order_report(pool: &PgPool, order_id: &str) -> Result<OrderReport, 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub generated_at: DateTime<Utc>,
+    /// The shop the report is about; `None`: every shop.
+    pub shop: Option<String>,
     /// Orders per current status.
     pub statuses: Vec<StatusCount>,
     pub pending: PendingSummary,
@@ -369,6 +427,8 @@ pub struct StatusReport {
     /// Runs holding orders now: their last heartbeat and how many orders each holds.
     pub live_runs: Vec<LiveRun>,
     pub last_run: Option<RunRecord>,
+    /// Each shop's last run: a shop whose marketplace refused its key or was down shows here.
+    pub last_run_per_shop: Vec<RunRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -391,6 +451,7 @@ pub struct PendingSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgedOrder {
+    pub shop: String,
     pub order_id: String,
     pub status: String,
     pub order_created_at: DateTime<Utc>,
@@ -400,6 +461,7 @@ pub struct AgedOrder {
 /// The first deadline to come among the orders still to be decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NearestDeadline {
+    pub shop: String,
     pub order_id: String,
     pub status: String,
     /// `marketplace.acceptance_window` after the marketplace created the order.
@@ -416,6 +478,7 @@ impl NearestDeadline {
             .checked_add_signed(window)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Self {
+            shop: oldest.shop.clone(),
             order_id: oldest.order_id.clone(),
             status: oldest.status.clone(),
             deadline,
@@ -428,6 +491,7 @@ impl AgedOrder {
     fn at(order: PendingOrder, now: DateTime<Utc>) -> Self {
         Self {
             age_seconds: seconds_between(order.order_created_at, now),
+            shop: order.shop,
             order_id: order.order_id,
             status: order.status,
             order_created_at: order.order_created_at,
@@ -435,50 +499,63 @@ impl AgedOrder {
     }
 }
 
-/// The state of the queue at `now`; orders pending longer than `pending_after` are named, and
-/// deadlines are `acceptance_window` after each order's creation.
+/// The state of the queue at `now`, of `shop` or of every shop; orders pending longer than
+/// `pending_after` are named, and deadlines are each shop's window (`windows`, the first being
+/// the default shop's) after each order's creation.
 pub async fn status_report(
     pool: &PgPool,
-    acceptance_window: Duration,
+    shop: Option<&str>,
+    windows: ShopWindows<'_>,
     pending_after: Duration,
     now: DateTime<Utc>,
 ) -> Result<StatusReport, InboxError> {
     let action = || "reading the queue status".to_string();
     let cutoff = time_before(now, pending_after, "alerts.pending_after")?;
-    let statuses = orders::count_by_status(pool)
+    let statuses = orders::count_by_status(pool, shop)
         .await
         .map_err(db_error(action()))?;
-    let total = orders::count_pending_orders(pool)
+    let total = orders::count_pending_orders(pool, shop)
         .await
         .map_err(db_error(action()))?;
-    let oldest = orders::oldest_pending_order(pool)
+    let oldest = orders::oldest_pending_order(pool, shop)
         .await
         .map_err(db_error(action()))?
         .map(|order| AgedOrder::at(order, now));
-    let in_review = review::count_in_review(pool)
+    let nearest_deadline = nearest_deadline(pool, shop, windows, now).await?;
+    let in_review = review::count_in_review(pool, shop)
         .await
         .map_err(db_error(action()))?;
-    let too_long_count = orders::count_pending_created_before(pool, cutoff)
+    let too_long_count = orders::count_pending_created_before(pool, shop, cutoff)
         .await
         .map_err(db_error(action()))?;
-    let too_long = orders::pending_created_before(pool, cutoff, PENDING_TOO_LONG_SHOWN)
+    let too_long = orders::pending_created_before(pool, shop, cutoff, PENDING_TOO_LONG_SHOWN)
         .await
         .map_err(db_error(action()))?;
-    let open_failures = failures::count_open_failures(pool)
+    let open_failures = failures::count_open_failures(pool, shop)
         .await
         .map_err(db_error(action()))?;
-    let last_run = runs::last_run(pool).await.map_err(db_error(action()))?;
-    let live_runs = runs::live_runs(pool).await.map_err(db_error(action()))?;
+    let last_run = runs::last_run(pool, shop)
+        .await
+        .map_err(db_error(action()))?;
+    let last_run_per_shop = runs::last_run_per_shop(pool, shop)
+        .await
+        .map_err(db_error(action()))?;
+    let live_runs = runs::live_runs(pool, shop)
+        .await
+        .map_err(db_error(action()))?;
+    let window_of_note = shop
+        .and_then(|name| windows.iter().find(|(s, _)| *s == name))
+        .or(windows.first())
+        .map_or(Duration::from_secs(24 * 3600), |(_, window)| *window);
     Ok(StatusReport {
+        shop: shop.map(str::to_string),
         live_runs,
         generated_at: now,
         statuses,
         pending: PendingSummary {
             total,
             in_review,
-            nearest_deadline: oldest
-                .as_ref()
-                .map(|order| NearestDeadline::of(order, now, acceptance_window)),
+            nearest_deadline,
             oldest,
             alert_after_seconds: pending_after.as_secs(),
             too_long_count,
@@ -486,9 +563,54 @@ pub async fn status_report(
                 .into_iter()
                 .map(|order| AgedOrder::at(order, now))
                 .collect(),
-            deadline_note: deadline_note(acceptance_window),
+            deadline_note: deadline_note(window_of_note),
         },
         open_failures,
         last_run,
+        last_run_per_shop,
     })
+}
+
+/// The first deadline to come: each shop's oldest pending order plus that shop's window, the
+/// earliest of them. A shop not in `windows` (no longer configured) counts with 24 h.
+async fn nearest_deadline(
+    pool: &PgPool,
+    shop: Option<&str>,
+    windows: ShopWindows<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<NearestDeadline>, InboxError> {
+    let action = || "reading the nearest deadline".to_string();
+    let mut shops: Vec<&str> = windows.iter().map(|(name, _)| *name).collect();
+    let others = orders::shops_with_pending_orders(pool)
+        .await
+        .map_err(db_error(action()))?;
+    for other in &others {
+        if !shops.contains(&other.as_str()) {
+            shops.push(other);
+        }
+    }
+    let mut nearest: Option<NearestDeadline> = None;
+    for name in shops
+        .into_iter()
+        .filter(|name| shop.is_none_or(|s| s == *name))
+    {
+        let Some(oldest) = orders::oldest_pending_order(pool, Some(name))
+            .await
+            .map_err(db_error(action()))?
+        else {
+            continue;
+        };
+        let window = windows
+            .iter()
+            .find(|(s, _)| *s == name)
+            .map_or(Duration::from_secs(24 * 3600), |(_, window)| *window);
+        let deadline = NearestDeadline::of(&AgedOrder::at(oldest, now), now, window);
+        if nearest
+            .as_ref()
+            .is_none_or(|n| deadline.deadline < n.deadline)
+        {
+            nearest = Some(deadline);
+        }
+    }
+    Ok(nearest)
 }

@@ -667,7 +667,7 @@ fn decided_now_text(decided: &DecidedNow, width: Width) -> String {
     format!(
         "{}\nCarried out at once by a run over this order:\n{}\n{outcome}",
         decision_line(&decided.queued.decision),
-        acceptance::summary_table(&decided.run, width)
+        acceptance::summary_table("run", &decided.run, width)
     )
 }
 

@@ -48,6 +48,8 @@ struct Inner {
     shop_id: Option<String>,
     /// Written to `api_calls.service`.
     service: String,
+    /// The shop whose key this client holds: its name on every `api_calls` and `rate_gates` row.
+    shop: String,
     retry: RetryPolicy,
     gate: Gate,
     timeout: Duration,
@@ -66,6 +68,7 @@ impl fmt::Debug for MarketplaceClient {
             .field("base_url", &self.inner.base_url.as_str())
             .field("shop_id", &self.inner.shop_id)
             .field("service", &self.inner.service)
+            .field("shop", &self.inner.shop)
             .field("calls_made", &self.calls_made())
             .finish_non_exhaustive()
     }
@@ -143,7 +146,18 @@ enum Next {
 }
 
 impl MarketplaceClient {
+    /// The default shop's client (`[marketplace]`).
     pub fn new(
+        settings: &MarketplaceSettings,
+        api_calls: &ApiCallsSettings,
+        pool: PgPool,
+    ) -> anyhow::Result<Self> {
+        Self::for_shop(crate::db::DEFAULT_SHOP, settings, api_calls, pool)
+    }
+
+    /// The client of shop `shop`, with its own key, rate gate and pace.
+    pub fn for_shop(
+        shop: &str,
         settings: &MarketplaceSettings,
         api_calls: &ApiCallsSettings,
         pool: PgPool,
@@ -170,6 +184,7 @@ impl MarketplaceClient {
                 base_url,
                 shop_id: settings.shop_id.clone(),
                 service: settings.name.clone(),
+                shop: shop.to_string(),
                 retry: RetryPolicy::new(&settings.retry),
                 gate: Gate::new(&settings.gate),
                 timeout: settings.timeout,
@@ -301,6 +316,11 @@ impl MarketplaceClient {
             .await
     }
 
+    /// The shop whose key this client holds.
+    pub fn shop(&self) -> &str {
+        &self.inner.shop
+    }
+
     /// HTTP attempts made by this client (and its clones) so far, retries included.
     pub fn calls_made(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
@@ -333,7 +353,7 @@ impl MarketplaceClient {
     /// and takes what the shop's other replicas share: closings under way, paces learned.
     pub async fn start_run(&self) {
         self.inner.gate.start_run();
-        shared::load(&self.inner.gate, &self.inner.pool).await;
+        shared::load(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
     }
 
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
@@ -444,6 +464,7 @@ impl MarketplaceClient {
         shared::save(
             &self.inner.gate,
             &self.inner.pool,
+            &self.inner.shop,
             endpoint,
             &self.inner.replica,
         )
@@ -517,6 +538,7 @@ impl MarketplaceClient {
         let path = path_and_query(&call.url);
         let row = NewApiCall {
             service: &self.inner.service,
+            shop: &self.inner.shop,
             endpoint: call.endpoint.as_str(),
             related_id: call.order_id,
             method: call.method.as_str(),
@@ -762,7 +784,7 @@ impl MarketplaceClient {
             Some(_) => "other",
             None => "error",
         };
-        metrics::counter!("marketplace_api_calls_total", "endpoint" => endpoint, "status_class" => status_class)
+        metrics::counter!("marketplace_api_calls_total", "endpoint" => endpoint, "status_class" => status_class, "shop" => self.inner.shop.clone())
             .increment(1);
         metrics::histogram!("marketplace_api_call_duration_seconds", "endpoint" => endpoint)
             .record(duration.as_secs_f64());
@@ -779,6 +801,7 @@ impl MarketplaceClient {
 
         let row = NewApiCall {
             service: &self.inner.service,
+            shop: &self.inner.shop,
             endpoint,
             related_id: call.order_id,
             method: call.method.as_str(),

@@ -20,8 +20,6 @@ use super::gate::Gate;
 use super::learner::{CEILING, FLOOR};
 use crate::db::rate_gates::{self, NewRateGate, RateGateRow};
 
-/// The shop key of every row until the worker serves several shops.
-pub const SHOP: &str = "default";
 /// A pace learned longer ago than this is not taken: the limit may have changed since.
 const RECENT: Duration = Duration::from_secs(15 * 60);
 /// How far a row's clock may run ahead of the database's before it is not believed.
@@ -89,8 +87,8 @@ pub fn check(row: &RateGateRow, ceiling: Duration) -> Option<Checked> {
 }
 
 /// The start of a run: takes the closings still under way and the paces learned recently.
-pub async fn load(gate: &Gate, pool: &PgPool) {
-    for checked in read(gate, pool).await {
+pub async fn load(gate: &Gate, pool: &PgPool, shop: &str) {
+    for checked in read(gate, pool, shop).await {
         take(gate, &checked);
         if let Some((rate, w_max)) = checked.learned
             && gate.adopt(checked.endpoint, rate, w_max)
@@ -107,7 +105,7 @@ pub async fn load(gate: &Gate, pool: &PgPool) {
 }
 
 /// Writes what this process knows of `endpoint`.
-pub async fn save(gate: &Gate, pool: &PgPool, endpoint: Endpoint, updated_by: &str) {
+pub async fn save(gate: &Gate, pool: &PgPool, shop: &str, endpoint: Endpoint, updated_by: &str) {
     let shared = gate.shared(endpoint);
     let closed_for_seconds = shared.closed_until.map(|until| {
         until
@@ -116,7 +114,7 @@ pub async fn save(gate: &Gate, pool: &PgPool, endpoint: Endpoint, updated_by: &s
             .as_secs_f64()
     });
     let row = NewRateGate {
-        shop: SHOP,
+        shop,
         api_group: endpoint.as_str(),
         closed_for_seconds,
         learned: shared.learned,
@@ -127,8 +125,8 @@ pub async fn save(gate: &Gate, pool: &PgPool, endpoint: Endpoint, updated_by: &s
     }
 }
 
-async fn read(gate: &Gate, pool: &PgPool) -> Vec<Checked> {
-    let rows = match rate_gates::load(pool, SHOP).await {
+async fn read(gate: &Gate, pool: &PgPool, shop: &str) -> Vec<Checked> {
+    let rows = match rate_gates::load(pool, shop).await {
         Ok(rows) => rows,
         Err(err) => {
             tracing::warn!(error = %err, "could not read the shared rate gates (rate_gates); this process goes by its own gate");
