@@ -1211,22 +1211,11 @@ async fn the_database_going_away_is_an_error_page_and_the_console_recovers(pool:
 
 // The CLI ---------------------------------------------------------------------------------------
 
-fn database_url_of(pool: &PgPool) -> String {
-    let mut url =
-        url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("url");
-    url.set_path(
-        pool.connect_options()
-            .get_database()
-            .expect("database name"),
-    );
-    url.to_string()
-}
-
 fn cli(pool: &PgPool, args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(BIN)
         .args(args)
-        .env("DATABASE_URL", database_url_of(pool))
+        .env("DATABASE_URL", common::database_url(pool))
         .env("ORDER_ACCEPTANCE__LOG__FORMAT", "text")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::test_env;
+use common::{database_url, test_env};
 use order_acceptance::acceptance::{self, Context, RunResult, RunSummary};
 use order_acceptance::config::{Needs, Settings, next_runs};
 use order_acceptance::marketplace::MarketplaceClient;
@@ -407,14 +407,6 @@ async fn an_id_with_a_comma_is_read_alone(pool: PgPool) {
 }
 
 // 4. Terminal escape codes -----------------------------------------------------------------------
-
-/// The URL of this test's own database, for the binary.
-fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("scripts/test exports DATABASE_URL");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    url.set_path(pool.connect_options().get_database().unwrap_or("postgres"));
-    url.to_string()
-}
 
 async fn binary(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_order-acceptance"))

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{API_KEY, TestApp, spawn_app};
+use common::{API_KEY, TestApp, database_url, spawn_app};
 use order_acceptance::acceptance::{self, RunResult, retention};
 use order_acceptance::check::{self, CheckReport};
 use order_acceptance::server::{self, ServerError};
@@ -19,20 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-acceptance");
 const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// The URL of the test's own database: the server of `DATABASE_URL` (set by `scripts/test`)
-/// with the database `#[sqlx::test]` created for this test.
-fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by scripts/test");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .expect("the test pool names its database")
-        .to_string();
-    url.set_path(&database);
-    url.to_string()
-}
 
 /// A port nothing listens on: bound, then released.
 async fn closed_port() -> u16 {

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use common::{API_KEY, test_env};
+use common::{API_KEY, database_url, test_env};
 
 const OTHER: &str = "other_market";
 
@@ -411,4 +411,89 @@ async fn a_mapping_to_a_sku_the_stock_lacks_makes_the_line_unknown(pool: PgPool)
         (rule.as_str(), sku.as_deref()),
         ("unknown_sku", Some("GONE"))
     );
+}
+
+/// The binary with both shops configured, the other shop's key `other_key`.
+fn binary(app: &TwoShops, other_key: &str, args: &[&str]) -> tokio::process::Command {
+    // Not std's: the simulators answer on this test's runtime while the child runs.
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-acceptance"));
+    let prefix = format!("ORDER_ACCEPTANCE__SHOPS__{}__", OTHER.to_uppercase());
+    command
+        .env_clear()
+        .envs(test_env(&app.default_sim.url(), API_KEY))
+        .env("DATABASE_URL", database_url(&app.pool))
+        .env(format!("{prefix}URL"), app.other_sim.url())
+        .env(format!("{prefix}API_KEY"), other_key)
+        .env("ORDER_ACCEPTANCE__LOG__FORMAT", "text")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true);
+    command
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[sqlx::test]
+async fn once_runs_every_shop_and_names_the_one_that_failed(pool: PgPool) {
+    let app = two_shops(pool, 2, API_KEY, &[]).await;
+
+    // One shop's key refused: the other's orders are accepted, the run is degraded (exit 3).
+    let output = binary(&app, "wrong-key-4711", &["--once"])
+        .output()
+        .await
+        .expect("run");
+    let all = output_text(&output);
+    assert_eq!(output.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("run of shop default") && all.contains(&format!("run of shop {OTHER}")),
+        "{all}"
+    );
+    assert!(all.contains("refused the API key"), "{all}");
+    assert!(!all.contains("wrong-key-4711"), "{all}");
+
+    // `--shop` runs one shop alone: the other shop's good key now, and only its orders.
+    let output = binary(&app, API_KEY, &["--once", "--shop", OTHER])
+        .output()
+        .await
+        .expect("run");
+    let all = output_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(!all.contains("run of shop default"), "{all}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_current_status WHERE status = 'accepted'")
+            .await,
+        4
+    );
+    let runs = app.count("SELECT count(*) FROM acceptance_runs").await;
+    assert_eq!(runs, 3, "two shops, then one");
+
+    // The operator commands take --shop and show the shop.
+    let output = binary(&app, API_KEY, &["status", "--shop", OTHER, "--json"])
+        .output()
+        .await
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(status["shop"], OTHER);
+    assert_eq!(status["last_run"]["shop"], OTHER);
+    assert_eq!(status["last_run"]["result"], "completed");
+
+    let output = binary(&app, API_KEY, &["--shop", "Not-A-Name", "status"])
+        .output()
+        .await
+        .expect("status");
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+
+    let output = binary(&app, API_KEY, &["--once", "--shop", "nosuchshop"])
+        .output()
+        .await
+        .expect("run");
+    let all = output_text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("no such shop") && all.contains(OTHER), "{all}");
 }

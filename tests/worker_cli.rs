@@ -6,22 +6,9 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{API_KEY, TestApp, spawn_app, test_env};
+use common::{API_KEY, TestApp, database_url, spawn_app, test_env};
 use sqlx::PgPool;
 use tokio::process::Command;
-
-/// The URL of this test's own database, for the child process.
-fn database_url(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("scripts/test exports DATABASE_URL");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or("postgres")
-        .to_string();
-    url.set_path(&database);
-    url.to_string()
-}
 
 /// The worker binary with the test settings, JSON logs at debug level, and `overrides`.
 fn worker(app: &TestApp, key: &str, overrides: &[(&str, &str)]) -> Command {

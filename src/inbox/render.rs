@@ -13,6 +13,7 @@ use super::{
 };
 use crate::acceptance;
 use crate::acceptance::DecidedNow;
+use crate::db::DEFAULT_SHOP;
 use crate::db::failures::{FailureSummary, Resolution};
 use crate::db::review::{LineDecision, LineState, ReviewDecision};
 use crate::db::runs::{Holder, LiveRun, RunRecord};
@@ -37,6 +38,15 @@ impl EscapedRows for Table {
                 .map(|cell| terminal::escape_lines(cell).into_owned())
                 .collect::<Vec<_>>(),
         )
+    }
+}
+
+/// An order as people name it: its id, and its shop when that is not the default one (two
+/// marketplaces may use the same id; a one-shop deployment reads as before).
+fn order_name(shop: &str, order_id: &str) -> String {
+    match shop {
+        DEFAULT_SHOP => order_id.to_string(),
+        shop => format!("{order_id} (shop {shop})"),
     }
 }
 
@@ -131,19 +141,28 @@ pub fn failure_list(list: &FailureList, width: Width) -> String {
         let which = if list.include_resolved { "" } else { "open " };
         return format!("No {which}failures match.");
     }
+    // A shop column once there is more than the default shop to tell apart.
+    let with_shop = list.failures.iter().any(|f| f.failure.shop != DEFAULT_SHOP);
     let mut header = vec!["ID", "ORDER", "PROCESS", "AGE", "ORDER STATUS"];
+    if with_shop {
+        header.insert(1, "SHOP");
+    }
     if list.include_resolved {
         header.push("STATE");
     }
     header.push("DETAILS");
     let mut rows = table(&header, width);
     for listed in &list.failures {
-        rows.add_cells(failure_row(
+        let mut row = failure_row(
             &listed.failure,
             listed.age_seconds,
             list.include_resolved,
             width,
-        ));
+        );
+        if with_shop {
+            row.insert(1, listed.failure.shop.clone());
+        }
+        rows.add_cells(row);
     }
     let count = list.failures.len();
     finish(format!("{rows}\n{count} failure(s), newest first."))
@@ -249,7 +268,7 @@ pub fn retry(outcome: &RetryOutcome) -> String {
 fn retry_text(outcome: &RetryOutcome) -> String {
     format!(
         "Order {} is back in the queue: history row #{} (pending_acceptance, was {}). The next run picks it up.\n{}",
-        outcome.order_id,
+        order_name(&outcome.shop, &outcome.order_id),
         outcome.history_id,
         outcome.previous_status,
         resolution(&outcome.resolution)
@@ -261,7 +280,7 @@ pub fn order(report: &OrderReport, width: Width) -> String {
     let order = &report.order;
     let mut out = format!(
         "Order {}: {}\nStored {}; placed {}\n",
-        order.order_id,
+        order_name(&order.shop, &order.order_id),
         report
             .current_status
             .as_deref()
@@ -465,8 +484,12 @@ fn status_text(report: &StatusReport, width: Width) -> String {
         counts.add_cells(vec![count.status.clone(), count.orders.to_string()]);
     }
     let pending = &report.pending;
+    let of_shop = report
+        .shop
+        .as_ref()
+        .map_or_else(String::new, |shop| format!(" of shop {shop}"));
     let mut out = format!(
-        "Status at {}\n\nOrders by current status:\n{}",
+        "Status{of_shop} at {}\n\nOrders by current status:\n{}",
         timestamp(report.generated_at),
         section(counts, report.statuses.is_empty(), "no orders")
     );
@@ -506,10 +529,18 @@ fn status_text(report: &StatusReport, width: Width) -> String {
     for run in &report.live_runs {
         out.push_str(&format!("  - {}\n", live_run(run, report.generated_at)));
     }
-    out.push_str(&format!(
-        "\nLast run: {}\n",
-        last_run(report.last_run.as_ref())
-    ));
+    match report.last_run_per_shop.as_slice() {
+        runs if runs.len() > 1 => {
+            out.push_str("\nLast run of each shop:\n");
+            for run in runs {
+                out.push_str(&format!("  {}: {}\n", run.shop, last_run(Some(run))));
+            }
+        }
+        _ => out.push_str(&format!(
+            "\nLast run: {}\n",
+            last_run(report.last_run.as_ref())
+        )),
+    }
     out
 }
 
@@ -518,8 +549,12 @@ fn live_run(run: &LiveRun, now: DateTime<Utc>) -> String {
         || "-".to_string(),
         |at| format!("{} ago", humanise_age((now - at).num_seconds().max(0))),
     );
+    let shop = match run.shop.as_str() {
+        DEFAULT_SHOP => String::new(),
+        shop => format!(" (shop {shop})"),
+    };
     format!(
-        "#{} on {}: started {}, last heartbeat {beat}, {} order(s) held",
+        "#{}{shop} on {}: started {}, last heartbeat {beat}, {} order(s) held",
         run.run_id,
         run.worker_id,
         timestamp(run.started_at),
@@ -550,7 +585,7 @@ fn holder(holder: &Holder) -> String {
 fn aged(order: &AgedOrder) -> String {
     format!(
         "{} ({}, created {}, {} ago)",
-        order.order_id,
+        order_name(&order.shop, &order.order_id),
         order.status,
         timestamp(order.order_created_at),
         humanise_age(order.age_seconds)
@@ -561,7 +596,7 @@ fn deadline(nearest: &NearestDeadline) -> String {
     format!(
         "{} for {} ({}), {}",
         timestamp(nearest.deadline),
-        nearest.order_id,
+        order_name(&nearest.shop, &nearest.order_id),
         nearest.status,
         time_left(nearest.seconds_left)
     )
@@ -590,7 +625,7 @@ fn review_list_text(list: &ReviewList, width: Width) -> String {
         let order = &reviewed.order;
         out.push_str(&format!(
             "Order {}: deadline {} ({}); created {}, in review since {}\n",
-            order.order_id,
+            order_name(&order.shop, &order.order_id),
             timestamp(order.deadline),
             time_left(reviewed.time_left_seconds),
             timestamp(order.order_created_at),
@@ -613,7 +648,7 @@ fn review_list_text(list: &ReviewList, width: Width) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "{} order(s) in review, oldest first. Decide with `order-acceptance review accept ID [--lines L1,L2]` or `order-acceptance review refuse ID --note TEXT`; {}.",
+        "{} order(s) in review, oldest first. Decide with `order-acceptance review accept ID [--lines L1,L2] [--shop NAME]` or `order-acceptance review refuse ID --note TEXT [--shop NAME]`; {}.",
         list.orders.len(),
         list.deadline_note
     ));
@@ -638,7 +673,7 @@ fn decision_line(decision: &ReviewDecision) -> String {
     format!(
         "Review decision #{} queued for order {}: {} {} by {}{}.",
         decision.review_id,
-        decision.order_id,
+        order_name(&decision.shop, &decision.order_id),
         decision.action,
         decided_lines(decision.lines.as_deref()),
         decision.decided_by,

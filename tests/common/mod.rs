@@ -48,6 +48,20 @@ pub fn test_env(marketplace_url: &str, key: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The URL of this test's own database (`#[sqlx::test]` made it on the server of
+/// `DATABASE_URL`, which `scripts/test` exports), for a child process.
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("scripts/test exports DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("the test pool names its database")
+        .to_string();
+    url.set_path(&database);
+    url.to_string()
+}
+
 /// Starts a simulator (a 10 ms step unless `configure` says otherwise) and loads test settings
 /// pointing at it, with `overrides` applied last.
 pub async fn spawn_app(
