@@ -2,8 +2,9 @@
 //! ✗ with what was found, so an operator fixing a deployment sees every problem in one go.
 //!
 //! The checks: the configuration loads; the database answers; its migrations match this
-//! binary's; with rules on, the stock relation is usable; the marketplace answers A01 and
-//! accepts the key. The key is never printed.
+//! binary's; with rules on, the stock relation is usable; every shop's marketplace answers A01
+//! and accepts its key (one line per shop, named when there are several). No key is ever
+//! printed.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use chrono::Utc;
 
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, ConfigError, Settings, Shop};
 use crate::db::{self, MigrationState};
 use crate::marketplace::{MarketplaceClient, MarketplaceError};
 
@@ -31,8 +32,12 @@ pub struct CheckReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckLine {
-    /// `configuration`, `database`, `migrations`, `stock` (rules on) or `marketplace`.
-    pub check: &'static str,
+    /// `configuration`, `schedule`, `database`, `migrations`, `stock` (rules on), or
+    /// `marketplace`: with named shops, `marketplace (NAME)`, one per shop.
+    pub check: String,
+    /// The shop a `marketplace` line is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shop: Option<String>,
     pub ok: bool,
     /// What was found: on success what was reached, on failure why and what to do.
     pub detail: String,
@@ -72,17 +77,19 @@ impl CheckReport {
     }
 }
 
-fn passed(check: &'static str, detail: String) -> CheckLine {
+fn passed(check: &str, detail: String) -> CheckLine {
     CheckLine {
-        check,
+        check: check.to_owned(),
+        shop: None,
         ok: true,
         detail,
     }
 }
 
-fn failed(check: &'static str, detail: String) -> CheckLine {
+fn failed(check: &str, detail: String) -> CheckLine {
     CheckLine {
-        check,
+        check: check.to_owned(),
+        shop: None,
         ok: false,
         detail,
     }
@@ -116,7 +123,12 @@ pub async fn run_checks(settings: &Settings) -> CheckReport {
             unconnected_pool(settings)
         }
     };
-    checks.push(marketplace(settings, pool).await);
+    let shops = settings.all_shops();
+    let named = shops.len() > 1;
+    let marketplaces = shops
+        .iter()
+        .map(|shop| marketplace(settings, shop, named, pool.clone()));
+    checks.extend(futures::future::join_all(marketplaces).await);
     CheckReport::new(checks)
 }
 
@@ -263,38 +275,52 @@ fn unconnected_pool(settings: &Settings) -> PgPool {
         .connect_lazy_with(options)
 }
 
-async fn marketplace(settings: &Settings, pool: PgPool) -> CheckLine {
-    let url = &crate::redact::url(settings.marketplace.url.as_str());
+/// A01 with the shop's key. `named`: the line names the shop (there are several).
+async fn marketplace(settings: &Settings, shop: &Shop, named: bool, pool: PgPool) -> CheckLine {
+    let check = match named {
+        true => format!("marketplace ({})", shop.name),
+        false => "marketplace".to_owned(),
+    };
+    CheckLine {
+        shop: Some(shop.name.to_string()),
+        ..account(settings, shop, pool, &check).await
+    }
+}
+
+async fn account(settings: &Settings, shop: &Shop, pool: PgPool, check: &str) -> CheckLine {
+    let url = &crate::redact::url(shop.marketplace.url.as_str());
+    let section = shop.section();
     // One attempt, no retries: the check reports what it sees now, within marketplace.timeout,
     // instead of waiting through the worker's retry budget.
-    let mut marketplace = settings.marketplace.clone();
+    let mut marketplace = shop.marketplace.clone();
     marketplace.retry.attempts = 1;
     let client = match MarketplaceClient::new(&marketplace, &settings.api_calls, pool) {
         Ok(client) => client,
-        Err(err) => return failed("marketplace", format!("{err:#}")),
+        Err(err) => return failed(check, format!("{err:#}")),
     };
     match client.account().await {
         Ok(account) => {
-            let shop = match (account.shop_name, account.shop_id) {
+            let found = match (account.shop_name, account.shop_id) {
                 (Some(name), Some(id)) => format!("shop \"{name}\" (id {id})"),
                 (Some(name), None) => format!("shop \"{name}\""),
                 (None, Some(id)) => format!("shop id {id}"),
                 (None, None) => "a shop with no name or id".to_string(),
             };
-            passed("marketplace", format!("{url} accepted the key: {shop}"))
+            passed(check, format!("{url} accepted the key: {found}"))
         }
         Err(MarketplaceError::Unauthorized { status: 401, .. }) => failed(
-            "marketplace",
+            check,
             format!(
-                "{url}: the key was refused (HTTP 401): check marketplace.api_key (MARKETPLACE_API_KEY) and marketplace.url"
+                "{url}: the key was refused (HTTP 401): check {} and {section}.url",
+                shop.api_key_source()
             ),
         ),
         Err(MarketplaceError::Unauthorized { status, .. }) => failed(
-            "marketplace",
+            check,
             format!(
-                "{url}: the key was refused (HTTP {status}): it lacks a shop role, or marketplace.shop_id names a shop it cannot reach; check marketplace.api_key and marketplace.shop_id"
+                "{url}: the key was refused (HTTP {status}): it lacks a shop role, or {section}.shop_id names a shop it cannot reach; check {section}.api_key and {section}.shop_id"
             ),
         ),
-        Err(err) => failed("marketplace", format!("{url}: {err}")),
+        Err(err) => failed(check, format!("{url}: {err}")),
     }
 }

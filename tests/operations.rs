@@ -11,6 +11,7 @@ use chrono::Utc;
 use common::{API_KEY, TestApp, database_url, spawn_app};
 use order_acceptance::acceptance::{self, RunResult, retention};
 use order_acceptance::check::{self, CheckReport};
+use order_acceptance::config::{Needs, Settings};
 use order_acceptance::server::{self, ServerError};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -83,7 +84,11 @@ async fn check_passes_with_a_good_key(pool: PgPool) {
     let report = check::run_checks(&settings).await;
 
     assert!(report.ok, "{}", report.render());
-    let names: Vec<&str> = report.checks.iter().map(|line| line.check).collect();
+    let names: Vec<&str> = report
+        .checks
+        .iter()
+        .map(|line| line.check.as_str())
+        .collect();
     assert_eq!(
         names,
         [
@@ -223,6 +228,74 @@ async fn check_with_the_database_down_reports_it_and_carries_on(pool: PgPool) {
     // The marketplace is still checked; its api_calls row could not be written, which is logged.
     assert!(lines[4].starts_with("✓ marketplace"), "{stdout}");
     assert!(!stdout.contains("db-secret-pw") && !stderr.contains("db-secret-pw"));
+}
+
+#[sqlx::test]
+async fn check_checks_every_shop_and_names_the_one_whose_key_is_refused(pool: PgPool) {
+    const WRONG_KEY: &str = "wrong-shop-key-0a7f3d-must-not-appear";
+    let url = database_url(&pool);
+    let sim = common::spawn_marketplaces(&["bestbuy_ca", "other"], |_| {}).await;
+    let (ca, other) = (
+        sim.marketplace("bestbuy_ca").expect("served").url(),
+        sim.marketplace("other").expect("served").url(),
+    );
+    let mut env = common::test_env(&ca, API_KEY);
+    env.push(("DATABASE_URL".into(), url.clone()));
+    env.extend(common::shop_env("other", &other, WRONG_KEY));
+    env.extend(common::shop_env("good", &other, API_KEY));
+    let settings = Settings::load_from(None, Needs::Everything, env.clone()).expect("settings");
+
+    let report = check::run_checks(&settings).await;
+    assert!(!report.ok, "{}", report.render());
+    let names: Vec<&str> = report
+        .checks
+        .iter()
+        .map(|line| line.check.as_str())
+        .collect();
+    assert_eq!(
+        names[names.len() - 3..],
+        [
+            "marketplace (default)",
+            "marketplace (good)",
+            "marketplace (other)"
+        ]
+    );
+    assert!(line(&report, "marketplace (default)").ok, "{report:?}");
+    assert!(line(&report, "marketplace (good)").ok, "{report:?}");
+    let refused = line(&report, "marketplace (other)");
+    assert!(!refused.ok);
+    assert_eq!(refused.shop.as_deref(), Some("other"));
+    assert!(
+        refused.detail.contains(&format!("{other}: the key was refused (HTTP 401): check shops.other.api_key (ORDER_ACCEPTANCE__SHOPS__OTHER__API_KEY) or shops.other.api_key_file and shops.other.url")),
+        "{refused:?}"
+    );
+    // Each shop's A01 reached its own marketplace: the wrong key only the other one's.
+    let other_stats = sim.marketplace("other").expect("served").stats();
+    assert_eq!(other_stats.requests.get("unauthorized"), Some(&1));
+    assert_eq!(other_stats.requests.get("A01"), Some(&1), "the good shop's");
+    let ca_stats = sim.marketplace("bestbuy_ca").expect("served").stats();
+    assert_eq!(ca_stats.requests.get("A01"), Some(&1));
+
+    // The binary exits 1 and prints one line per shop, never the key.
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let output = run_binary(&["check"], &env).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("✓ marketplace (default)") && l.contains("Simulated Shop")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("✗ marketplace (other)") && l.contains("HTTP 401")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(WRONG_KEY) && !stderr.contains(WRONG_KEY));
+    assert!(!stdout.contains(API_KEY) && !stderr.contains(API_KEY));
+    sim.shutdown().await;
 }
 
 #[tokio::test]

@@ -208,3 +208,32 @@ impl TestApp {
         .expect("expire holds");
     }
 }
+
+/// A simulator serving one marketplace per name under `/NAME`, each a 10 ms step unless
+/// `configure` says otherwise, with the same seeded orders (so the same ids) on each.
+pub async fn spawn_marketplaces(names: &[&str], configure: impl Fn(&mut SimConfig)) -> Simulator {
+    let marketplaces = names
+        .iter()
+        .map(|name| {
+            let mut config = SimConfig::new(API_KEY);
+            config.step = std::time::Duration::from_millis(10);
+            configure(&mut config);
+            (name.to_string(), config)
+        })
+        .collect();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    Simulator::start_marketplaces(marketplaces, listener)
+        .await
+        .expect("start simulator")
+}
+
+/// The variables that add the shop `name` at `url` with `key`.
+pub fn shop_env(name: &str, url: &str, key: &str) -> Vec<(String, String)> {
+    let var = |key: &str| format!("ORDER_ACCEPTANCE__SHOPS__{}__{key}", name.to_uppercase());
+    vec![
+        (var("URL"), url.to_owned()),
+        (var("API_KEY"), key.to_owned()),
+    ]
+}

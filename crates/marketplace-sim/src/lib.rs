@@ -19,6 +19,11 @@
 //! the seller's own), or take exact lines from [`OrderSpec::items`]. `--rate-limit` gives each
 //! endpoint its own token bucket (`POST /sim/rate-limit` changes the limit while it runs); every 429
 //! is counted per endpoint in [`SimStats::throttled`].
+//!
+//! One process can serve several marketplaces ([`Simulator::start_marketplaces`],
+//! `--marketplaces a,b`): each [`Marketplace`] has its whole API under `/NAME` and its own
+//! orders, faults, rate limit and counters, so one seller's shops on different marketplaces can
+//! be simulated at once, with the same order ids on each.
 
 mod catalogue;
 mod control;
@@ -99,6 +104,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn new(config: SimConfig, shutdown: &CancellationToken) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::new(&config, Utc::now())),
+            config,
+            shutdown: shutdown.clone(),
+        })
+    }
+
     /// The state; a handler that panicked mid-update cannot leave it worse than a torn counter,
     /// so poisoning is ignored rather than taking the whole simulator down.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -137,39 +150,44 @@ impl Shared {
     }
 }
 
-/// A running simulator.
-pub struct Simulator {
-    pub addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: JoinHandle<std::io::Result<()>>,
+/// The longest marketplace name, as the worker's shop names.
+const MAX_NAME: usize = 40;
+
+/// Checks a marketplace name for `--marketplaces`: a plain identifier (a lowercase letter, then
+/// up to 39 lowercase letters, digits or underscores), so it is one path segment as written.
+pub fn marketplace_name(name: &str) -> Result<String, String> {
+    let mut chars = name.chars();
+    let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= MAX_NAME;
+    if plain {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "\"{}\" is not a marketplace name: use a lowercase letter, then up to {} lowercase letters, digits or underscores (examples: bestbuy_ca, other)",
+            name.escape_default(),
+            MAX_NAME - 1
+        ))
+    }
 }
 
-impl Simulator {
-    /// Seeds the orders and serves on `listener` in a spawned task.
-    pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<Simulator> {
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&config, Utc::now())),
-            config,
-            shutdown: CancellationToken::new(),
-        });
-        let app = routes::router(Arc::clone(&shared));
-        let stop = shared.shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
-        Ok(Simulator {
-            addr,
-            shared,
-            server,
-        })
+/// One marketplace a simulator serves: its own orders, faults, rate limit and counters.
+pub struct Marketplace {
+    /// `None` for the marketplace served at `/`.
+    name: Option<String>,
+    url: String,
+    shared: Arc<Shared>,
+}
+
+impl Marketplace {
+    /// The name it is served under (`/NAME`), `None` when served at `/`.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
-    /// `http://IP:PORT`, the base URL a client appends `/api/...` to.
+    /// `http://IP:PORT` or `http://IP:PORT/NAME`: the base URL a client appends `/api/...` to.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
     }
 
     /// In-process `POST /sim/orders`; returns the new ids. `lines` is clamped to 1..=100,
@@ -208,14 +226,160 @@ impl Simulator {
                 .collect(),
         )
     }
+}
+
+/// A running simulator: one marketplace at `/` ([`Simulator::start`]), or several, each under
+/// `/NAME` ([`Simulator::start_marketplaces`]).
+pub struct Simulator {
+    pub addr: SocketAddr,
+    marketplaces: Vec<Marketplace>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Simulator {
+    /// Seeds the orders and serves one marketplace at `/` on `listener` in a spawned task.
+    pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<Simulator> {
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let shared = Shared::new(config, &shutdown);
+        let app = routes::router(Arc::clone(&shared));
+        let marketplace = Marketplace {
+            name: None,
+            url: format!("http://{addr}"),
+            shared,
+        };
+        Ok(Simulator::serve(
+            addr,
+            listener,
+            app,
+            vec![marketplace],
+            shutdown,
+        ))
+    }
+
+    /// Serves several marketplaces on `listener`, each its whole API (OR11, OR21, A01 and the
+    /// `/sim` routes) under `/NAME`, each with its own orders seeded from its own config: with
+    /// the same config, the same order ids on every marketplace. Names must be plain
+    /// identifiers ([`marketplace_name`]), at least one and each once.
+    pub async fn start_marketplaces(
+        marketplaces: Vec<(String, SimConfig)>,
+        listener: TcpListener,
+    ) -> std::io::Result<Simulator> {
+        check_names(marketplaces.iter().map(|(name, _)| name.as_str()))
+            .map_err(|problem| std::io::Error::new(std::io::ErrorKind::InvalidInput, problem))?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let mut app = axum::Router::new();
+        let mut served = Vec::with_capacity(marketplaces.len());
+        for (name, config) in marketplaces {
+            let shared = Shared::new(config, &shutdown);
+            app = app.nest(&format!("/{name}"), routes::router(Arc::clone(&shared)));
+            served.push(Marketplace {
+                url: format!("http://{addr}/{name}"),
+                name: Some(name),
+                shared,
+            });
+        }
+        let names: Vec<String> = served
+            .iter()
+            .filter_map(|marketplace| marketplace.name.clone())
+            .collect();
+        let app = app.fallback(move || routes::no_marketplace(names.clone()));
+        Ok(Simulator::serve(addr, listener, app, served, shutdown))
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        listener: TcpListener,
+        app: axum::Router,
+        marketplaces: Vec<Marketplace>,
+        shutdown: CancellationToken,
+    ) -> Simulator {
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Simulator {
+            addr,
+            marketplaces,
+            shutdown,
+            server,
+        }
+    }
+
+    /// `http://IP:PORT`: the base URL of the marketplace served at `/`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every marketplace served, in the order given.
+    pub fn marketplaces(&self) -> &[Marketplace] {
+        &self.marketplaces
+    }
+
+    /// The marketplace served under `/NAME`.
+    pub fn marketplace(&self, name: &str) -> Option<&Marketplace> {
+        self.marketplaces
+            .iter()
+            .find(|marketplace| marketplace.name() == Some(name))
+    }
+
+    /// The first marketplace: the only one of a simulator from [`Simulator::start`].
+    fn first(&self) -> &Marketplace {
+        // Both constructors serve at least one marketplace.
+        &self.marketplaces[0]
+    }
+
+    /// [`Marketplace::add_orders`] on the first marketplace.
+    pub fn add_orders(&self, specs: Vec<OrderSpec>) -> Vec<String> {
+        self.first().add_orders(specs)
+    }
+
+    /// [`Marketplace::set_rate_limit`] on the first marketplace.
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        self.first().set_rate_limit(per_second);
+    }
+
+    /// [`Marketplace::stats`] of the first marketplace.
+    pub fn stats(&self) -> SimStats {
+        self.first().stats()
+    }
+
+    /// [`Marketplace::order_state`] on the first marketplace.
+    pub fn order_state(&self, order_id: &str) -> Option<String> {
+        self.first().order_state(order_id)
+    }
+
+    /// [`Marketplace::line_states`] on the first marketplace.
+    pub fn line_states(&self, order_id: &str) -> Option<Vec<String>> {
+        self.first().line_states(order_id)
+    }
 
     /// Stops accepting connections, cuts slow answers short and waits for the server task.
     pub async fn shutdown(self) {
-        self.shared.shutdown.cancel();
+        self.shutdown.cancel();
         match self.server.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "marketplace-sim server failed"),
             Err(error) => tracing::warn!(%error, "marketplace-sim server task failed"),
         }
+    }
+}
+
+/// Every name a plain identifier, at least one, none twice.
+fn check_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        marketplace_name(name)?;
+        if !seen.insert(name) {
+            return Err(format!("marketplace \"{name}\" is named twice"));
+        }
+    }
+    match seen.is_empty() {
+        true => Err("name at least one marketplace".to_owned()),
+        false => Ok(()),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::io::IsTerminal;
 
 use clap::Parser;
-use marketplace_sim::{Catalogue, Faults, SimConfig, Simulator};
+use marketplace_sim::{Catalogue, Faults, SimConfig, Simulator, marketplace_name};
 use tracing_subscriber::EnvFilter;
 
 /// A Mirakl-compatible marketplace simulator for demos, tests and benchmarks.
@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 /// Serves OR11, OR21 and A01 under /api, moves accepted orders through WAITING_DEBIT,
 /// WAITING_DEBIT_PAYMENT and SHIPPING one --step apart, and injects faults on request.
 /// Control endpoints (no key): POST /sim/orders, GET /sim/stats, GET /sim/orders/{id}.
+/// With --marketplaces, each marketplace's /api and /sim routes are under /NAME.
 /// Rates are probabilities from 0 to 1; random draws come from --seed, so runs are
 /// reproducible. Stops cleanly on SIGINT or SIGTERM.
 #[derive(Parser, Debug)]
@@ -38,6 +39,15 @@ struct Cli {
     /// an inline list like "SKU1:19.99,SKU2:5". Default: eight built-in Best Buy-like products.
     #[arg(long, value_parser = catalogue, value_name = "FILE|LIST")]
     skus: Option<Catalogue>,
+
+    /// Serve several marketplaces from this process: each one's whole API (/api and /sim)
+    /// under /NAME, e.g. --marketplaces bestbuy_ca,other serves
+    /// http://ADDR/bestbuy_ca/api/orders and http://ADDR/other/api/orders. Each has its own
+    /// orders (--orders N each, so the same order ids on every one), faults, rate limit and
+    /// counters, all from the other flags. Names are plain identifiers (a lowercase letter, then
+    /// lowercase letters, digits or underscores). Without it, one marketplace is served at /.
+    #[arg(long, value_delimiter = ',', value_parser = marketplace_name, value_name = "NAME,NAME")]
+    marketplaces: Vec<String>,
 
     /// Seed for order contents, order fates and faults.
     #[arg(long, default_value_t = 1)]
@@ -197,7 +207,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let simulator = match Simulator::start(config, listener).await {
+    let started = match cli.marketplaces.as_slice() {
+        [] => Simulator::start(config, listener).await,
+        names => {
+            let marketplaces = names
+                .iter()
+                .map(|name| (name.clone(), config.clone()))
+                .collect();
+            Simulator::start_marketplaces(marketplaces, listener).await
+        }
+    };
+    let simulator = match started {
         Ok(simulator) => simulator,
         Err(error) => {
             eprintln!("error: cannot start: {error}");
@@ -205,11 +225,22 @@ async fn main() -> ExitCode {
         }
     };
     // Scripts wait for this line, so it goes to stdout whatever the log format.
-    println!(
-        "marketplace-sim listening on {} with {} orders",
-        simulator.url(),
-        cli.orders
-    );
+    match cli.marketplaces.is_empty() {
+        true => println!(
+            "marketplace-sim listening on {} with {} orders",
+            simulator.url(),
+            cli.orders
+        ),
+        false => {
+            let urls: Vec<String> = simulator.marketplaces().iter().map(|m| m.url()).collect();
+            println!(
+                "marketplace-sim listening on {} with {} orders on each of {}",
+                simulator.url(),
+                cli.orders,
+                urls.join(", ")
+            );
+        }
+    }
     let code = match stop_signal().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -147,6 +147,19 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource")
 }
 
+/// A path under no marketplace of a simulator serving several: says where they are.
+pub(crate) async fn no_marketplace(names: Vec<String>) -> ApiError {
+    let at: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!(
+            "No such resource: this simulator serves its marketplaces under {}",
+            at.join(", ")
+        ),
+    )
+}
+
 fn split(value: &str) -> impl Iterator<Item = String> + '_ {
     value
         .split(',')

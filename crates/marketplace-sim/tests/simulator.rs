@@ -1851,3 +1851,305 @@ async fn random_faults_are_reproducible_from_the_seed() {
     assert_eq!(first, run().await);
     assert!(first.contains(&200) && first.contains(&429) && first.iter().any(|s| *s >= 500));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several marketplaces in one process
+
+async fn start_marketplaces(marketplaces: Vec<(&str, SimConfig)>) -> Simulator {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let marketplaces = marketplaces
+        .into_iter()
+        .map(|(name, config)| (name.to_owned(), config))
+        .collect();
+    Simulator::start_marketplaces(marketplaces, listener)
+        .await
+        .unwrap()
+}
+
+/// OR21 accepting every line of `order_id` on the marketplace at `base`.
+async fn accept_at(http: &reqwest::Client, base: &str, order_id: &str) -> StatusCode {
+    let order: Value = http
+        .get(format!("{base}/sim/orders/{order_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    http.put(format!("{base}/api/orders/{order_id}/accept"))
+        .header("Authorization", KEY)
+        .header("Content-Type", "application/json")
+        .body(decisions(&order, true))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn waiting_ids(http: &reqwest::Client, base: &str) -> (StatusCode, Vec<String>) {
+    let response = http
+        .get(format!(
+            "{base}/api/orders?order_state_codes=WAITING_ACCEPTANCE&max=100"
+        ))
+        .header("Authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    match response.status() {
+        StatusCode::OK => (StatusCode::OK, ids(&response.json().await.unwrap())),
+        status => (status, Vec::new()),
+    }
+}
+
+#[tokio::test]
+async fn several_marketplaces_share_order_ids_but_not_their_orders() {
+    let seeded = SimConfig {
+        orders: 3,
+        step: Duration::ZERO,
+        ..config()
+    };
+    let sim = start_marketplaces(vec![("bestbuy_ca", seeded.clone()), ("other", seeded)]).await;
+    let http = reqwest::Client::new();
+    let (ca, other) = (
+        sim.marketplace("bestbuy_ca").unwrap(),
+        sim.marketplace("other").unwrap(),
+    );
+    assert_eq!(ca.url(), format!("http://{}/bestbuy_ca", sim.addr));
+    assert_eq!(other.name(), Some("other"));
+
+    let (_, ca_ids) = waiting_ids(&http, &ca.url()).await;
+    let (_, other_ids) = waiting_ids(&http, &other.url()).await;
+    assert_eq!(ca_ids.len(), 3);
+    assert_eq!(ca_ids, other_ids, "seeded the same way: the same ids");
+
+    let id = &ca_ids[0];
+    assert_eq!(
+        accept_at(&http, &ca.url(), id).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(ca.order_state(id).as_deref(), Some("SHIPPING"));
+    assert_eq!(
+        other.order_state(id).as_deref(),
+        Some("WAITING_ACCEPTANCE"),
+        "the other marketplace's order of the same id is untouched"
+    );
+    let (_, other_waiting) = waiting_ids(&http, &other.url()).await;
+    assert_eq!(other_waiting, other_ids);
+    // And it can be accepted there too, once.
+    assert_eq!(
+        accept_at(&http, &other.url(), id).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(ca.stats().or21_not_waiting, 0);
+    assert_eq!(other.stats().or21_not_waiting, 0);
+    assert_eq!(ca.stats().requests.get("OR21"), Some(&1));
+    assert_eq!(other.stats().requests.get("OR21"), Some(&1));
+
+    // Orders added to one marketplace exist only there.
+    let added = other.add_orders(vec![spec("ONLY-OTHER")]);
+    assert_eq!(added, ["ONLY-OTHER"]);
+    assert!(ca.order_state("ONLY-OTHER").is_none());
+    let missing = http
+        .get(format!("{}/sim/orders/ONLY-OTHER", ca.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fault_on_one_marketplace_leaves_the_other_alone() {
+    let broken = SimConfig {
+        orders: 2,
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config()
+    };
+    let healthy = SimConfig {
+        orders: 2,
+        ..config()
+    };
+    let sim = start_marketplaces(vec![("broken", broken), ("healthy", healthy)]).await;
+    let http = reqwest::Client::new();
+    let (broken, healthy) = (
+        sim.marketplace("broken").unwrap(),
+        sim.marketplace("healthy").unwrap(),
+    );
+    let (status, _) = waiting_ids(&http, &broken.url()).await;
+    assert!(status.is_server_error(), "{status}");
+    let (status, ids) = waiting_ids(&http, &healthy.url()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids.len(), 2);
+
+    // A rate limit set through one marketplace's control route throttles that one only.
+    let set = http
+        .post(format!("{}/sim/rate-limit", healthy.url()))
+        .json(&json!({ "per_second": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let (status, _) = waiting_ids(&http, &healthy.url()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    healthy.set_rate_limit(None);
+    let (status, _) = waiting_ids(&http, &healthy.url()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The counters are each marketplace's own, read over HTTP as in-process.
+    let stats: Value = http
+        .get(format!("{}/sim/stats", broken.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["requests"]["OR11"], 1);
+    assert_eq!(broken.stats().requests.get("OR11"), Some(&1));
+    assert_eq!(healthy.stats().requests.get("OR11"), Some(&3));
+    let injected = |stats: marketplace_sim::SimStats| -> u64 {
+        stats
+            .faults_injected
+            .iter()
+            .filter(|(key, _)| key.starts_with("status_"))
+            .map(|(_, count)| *count)
+            .sum()
+    };
+    assert_eq!(injected(broken.stats()), 1);
+    assert_eq!(injected(healthy.stats()), 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_marketplaces_serve_nothing_at_the_root() {
+    let sim = start_marketplaces(vec![("a", config()), ("b", config())]).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!("{}/api/orders", sim.url()))
+        .header("Authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    let body: Value = http
+        .get(format!("{}/sim/stats", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("under /a, /b"),
+        "{body}"
+    );
+    // A wrong key is refused per marketplace, as at the root.
+    let refused = http
+        .get(format!("{}/a/api/account", sim.url()))
+        .header("Authorization", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let account: Value = http
+        .get(format!("{}/b/api/account", sim.url()))
+        .header("Authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["shop_id"], 2000);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_marketplace_names_are_refused() {
+    for names in [
+        vec!["Best-Buy"],
+        vec!["1x"],
+        vec!["a/b"],
+        vec![""],
+        vec!["ok", "ok"],
+        vec![],
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let marketplaces = names
+            .iter()
+            .map(|name| (name.to_string(), config()))
+            .collect();
+        let error = Simulator::start_marketplaces(marketplaces, listener)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{names:?} accepted"));
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{names:?}");
+    }
+    let binary = env!("CARGO_BIN_EXE_marketplace-sim");
+    let bad = std::process::Command::new(binary)
+        .args(["--key", "k", "--marketplaces", "bestbuy_ca,Best-Buy"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        stderr.contains("\"Best-Buy\" is not a marketplace name"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_serves_each_marketplace_under_its_name() {
+    use std::io::{BufRead, BufReader};
+    let binary = env!("CARGO_BIN_EXE_marketplace-sim");
+    let mut child = std::process::Command::new(binary)
+        .args([
+            "--key",
+            KEY,
+            "--listen",
+            "127.0.0.1:0",
+            "--orders",
+            "2",
+            "--marketplaces",
+            "bestbuy_ca,other",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let urls: Vec<String> = line
+        .trim()
+        .rsplit_once(" on each of ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .1
+        .split(", ")
+        .map(str::to_owned)
+        .collect();
+    assert!(line.contains("with 2 orders"), "{line}");
+    assert_eq!(urls.len(), 2, "{line}");
+    assert!(
+        urls[0].ends_with("/bestbuy_ca") && urls[1].ends_with("/other"),
+        "{line}"
+    );
+    let http = reqwest::Client::new();
+    let (first, second) = (
+        waiting_ids(&http, &urls[0]).await,
+        waiting_ids(&http, &urls[1]).await,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(first.0, StatusCode::OK);
+    assert_eq!(first.1.len(), 2);
+    assert_eq!(first, second);
+}
