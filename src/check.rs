@@ -294,7 +294,12 @@ async fn account(settings: &Settings, shop: &Shop, pool: PgPool, check: &str) ->
     // instead of waiting through the worker's retry budget.
     let mut marketplace = shop.marketplace.clone();
     marketplace.retry.attempts = 1;
-    let client = match MarketplaceClient::new(&marketplace, &settings.api_calls, pool) {
+    let client = match MarketplaceClient::for_shop(
+        shop.name.as_str(),
+        &marketplace,
+        &settings.api_calls,
+        pool,
+    ) {
         Ok(client) => client,
         Err(err) => return failed(check, format!("{err:#}")),
     };
