@@ -102,7 +102,7 @@ pub async fn keep_alive(ctx: &Context, hold: &Hold) -> Infallible {
         match beat {
             Ok(Ok(Beat::Held)) => {
                 hold.beat_at(sent);
-                metrics::gauge!("acceptance_heartbeat_timestamp_seconds")
+                metrics::gauge!("acceptance_heartbeat_timestamp_seconds", "shop" => ctx.shop().to_string())
                     .set(chrono::Utc::now().timestamp() as f64);
             }
             Ok(Ok(Beat::Released)) => {
@@ -115,11 +115,11 @@ pub async fn keep_alive(ctx: &Context, hold: &Hold) -> Infallible {
             }
             Ok(Err(err)) => {
                 conn = None;
-                heartbeat_failed(hold, &err.to_string());
+                heartbeat_failed(ctx.shop(), hold, &err.to_string());
             }
             Err(_) => {
                 conn = None;
-                heartbeat_failed(hold, "no answer within acceptance.heartbeat");
+                heartbeat_failed(ctx.shop(), hold, "no answer within acceptance.heartbeat");
             }
         }
     }
@@ -138,11 +138,13 @@ async fn beat(
     runs::heartbeat(conn, run_id, lease).await
 }
 
-fn heartbeat_failed(hold: &Hold, error: &str) {
-    metrics::counter!("acceptance_heartbeat_failures_total").increment(1);
+fn heartbeat_failed(shop: &str, hold: &Hold, error: &str) {
+    metrics::counter!("acceptance_heartbeat_failures_total", "shop" => shop.to_string())
+        .increment(1);
     let left = hold.window.saturating_sub(hold.since_last_beat());
     tracing::warn!(
         run_id = hold.run_id,
+        shop,
         error,
         sending_stops_in_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
         "heartbeat failed; check that PostgreSQL is reachable. Without a heartbeat this run stops sending OR21 when its fence window ends, and another run takes its orders after acceptance.lease"

@@ -19,6 +19,10 @@ pub(super) const MAX_ACCEPTANCE_WINDOW: Duration = Duration::from_secs(30 * 24 *
 pub(super) const MIN_RATE: f64 = 0.01;
 pub(super) const MAX_RATE: f64 = 10_000.0;
 
+/// Connections one shop's run uses at once: its heartbeat's, the claim's and the record's, and
+/// one for the `api_calls` rows.
+const CONNECTIONS_PER_SHOP: usize = 4;
+
 /// Below this, OR11 polling runs faster than Mirakl asks of background jobs.
 pub(super) const MIRAKL_MIN_READ_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -391,6 +395,17 @@ impl Settings {
                     shop.section()
                 ));
             }
+        }
+        // Each shop's run holds a connection for its heartbeat and needs more for its stages.
+        let shops = self.shops.len().saturating_add(1);
+        let wanted = shops.saturating_mul(CONNECTIONS_PER_SHOP);
+        if shops > 1 && (self.database.max_connections as usize) < wanted {
+            warnings.push(format!(
+                "database.max_connections is {} for {shops} shops run at once: each shop's run \
+                 holds one connection for its heartbeat and uses more for its claims and \
+                 records; give at least {wanted} ({CONNECTIONS_PER_SHOP} per shop)",
+                self.database.max_connections
+            ));
         }
         warnings
     }

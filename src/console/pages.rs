@@ -115,6 +115,7 @@ pub async fn overview(
     let deadlines = store::nearest_deadlines(pool, 10).await?;
     let open_failures = failures::count_open_failures(pool, None).await?;
     let runs = store::recent_runs(pool, 10).await?;
+    let live = crate::db::runs::live_runs(pool, None).await?;
     let days = state.chart.days(pool, now.date_naive()).await?;
     let in_review = statuses
         .iter()
@@ -140,7 +141,7 @@ pub async fn overview(
             }
         }
         h2 { "Nearest deadlines" }
-        p.muted { "Orders still to be decided, first deadline first: the marketplace refuses an order left undecided 24 h after its creation." }
+        p.muted { "Orders still to be decided, first deadline first: the marketplace refuses an order left undecided its shop's acceptance window (24 h at Best Buy) after its creation." }
         @if deadlines.is_empty() { p { "No order is waiting for a decision." } } @else {
             table {
                 thead { tr { th { "Order" } th { "Status" } th { "Deadline" } th { "Time left" } } }
@@ -156,6 +157,9 @@ pub async fn overview(
                 }
             }
         }
+        h2 { "Live runs" }
+        p.muted { "Runs holding orders now: each proves it is alive with a heartbeat; one whose heartbeat is older than acceptance.lease loses its orders to the next claim." }
+        (live_runs_table(&live, now))
         h2 { "Runs" }
         (runs_table(&runs, now))
         h2 { "Decisions per day, last " (chart::DAYS) " days (UTC)" }
@@ -171,12 +175,40 @@ pub async fn overview(
     Ok(page("Overview", &user, Some(REFRESH_SECONDS), body))
 }
 
+fn live_runs_table(live: &[crate::db::runs::LiveRun], now: DateTime<Utc>) -> Markup {
+    html! {
+        @if live.is_empty() { p { "No run is working right now." } } @else {
+            table {
+                thead { tr {
+                    th { "Run" } th { "Shop" } th { "Worker" } th { "Started" }
+                    th { "Last heartbeat" } th.num { "Orders held" }
+                } }
+                tbody {
+                    @for run in live {
+                        tr {
+                            td { "#" (run.run_id) }
+                            td { (run.shop) }
+                            td { (run.worker_id) }
+                            td { (at(run.started_at)) }
+                            td { @match run.heartbeat_at {
+                                Some(beat) => { (duration_words((now - beat).num_seconds().max(0))) " ago" }
+                                None => { "-" }
+                            } }
+                            td.num { (run.orders_held) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn runs_table(runs: &[crate::db::runs::RunRecord], now: DateTime<Utc>) -> Markup {
     html! {
         @if runs.is_empty() { p { "No run has been recorded yet." } } @else {
             table {
                 thead { tr {
-                    th { "Run" } th { "Worker" } th { "Started" } th { "Result" } th.num { "Took" }
+                    th { "Run" } th { "Shop" } th { "Worker" } th { "Started" } th { "Result" } th.num { "Took" }
                     th.num { "Imported" } th.num { "Claimed" } th.num { "Accepted" }
                     th.num { "Refused" } th.num { "In review" } th.num { "Cancelled" }
                     th.num { "Failed" } th.num { "API calls" }
@@ -185,6 +217,7 @@ fn runs_table(runs: &[crate::db::runs::RunRecord], now: DateTime<Utc>) -> Markup
                     @for run in runs {
                         tr {
                             td { "#" (run.run_id) }
+                            td { (run.shop) }
                             td { (run.worker_id) }
                             td { (at(run.started_at)) }
                             td class=(result_class(&run.result)) {
