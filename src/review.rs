@@ -179,7 +179,7 @@ pub async fn queue_decision(pool: &PgPool, decision: &Decision) -> Result<Queued
     failures::resolve_open_of_stage(
         &mut tx,
         shop,
-        order_id,
+        Some(order_id),
         DEADLINE_STAGE,
         &note,
         &decision.decided_by,
@@ -289,13 +289,7 @@ pub async fn list_in_review(
     let in_review = review::orders_in_review(pool, shop, windows)
         .await
         .map_err(db_error(action()))?;
-    let keys: Vec<OrderKey> = in_review
-        .iter()
-        .map(|o| OrderKey {
-            shop: o.shop.clone(),
-            order_id: o.order_id.clone(),
-        })
-        .collect();
+    let keys: Vec<OrderKey> = in_review.iter().map(InReviewOrder::key).collect();
     let mut decisions = review::latest_line_decisions(pool, &keys)
         .await
         .map_err(db_error(action()))?;

@@ -25,6 +25,8 @@ struct TwoShops {
     default_sim: Simulator,
     other_sim: Simulator,
     settings: Arc<Settings>,
+    /// The environment the settings were loaded from.
+    env: Vec<(String, String)>,
 }
 
 async fn simulator(orders: usize) -> Simulator {
@@ -52,7 +54,7 @@ async fn two_shops(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let settings = Settings::load_from(None, Needs::Everything, env).expect("settings");
+    let settings = Settings::load_from(None, Needs::Everything, env.clone()).expect("settings");
     acceptance::shops::register(&pool, &settings)
         .await
         .expect("register the shops");
@@ -61,10 +63,23 @@ async fn two_shops(
         default_sim,
         other_sim,
         settings: Arc::new(settings),
+        env,
     }
 }
 
 impl TwoShops {
+    /// The same deployment with the other shop's key changed, as an operator fixes it.
+    fn with_other_key(&mut self, key: &str) {
+        let name = format!("ORDER_ACCEPTANCE__SHOPS__{}__API_KEY", OTHER.to_uppercase());
+        for (var, value) in &mut self.env {
+            if *var == name {
+                *value = key.to_string();
+            }
+        }
+        let settings = Settings::load_from(None, Needs::Everything, self.env.clone());
+        self.settings = Arc::new(settings.expect("settings"));
+    }
+
     /// Both shops' contexts, as one process has them.
     fn workers(&self) -> Vec<Context> {
         acceptance::shops::contexts(&self.pool, &self.settings, None).expect("contexts")
@@ -152,7 +167,7 @@ async fn the_same_order_id_on_two_shops_is_accepted_in_each_with_its_own_history
 
 #[sqlx::test]
 async fn a_shop_with_a_wrong_key_is_reported_once_and_the_other_shop_goes_on(pool: PgPool) {
-    let app = two_shops(pool, 4, "not-the-key", &[]).await;
+    let mut app = two_shops(pool, 4, "not-the-key", &[]).await;
 
     for accepted in [4, 0] {
         let runs = app.run().await;
@@ -214,6 +229,20 @@ async fn a_shop_with_a_wrong_key_is_reported_once_and_the_other_shop_goes_on(poo
             ("default".to_string(), "completed".to_string()),
             (OTHER.to_string(), "failed".to_string())
         ]
+    );
+
+    // The key fixed: the shop's orders are accepted and its inbox row resolves itself.
+    app.with_other_key(API_KEY);
+    let runs = app.run().await;
+    let fixed = summary(&runs, OTHER)
+        .outcome
+        .as_ref()
+        .expect("the shop works again");
+    assert_eq!(fixed.accepted, 4);
+    assert_eq!(
+        app.count("SELECT count(*) FROM process_failures WHERE resolved_at IS NULL")
+            .await,
+        0
     );
 }
 

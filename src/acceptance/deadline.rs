@@ -128,7 +128,7 @@ async fn flag_for_a_person(
     let recorded = failures::record_once_per_stage(
         &ctx.pool,
         ctx.shop(),
-        order_id,
+        Some(order_id),
         DEADLINE_STAGE,
         &details,
         &payload,

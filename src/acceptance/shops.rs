@@ -145,6 +145,20 @@ pub async fn run_every_shop(shops: &[Context], stop: &CancellationToken) -> Vec<
     futures::future::join_all(runs).await
 }
 
+async fn resolve_shop_failure(ctx: &Context) -> Result<(), sqlx::Error> {
+    let mut conn = ctx.pool.acquire().await?;
+    failures::resolve_open_of_stage(
+        &mut conn,
+        ctx.shop(),
+        None,
+        SHOP_STAGE,
+        "Resolved automatically: a later run of the shop went through.",
+        db::outcomes::RESOLVED_BY_WORKER,
+    )
+    .await
+    .map(drop)
+}
+
 /// A shop that failed or could not read its marketplace gets one open inbox row (not one per
 /// run); a shop whose run went through closes it.
 async fn report_to_the_inbox(ctx: &Context, outcome: &Result<RunSummary, RunError>) {
@@ -159,18 +173,11 @@ async fn report_to_the_inbox(ctx: &Context, outcome: &Result<RunSummary, RunErro
                 "Shop {shop}: {why}. The other shops' orders were worked on as usual; this shop's are retried by every run until it works. See `order-acceptance status --shop {shop}`"
             );
             let payload = json!({ "stage": SHOP_STAGE, "shop": shop });
-            failures::record_shop_failure_once(&ctx.pool, shop, SHOP_STAGE, &details, &payload)
+            failures::record_once_per_stage(&ctx.pool, shop, None, SHOP_STAGE, &details, &payload)
                 .await
                 .map(drop)
         }
-        None => failures::resolve_shop_failures(
-            &ctx.pool,
-            shop,
-            SHOP_STAGE,
-            "Resolved automatically: a later run of the shop went through.",
-        )
-        .await
-        .map(drop),
+        None => resolve_shop_failure(ctx).await,
     };
     if let Err(err) = written {
         tracing::warn!(shop, error = %err, "could not update the shop's row in the failure inbox");

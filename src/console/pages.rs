@@ -18,7 +18,7 @@ use super::{ConsoleError, ConsoleState, chart};
 use crate::config::{self, ScheduleSettings};
 use crate::db::console::{self as store, InboxFilter};
 use crate::db::failures::{self, FailureSummary};
-use crate::db::review::{self, LineDecision, ReviewDecision};
+use crate::db::review::{self, InReviewOrder, LineDecision, ReviewDecision};
 use crate::db::{OrderKey, orders};
 use crate::inbox;
 
@@ -261,13 +261,7 @@ pub async fn review_queue(
     let mut orders = store::in_review_page(&state.pool, shop, after, REVIEW_PAGE + 1).await?;
     let more = orders.len() > REVIEW_PAGE as usize;
     orders.truncate(REVIEW_PAGE as usize);
-    let keys: Vec<OrderKey> = orders
-        .iter()
-        .map(|o| OrderKey {
-            shop: o.shop.clone(),
-            order_id: o.order_id.clone(),
-        })
-        .collect();
+    let keys: Vec<OrderKey> = orders.iter().map(InReviewOrder::key).collect();
     let lines = review::latest_line_decisions(&state.pool, &keys).await?;
     let queued = review::open_decisions(&state.pool, &keys).await?;
     let total = review::count_in_review(&state.pool, shop).await?;

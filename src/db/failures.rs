@@ -180,13 +180,14 @@ pub async fn mark_resolved(
     .await
 }
 
-/// Records a failure for a person about `order_id` of `shop`, unless one of the same `stage` (its
-/// payload's `stage`) is still open; returns whether it was recorded. One statement, so a run
-/// repeating itself every few minutes leaves one row, not one per run.
+/// Records a failure for a person about `order_id` of `shop` (or about the whole shop, with no
+/// order), unless one of the same `stage` (its payload's `stage`) is still open; returns whether
+/// it was recorded. One statement, so a run repeating itself every few minutes leaves one row,
+/// not one per run.
 pub async fn record_once_per_stage(
     pool: &PgPool,
     shop: &str,
-    order_id: &str,
+    order_id: Option<&str>,
     stage: &str,
     details: &str,
     payload: &serde_json::Value,
@@ -196,8 +197,8 @@ pub async fn record_once_per_stage(
          SELECT $1, $2, $3, $4, false, $6
          WHERE NOT EXISTS (
              SELECT 1 FROM process_failures
-             WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
-               AND payload ->> 'stage' = $5 AND shop = $6)",
+             WHERE related_id IS NOT DISTINCT FROM $1 AND process_name = $2
+               AND resolved_at IS NULL AND payload ->> 'stage' = $5 AND shop = $6)",
     )
     .bind(order_id)
     .bind(PROCESS_NAME)
@@ -239,11 +240,12 @@ pub async fn record_unreadable_once(
     Ok(inserted.rows_affected() > 0)
 }
 
-/// Resolves the order's open failures of `stage` (its payload's `stage`) with a note.
+/// Resolves the open failures of `stage` (its payload's `stage`) about the order, or about the
+/// whole shop with no order, with a note.
 pub async fn resolve_open_of_stage(
     conn: &mut PgConnection,
     shop: &str,
-    order_id: &str,
+    order_id: Option<&str>,
     stage: &str,
     note: &str,
     resolved_by: &str,
@@ -251,7 +253,7 @@ pub async fn resolve_open_of_stage(
     let resolved = sqlx::query(
         "UPDATE process_failures
          SET resolved_at = now(), resolution_note = $4, resolved_by = $5
-         WHERE related_id = $1 AND process_name = $2 AND resolved_at IS NULL
+         WHERE related_id IS NOT DISTINCT FROM $1 AND process_name = $2 AND resolved_at IS NULL
            AND payload ->> 'stage' = $3 AND shop = $6",
     )
     .bind(order_id)
@@ -261,55 +263,6 @@ pub async fn resolve_open_of_stage(
     .bind(resolved_by)
     .bind(shop)
     .execute(conn)
-    .await?;
-    Ok(resolved.rows_affected())
-}
-
-/// Records a failure about a whole shop (its key refused, its marketplace unreadable), unless one
-/// of the same `stage` is open for it; returns whether it was recorded.
-pub async fn record_shop_failure_once(
-    pool: &PgPool,
-    shop: &str,
-    stage: &str,
-    details: &str,
-    payload: &serde_json::Value,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO process_failures (related_id, process_name, details, payload, retryable, shop)
-         SELECT NULL, $1, $2, $3, false, $4
-         WHERE NOT EXISTS (
-             SELECT 1 FROM process_failures
-             WHERE related_id IS NULL AND process_name = $1 AND resolved_at IS NULL
-               AND payload ->> 'stage' = $5 AND shop = $4)",
-    )
-    .bind(PROCESS_NAME)
-    .bind(details)
-    .bind(payload)
-    .bind(shop)
-    .bind(stage)
-    .execute(pool)
-    .await?;
-    Ok(inserted.rows_affected() > 0)
-}
-
-/// Resolves the open failures about the whole shop of `stage` with a note; returns how many.
-pub async fn resolve_shop_failures(
-    pool: &PgPool,
-    shop: &str,
-    stage: &str,
-    note: &str,
-) -> Result<u64, sqlx::Error> {
-    let resolved = sqlx::query(
-        "UPDATE process_failures
-         SET resolved_at = now(), resolution_note = $3, resolved_by = 'order-acceptance'
-         WHERE related_id IS NULL AND process_name = $1 AND resolved_at IS NULL
-           AND payload ->> 'stage' = $2 AND shop = $4",
-    )
-    .bind(PROCESS_NAME)
-    .bind(stage)
-    .bind(note)
-    .bind(shop)
-    .execute(pool)
     .await?;
     Ok(resolved.rows_affected())
 }

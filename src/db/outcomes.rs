@@ -12,7 +12,7 @@ use super::{decisions, stock};
 pub const PROCESS_NAME: &str = "OrderAcceptance";
 
 /// Who resolves failures that need no person.
-const RESOLVED_BY_WORKER: &str = "order-acceptance";
+pub const RESOLVED_BY_WORKER: &str = "order-acceptance";
 
 /// One order's outcome, ready to store.
 #[derive(Debug, Clone)]

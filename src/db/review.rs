@@ -23,6 +23,15 @@ pub struct InReviewOrder {
     pub notes: Option<String>,
 }
 
+impl InReviewOrder {
+    pub fn key(&self) -> OrderKey {
+        OrderKey {
+            shop: self.shop.clone(),
+            order_id: self.order_id.clone(),
+        }
+    }
+}
+
 /// One row of `acceptance_decisions`: why a line was accepted, refused or sent to review.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct LineDecision {
