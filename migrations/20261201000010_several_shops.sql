@@ -13,8 +13,9 @@
 -- per-SKU locks are keyed by the stock's SKU, whichever shop asks.
 --
 -- Safe to re-run: every step is guarded, like the migrations before it. This file holds the
--- current definition of every view; the view statements of migrations 2, 3 and 6 can no longer be
--- re-run by hand over it (PostgreSQL does not drop a view's columns): re-run this file instead.
+-- current definition of every view and of the projection's triggers: the earlier migrations can
+-- no longer be re-run by hand over it (their views lack `shop`, which PostgreSQL will not drop,
+-- and their triggers key by order id alone): re-run this file instead.
 
 -- Shops ----------------------------------------------------------------------------------------
 -- One row per configured shop, written by the worker at start-up: the names orders may carry, and
@@ -109,6 +110,26 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Said before the foreign key says it, in words that tell what to do.
+CREATE OR REPLACE FUNCTION orders_require_known_shop() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM shops WHERE shop = NEW.shop) THEN
+        RAISE EXCEPTION 'order % names shop %, which this database does not know (orders_shop_is_configured)', NEW.order_id, NEW.shop
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = format('Configure [shops.%s] and start the worker (or run `order-acceptance migrate`) so that it registers the shop, or leave shop out for the default shop.', NEW.shop);
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS orders_known_shop ON orders;
+CREATE TRIGGER orders_known_shop
+    BEFORE INSERT OR UPDATE OF shop ON orders
+    FOR EACH ROW EXECUTE FUNCTION orders_require_known_shop();
+
+-- `order ID` and the console's search look an id up in every shop.
+CREATE INDEX IF NOT EXISTS orders_order_id ON orders (order_id);
 
 -- One open reservation and one waiting review decision per order line / order, per shop.
 DROP INDEX IF EXISTS stock_reservations_open_line;

@@ -276,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Failures(command)) => failures(config, shop, command).await,
         Some(Command::Review(command)) => review(config, shop, command).await,
         Some(Command::Order { order_id, output }) => {
-            let pool = operator_pool(config).await?;
+            let (_, pool) = operator_db(config, shop).await?;
             emit(
                 output,
                 &inbox::order_report(&pool, &order_id, shop).await?,
@@ -284,8 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Some(Command::Status { output }) => {
-            let settings = operator_settings(config)?;
-            let pool = db::connect(&settings.database).await?;
+            let (settings, pool) = operator_db(config, shop).await?;
             let windows = acceptance::shops::windows(&settings);
             let windows: Vec<(&str, Duration)> =
                 windows.iter().map(|(s, w)| (s.as_str(), *w)).collect();
@@ -445,7 +444,7 @@ async fn failures(
     shop: Option<&str>,
     command: FailuresCommand,
 ) -> anyhow::Result<ExitCode> {
-    let pool = operator_pool(config).await?;
+    let (_, pool) = operator_db(config, shop).await?;
     let now = Utc::now();
     match command {
         FailuresCommand::List {
@@ -498,8 +497,7 @@ async fn review(
 ) -> anyhow::Result<ExitCode> {
     let (args, action, note) = match command {
         ReviewCommand::List { output } => {
-            let settings = operator_settings(config)?;
-            let pool = db::connect(&settings.database).await?;
+            let (settings, pool) = operator_db(config, shop).await?;
             let windows = acceptance::shops::windows(&settings);
             let windows: Vec<(&str, Duration)> =
                 windows.iter().map(|(s, w)| (s.as_str(), *w)).collect();
@@ -589,6 +587,31 @@ fn operator_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
 async fn operator_pool(config: Option<&Path>) -> anyhow::Result<PgPool> {
     let settings = operator_settings(config)?;
     Ok(db::connect(&settings.database).await?)
+}
+
+/// The settings and the database of an operator command about the orders of `shop` (or every
+/// shop): a shop named must be configured, or known to the database (its orders stay after it
+/// left the configuration), so a mistyped name is an error, not an empty report.
+async fn operator_db(
+    config: Option<&Path>,
+    shop: Option<&str>,
+) -> anyhow::Result<(Settings, PgPool)> {
+    let settings = operator_settings(config)?;
+    let pool = db::connect(&settings.database).await?;
+    if let Some(name) = shop
+        && settings.find_shop(name).is_none()
+    {
+        let known = db::runs::known_shops(&pool)
+            .await
+            .context("reading the shops the database knows (shops)")?;
+        if !known.iter().any(|known| known == name) {
+            anyhow::bail!(
+                "--shop {name}: no such shop in the configuration or the database; the shops are {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok((settings, pool))
 }
 
 /// Prints a command's result as a table (or JSON with --json).

@@ -1,5 +1,6 @@
-//! The cron schedule: runs start on `schedule.cron`, never two at once in one process, and a
-//! shutdown signal lets the current run finish within `shutdown.grace`.
+//! The cron schedule: each shop's run starts on `schedule.cron`, never two of one shop at once in
+//! one process (a shop still running skips the tick; the other shops start theirs), and a
+//! shutdown signal lets the current runs finish within `shutdown.grace`.
 
 use std::sync::Arc;
 
@@ -11,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::acceptance::{self, Context};
 use crate::config;
 
-/// Starts a run of every shop on every tick until `shutdown` fires, then waits for the current
-/// run, which stops claiming at once and gets `shutdown.grace` to record what it holds. `shops`
-/// holds one context per shop; the first one's settings are the schedule's.
+/// Starts a run of every shop not still running on every tick until `shutdown` fires, then waits
+/// for the current runs, which stop claiming at once and get `shutdown.grace` to record what they
+/// hold. `shops` holds one context per shop; the first one's settings are the schedule's.
 pub async fn run_on_schedule(
     shops: Vec<Context>,
     shutdown: CancellationToken,
@@ -22,29 +23,42 @@ pub async fn run_on_schedule(
         anyhow::bail!("no shop to run: the configuration names none");
     };
     let settings = first.settings.clone();
-    let shops = Arc::new(shops);
     let cron = config::parse_cron(&settings.schedule.cron).map_err(anyhow::Error::msg)?;
-    // Held for the length of a run: a tick that finds it taken is skipped, not queued.
-    let busy = Arc::new(Mutex::new(()));
+    // One per shop, held for the length of its run: a tick that finds it taken skips that shop
+    // (it is not queued), so a slow marketplace holds up no other shop.
+    let shops: Arc<Vec<(Context, Arc<Mutex<()>>)>> = Arc::new(
+        shops
+            .into_iter()
+            .map(|ctx| (ctx, Arc::new(Mutex::new(()))))
+            .collect(),
+    );
 
     let mut scheduler = JobScheduler::new()
         .await
         .context("starting the scheduler")?;
     let job = {
-        let busy = busy.clone();
-        let shutdown = shutdown.clone();
+        let (shops, shutdown) = (shops.clone(), shutdown.clone());
         Job::new_async_tz(cron.as_str(), settings.schedule.timezone, move |_, _| {
-            let (shops, busy, shutdown) = (shops.clone(), busy.clone(), shutdown.clone());
+            let (shops, shutdown) = (shops.clone(), shutdown.clone());
             Box::pin(async move {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let Ok(_running) = busy.try_lock() else {
-                    tracing::warn!("the previous run is still going; skipping this tick");
-                    return;
-                };
-                // Each shop's failure is logged and put in the inbox where it happens.
-                acceptance::run_every_shop(&shops, &shutdown).await;
+                for (ctx, busy) in shops.iter() {
+                    let Ok(running) = busy.clone().try_lock_owned() else {
+                        tracing::warn!(
+                            shop = ctx.shop(),
+                            "the shop's previous run is still going; skipping this tick for it"
+                        );
+                        continue;
+                    };
+                    let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+                    // Each shop's failure is logged (and put in the inbox) where it happens.
+                    tokio::spawn(async move {
+                        acceptance::run_shop(&ctx, &shutdown).await;
+                        drop(running);
+                    });
+                }
             })
         })
         .with_context(|| format!("schedule.cron {cron:?} cannot be scheduled"))?
@@ -62,7 +76,9 @@ pub async fn run_on_schedule(
         .shutdown()
         .await
         .context("stopping the scheduler")?;
-    let _idle = busy.lock().await;
+    for (_, busy) in shops.iter() {
+        let _idle = busy.lock().await;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

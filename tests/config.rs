@@ -833,7 +833,15 @@ fn a_shop_key_given_twice_is_refused() {
 #[test]
 fn shop_names_must_be_plain_identifiers_and_not_default() {
     let long = format!("a{}", "b".repeat(40));
-    for name in ["Best-Buy", "default", "1x", "_x", long.as_str()] {
+    for name in [
+        "Best-Buy",
+        "default",
+        "1x",
+        "_x",
+        "a__b",
+        "x_",
+        long.as_str(),
+    ] {
         let file = write_config(&format!(
             "[shops.\"{name}\"]\nurl = \"https://other.example.com\"\napi_key = \"{SHOP_KEY}\"\n"
         ));

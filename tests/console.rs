@@ -128,7 +128,7 @@ async fn a_login_opens_every_page_with_strict_cookies_and_security_headers(pool:
     }
     let search = client.get("/search?order_id=R-1").await;
     assert_eq!(search.status, StatusCode::SEE_OTHER);
-    assert_eq!(search.location(), Some("/order?id=R-1"));
+    assert_eq!(search.location(), Some("/order?id=R-1&shop=default"));
     let missing = client.get("/search?order_id=NOPE").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(
@@ -706,7 +706,7 @@ async fn html_in_an_order_id_is_shown_as_text_everywhere(pool: PgPool) {
     let search = client.get(&format!("/search?order_id={encoded}")).await;
     assert_eq!(
         search.location(),
-        Some(format!("/order?id={encoded}").as_str())
+        Some(format!("/order?id={encoded}&shop=default").as_str())
     );
 }
 

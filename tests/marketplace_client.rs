@@ -471,7 +471,7 @@ async fn unauthorized_401_and_403_are_not_retried(pool: PgPool) {
 
         let err = client.account().await.unwrap_err();
         assert!(
-            matches!(err, MarketplaceError::Unauthorized { endpoint: Endpoint::A01, status: s } if s == status),
+            matches!(err, MarketplaceError::Unauthorized { endpoint: Endpoint::A01, status: s, .. } if s == status),
             "{err:?}"
         );
         let message = err.to_string();

@@ -518,6 +518,14 @@ async fn once_runs_every_shop_and_names_the_one_that_failed(pool: PgPool) {
         .expect("status");
     assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
 
+    let output = binary(&app, API_KEY, &["failures", "list", "--shop", "nosuchshop"])
+        .output()
+        .await
+        .expect("failures");
+    let all = output_text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("no such shop"), "{all}");
+
     let output = binary(&app, API_KEY, &["--once", "--shop", "nosuchshop"])
         .output()
         .await

@@ -241,12 +241,8 @@ impl Shelf {
     fn sku_of<'a>(&'a self, line: &'a OrderLine) -> Option<&'a str> {
         let offer = line.offer_sku.as_deref();
         let product = line.product_sku.as_deref();
-        if let Some(sku) = [offer, product]
-            .into_iter()
-            .flatten()
-            .find_map(|sku| self.mapped.get(sku))
-        {
-            return Some(sku);
+        if let Some(from) = self.mapped_from(line) {
+            return self.mapped.get(from).map(String::as_str);
         }
         [offer, product]
             .into_iter()
@@ -254,6 +250,14 @@ impl Shelf {
             .find(|sku| self.rows.contains_key(*sku))
             .or(offer)
             .or(product)
+    }
+
+    /// The line SKU the shop's `offer_sku_map` translated, when it did.
+    fn mapped_from<'a>(&self, line: &'a OrderLine) -> Option<&'a str> {
+        [line.offer_sku.as_deref(), line.product_sku.as_deref()]
+            .into_iter()
+            .flatten()
+            .find(|sku| self.mapped.contains_key(*sku))
     }
 
     fn reserved(&self, sku: &str) -> i64 {
@@ -376,7 +380,13 @@ fn judge_line(
         reason,
     };
     let relation = &rules.stock_relation;
-    let sku_text = sku.unwrap_or("(none)");
+    let sku_text = match shelf.mapped_from(line) {
+        Some(offer) => format!(
+            "{} (offer SKU {offer}, mapped by offer_sku_map)",
+            sku.unwrap_or("(none)")
+        ),
+        None => sku.unwrap_or("(none)").to_string(),
+    };
 
     let mut candidates = Vec::new();
     if let (Some(limit), Some(total)) = (rules.max_order_total, order_total)

@@ -37,7 +37,7 @@ pub mod shops;
 mod validate;
 
 pub use review_now::{DecideNowError, DecidedNow, decide_now};
-pub use shops::{ShopRun, run_every_shop};
+pub use shops::{ShopRun, run_every_shop, run_shop};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -176,7 +176,7 @@ pub enum RunResult {
     /// A stop signal came and the grace period ran out before every order had an outcome.
     Interrupted,
     /// Every claimed order has an outcome, but the import failed: orders waiting at the
-    /// marketplace were not looked at (`--once` exits 2).
+    /// marketplace were not looked at (`--once` exits 3).
     Degraded,
 }
 
@@ -195,7 +195,7 @@ impl RunResult {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(
-        "the marketplace refused the API key: {0}. Check marketplace.api_key (MARKETPLACE_API_KEY) and that the key has the order roles; orders claimed by this run return to the queue when their lease ({lease}) ends",
+        "the marketplace refused the API key: {0}. Orders claimed by this run return to the queue when their lease ({lease}) ends",
         lease = "acceptance.lease"
     )]
     Unauthorized(MarketplaceError),

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Context, RunError, RunResult, RunSummary};
 use crate::config::Settings;
@@ -108,23 +108,7 @@ pub struct ShopRun {
     pub outcome: Result<RunSummary, RunError>,
 }
 
-/// One line per shop for people and machines: the summary, or the error that stopped the shop.
-#[derive(Debug, Clone, Serialize)]
-pub struct ShopOutcome<'a> {
-    pub shop: &'a str,
-    pub summary: Option<&'a RunSummary>,
-    pub error: Option<String>,
-}
-
 impl ShopRun {
-    pub fn report(&self) -> ShopOutcome<'_> {
-        ShopOutcome {
-            shop: &self.shop,
-            summary: self.outcome.as_ref().ok(),
-            error: self.outcome.as_ref().err().map(ToString::to_string),
-        }
-    }
-
     /// Did the shop's orders get worked on, and its marketplace read?
     pub fn is_whole(&self) -> bool {
         matches!(&self.outcome, Ok(summary) if summary.result != RunResult::Degraded)
@@ -134,15 +118,23 @@ impl ShopRun {
 /// Runs every shop of `shops` at once, each with its own context, and waits for all of them.
 /// `stop` ends claiming in every shop.
 pub async fn run_every_shop(shops: &[Context], stop: &CancellationToken) -> Vec<ShopRun> {
-    let runs = shops.iter().map(|ctx| async move {
-        let outcome = super::run(ctx, stop).await;
-        report_to_the_inbox(ctx, &outcome).await;
-        ShopRun {
-            shop: ctx.shop().to_string(),
-            outcome,
-        }
-    });
-    futures::future::join_all(runs).await
+    futures::future::join_all(shops.iter().map(|ctx| run_shop(ctx, stop))).await
+}
+
+/// One shop's run, its log lines in a `shop` span (two marketplaces may log the same order id).
+/// With several shops configured, a shop that failed is also put in the inbox (see
+/// [`report_to_the_inbox`]); a one-shop deployment's failed run is in `status` and the logs, as it
+/// always was.
+pub async fn run_shop(ctx: &Context, stop: &CancellationToken) -> ShopRun {
+    let span = tracing::info_span!("shop", shop = %ctx.shop());
+    let outcome = super::run(ctx, stop).instrument(span.clone()).await;
+    if !ctx.settings.shops.is_empty() {
+        report_to_the_inbox(ctx, &outcome).instrument(span).await;
+    }
+    ShopRun {
+        shop: ctx.shop().to_string(),
+        outcome,
+    }
 }
 
 async fn resolve_shop_failure(ctx: &Context) -> Result<(), sqlx::Error> {

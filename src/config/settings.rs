@@ -19,9 +19,9 @@ pub(super) const MAX_ACCEPTANCE_WINDOW: Duration = Duration::from_secs(30 * 24 *
 pub(super) const MIN_RATE: f64 = 0.01;
 pub(super) const MAX_RATE: f64 = 10_000.0;
 
-/// Connections one shop's run uses at once: its heartbeat's, the claim's and the record's, and
-/// one for the `api_calls` rows.
-const CONNECTIONS_PER_SHOP: usize = 4;
+/// Connections one shop's run keeps busy at once: its heartbeat's, and about two for its claims,
+/// records and `api_calls` rows.
+const CONNECTIONS_PER_SHOP: usize = 3;
 
 /// Below this, OR11 polling runs faster than Mirakl asks of background jobs.
 pub(super) const MIRAKL_MIN_READ_INTERVAL: Duration = Duration::from_secs(60);
@@ -69,14 +69,18 @@ impl ShopName {
     /// Err is a message for people naming the rule.
     pub fn parse(name: &str) -> Result<Self, String> {
         let mut chars = name.chars();
+        // No `__` and no `_` at the end: `ORDER_ACCEPTANCE__SHOPS__<NAME>__API_KEY` splits at
+        // double underscores, and would split such a name wrongly.
         let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !name.contains("__")
+            && !name.ends_with('_')
             && name.len() <= MAX_SHOP_NAME;
         if plain {
             Ok(ShopName(name.to_owned()))
         } else {
             Err(format!(
-                "\"{}\" is not a shop name: use a lowercase letter, then up to {} lowercase letters, digits or underscores (examples: bestbuy_ca, other_marketplace)",
+                "\"{}\" is not a shop name: use a lowercase letter, then up to {} lowercase letters, digits or single underscores, not ending in one (examples: bestbuy_ca, other_marketplace)",
                 name.escape_default(),
                 MAX_SHOP_NAME - 1
             ))

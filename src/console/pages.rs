@@ -12,7 +12,8 @@ use maud::{Markup, html};
 
 use super::session::{self, LOGIN_COOKIE, User};
 use super::templates::{
-    at, csrf_field, duration_words, encode, optional_at, or_dash, order_link, page, time_left,
+    at, csrf_field, duration_words, encode, optional_at, or_dash, order_link, order_path, page,
+    time_left,
 };
 use super::{ConsoleError, ConsoleState, chart};
 use crate::config::{self, ScheduleSettings};
@@ -266,7 +267,7 @@ pub async fn review_queue(
     let queued = review::open_decisions(&state.pool, &keys).await?;
     let total = review::count_in_review(&state.pool, shop).await?;
     let shop_query = shop.map_or_else(String::new, |shop| format!("&shop={}", encode(shop)));
-    let waiting_for_run = store::queued_decisions(&state.pool, QUEUED_SHOWN).await?;
+    let waiting_for_run = store::queued_decisions(&state.pool, shop, QUEUED_SHOWN).await?;
     let body = html! {
         @if !waiting_for_run.is_empty() {
             h2 { "Decided, waiting for the next run" }
@@ -781,15 +782,7 @@ pub async fn search(
         [] => Err(ConsoleError::NotFound(format!(
             "There is no order {order_id:?}. Order ids are the marketplace's (e.g. 123456789-A), matched exactly"
         ))),
-        [shop] if shop == crate::db::DEFAULT_SHOP => {
-            Ok(Redirect::to(&format!("/order?id={}", encode(order_id))).into_response())
-        }
-        [shop] => Ok(Redirect::to(&format!(
-            "/order?id={}&shop={}",
-            encode(order_id),
-            encode(shop)
-        ))
-        .into_response()),
+        [shop] => Ok(Redirect::to(&order_path(shop, order_id)).into_response()),
         shops => Err(ConsoleError::Conflict(format!(
             "Order {order_id:?} exists in several shops ({}): open it from the review queue or the inbox, or add &shop=NAME to its address",
             shops.join(", ")

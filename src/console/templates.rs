@@ -79,14 +79,18 @@ pub fn csrf_field(user: &User) -> Markup {
 }
 
 /// A link to an order's page; the id is encoded into the URL and escaped in the text.
-/// A link to an order's page. An order of another shop than the default one has its shop in the
-/// address and beside the id: two marketplaces may use the same id.
+/// A link to an order's page, its shop in the address (two marketplaces may use the same id), and
+/// beside the id when it is not the default shop.
 pub fn order_link(shop: &str, order_id: &str) -> Markup {
-    let other_shop = shop != crate::db::DEFAULT_SHOP;
     html! {
-        a.order href={ "/order?id=" (encode(order_id)) @if other_shop { "&shop=" (encode(shop)) } } { (order_id) }
-        @if other_shop { " " span.shop { (shop) } }
+        a.order href={ (order_path(shop, order_id)) } { (order_id) }
+        @if shop != crate::db::DEFAULT_SHOP { " " span.shop { (shop) } }
     }
+}
+
+/// The address of an order's page.
+pub fn order_path(shop: &str, order_id: &str) -> String {
+    format!("/order?id={}&shop={}", encode(order_id), encode(shop))
 }
 
 /// Percent-encodes a query-string value.

@@ -341,20 +341,23 @@ pub async fn in_review_page(
     .await
 }
 
-/// Decisions queued and not yet carried out, oldest first: a handful between two runs.
+/// Decisions queued and not yet carried out (of `shop`, or of every shop), oldest first: a
+/// handful between two runs.
 pub async fn queued_decisions(
     pool: &PgPool,
+    shop: Option<&str>,
     limit: i64,
 ) -> Result<Vec<super::review::ReviewDecision>, sqlx::Error> {
     sqlx::query_as(
         "SELECT review_id, shop, order_id, action, lines, note, decided_by, decided_at,
                 carried_out_at, outcome
          FROM review_decisions
-         WHERE carried_out_at IS NULL
+         WHERE carried_out_at IS NULL AND ($2::text IS NULL OR shop = $2)
          ORDER BY decided_at, review_id
          LIMIT $1",
     )
     .bind(limit)
+    .bind(shop)
     .fetch_all(pool)
     .await
 }
@@ -485,22 +488,25 @@ pub struct DeadlineOrder {
 }
 
 /// The `limit` orders still to be decided whose deadlines come first: those in review and those
-/// a claim will take, each read from its own partial index.
+/// a claim will take, the first of each shop read from its own partial index, each with its
+/// shop's window.
 pub async fn nearest_deadlines(
     pool: &PgPool,
     limit: i64,
 ) -> Result<Vec<DeadlineOrder>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT shop, order_id, status, deadline FROM (
-             (SELECT shop, order_id, status, order_created_at + acceptance_window(shop) AS deadline
-              FROM order_current_status WHERE status = 'in_review'
+        "SELECT due.shop, due.order_id, due.status, due.deadline
+         FROM shops s
+         CROSS JOIN LATERAL (
+             (SELECT shop, order_id, status, order_created_at + s.acceptance_window AS deadline
+              FROM order_current_status WHERE shop = s.shop AND status = 'in_review'
               ORDER BY order_created_at, order_id LIMIT $1)
              UNION ALL
-             (SELECT shop, order_id, status, order_created_at + acceptance_window(shop)
-              FROM order_current_status WHERE claimable_at IS NOT NULL
+             (SELECT shop, order_id, status, order_created_at + s.acceptance_window
+              FROM order_current_status WHERE shop = s.shop AND claimable_at IS NOT NULL
               ORDER BY order_created_at, order_id LIMIT $1)
          ) AS due
-         ORDER BY deadline, order_id
+         ORDER BY due.deadline, due.order_id
          LIMIT $1",
     )
     .bind(limit)

@@ -235,6 +235,13 @@ pub async fn holder_of(
     .await
 }
 
+/// Every shop the database knows (`shops`), by name.
+pub async fn known_shops(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT shop FROM shops ORDER BY shop")
+        .fetch_all(pool)
+        .await
+}
+
 /// A shop as the database knows it: its name (orders may carry it from now on) and the window
 /// and alert threshold the views count its orders with.
 #[derive(Debug, Clone)]

@@ -682,6 +682,7 @@ impl MarketplaceClient {
             401 | 403 => MarketplaceError::Unauthorized {
                 endpoint: call.endpoint,
                 status: status.as_u16(),
+                shop: self.inner.shop.clone(),
             },
             400 if code.as_deref() == Some("ORDER_INVALID_STATE")
                 || message.contains("ORDER_INVALID_STATE") =>

@@ -58,8 +58,13 @@ pub enum MarketplaceError {
     },
 
     /// 401 or 403: a configuration problem no retry fixes. The key itself is never printed.
-    #[error("{endpoint} was refused with HTTP {status}: {}", unauthorized_advice(*.endpoint, *.status))]
-    Unauthorized { endpoint: Endpoint, status: u16 },
+    #[error("{endpoint} was refused with HTTP {status}: {}", unauthorized_advice(*.endpoint, *.status, shop))]
+    Unauthorized {
+        endpoint: Endpoint,
+        status: u16,
+        /// The shop whose key was refused: the advice names its settings.
+        shop: String,
+    },
 
     /// 400 `ORDER_INVALID_STATE`: the order is no longer waiting for acceptance.
     #[error(
@@ -179,11 +184,32 @@ fn transient_advice(may_have_taken_effect: bool) -> &'static str {
     }
 }
 
-fn unauthorized_advice(endpoint: Endpoint, status: u16) -> String {
+/// The settings of `shop`'s key, URL and shop id, as people set them.
+fn shop_settings(shop: &str) -> (String, String, String) {
+    match shop {
+        crate::db::DEFAULT_SHOP => (
+            "marketplace.api_key (MARKETPLACE_API_KEY)".to_owned(),
+            "marketplace.url".to_owned(),
+            "marketplace.shop_id".to_owned(),
+        ),
+        shop => (
+            format!(
+                "shops.{shop}.api_key (ORDER_ACCEPTANCE__SHOPS__{}__API_KEY, or shops.{shop}.api_key_file)",
+                shop.to_uppercase()
+            ),
+            format!("shops.{shop}.url"),
+            format!("shops.{shop}.shop_id"),
+        ),
+    }
+}
+
+fn unauthorized_advice(endpoint: Endpoint, status: u16, shop: &str) -> String {
+    let (key, url, shop_id) = shop_settings(shop);
     if status == 401 {
-        "the marketplace does not accept the API key. Check marketplace.api_key \
-         (MARKETPLACE_API_KEY) and marketplace.url; retrying will not help"
-            .to_owned()
+        format!(
+            "the marketplace does not accept the API key of shop {shop}. Check {key} and {url}; \
+             retrying will not help"
+        )
     } else {
         let role = match endpoint {
             Endpoint::OR21 => "ROLE_SHOP_ADMIN or ROLE_PARTNER_ORDER_ACCEPT",
@@ -191,9 +217,9 @@ fn unauthorized_advice(endpoint: Endpoint, status: u16) -> String {
             Endpoint::A01 => "a shop role",
         };
         format!(
-            "the API key lacks the role {endpoint} needs ({role}), or marketplace.shop_id names a \
-             shop it cannot reach. Give the key that role or configure another \
-             marketplace.api_key; retrying will not help"
+            "the API key of shop {shop} lacks the role {endpoint} needs ({role}), or {shop_id} \
+             names a shop it cannot reach. Give the key that role or configure another {key}; \
+             retrying will not help"
         )
     }
 }
