@@ -257,6 +257,9 @@ fn history_note(decision: &ReviewDecision) -> String {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewList {
+    /// The database knows more than one shop: every row names its shop, the default one too.
+    #[serde(skip)]
+    pub several_shops: bool,
     pub generated_at: DateTime<Utc>,
     pub orders: Vec<ReviewedOrder>,
     /// Why the deadlines matter (`marketplace.acceptance_window`).
@@ -310,7 +313,13 @@ pub async fn list_in_review(
             }
         })
         .collect();
+    let several_shops = crate::db::runs::known_shops(pool)
+        .await
+        .map_err(db_error(action()))?
+        .len()
+        > 1;
     Ok(ReviewList {
+        several_shops,
         generated_at: now,
         orders,
         deadline_note,

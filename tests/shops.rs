@@ -486,6 +486,24 @@ async fn once_runs_every_shop_and_names_the_one_that_failed(pool: PgPool) {
     assert!(all.contains("refused the API key"), "{all}");
     assert!(!all.contains("wrong-key-4711"), "{all}");
 
+    // The inbox and status name the shops.
+    let output = binary(&app, API_KEY, &["failures", "list"])
+        .output()
+        .await
+        .expect("failures");
+    let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        listed.contains("SHOP") && listed.contains(OTHER),
+        "{listed}"
+    );
+    let output = binary(&app, API_KEY, &["status"])
+        .output()
+        .await
+        .expect("status");
+    let status = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(status.contains("Last run of each shop"), "{status}");
+    assert!(status.contains(&format!("{OTHER}: #")), "{status}");
+
     // `--shop` runs one shop alone: the other shop's good key now, and only its orders.
     let output = binary(&app, API_KEY, &["--once", "--shop", OTHER])
         .output()

@@ -160,6 +160,14 @@ pub async fn shop_of_order(
     }
 }
 
+/// Whether the database knows more than one shop, for the tables (see `several_shops`).
+pub async fn several_shops(pool: &PgPool) -> Result<bool, InboxError> {
+    let shops = runs::known_shops(pool)
+        .await
+        .map_err(db_error("reading the shops the database knows"))?;
+    Ok(shops.len() > 1)
+}
+
 /// Who is acting: the name given, else the login name (`$USER`), else "unknown".
 pub fn operator_name(given: Option<String>, login: Option<String>) -> String {
     given
@@ -179,6 +187,9 @@ fn seconds_between(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureList {
+    /// The database knows more than one shop: every row names its shop, the default one too.
+    #[serde(skip)]
+    pub several_shops: bool,
     pub generated_at: DateTime<Utc>,
     pub include_resolved: bool,
     pub failures: Vec<ListedFailure>,
@@ -201,6 +212,7 @@ pub async fn list_failures(
         .await
         .map_err(db_error("listing failures"))?;
     Ok(FailureList {
+        several_shops: several_shops(pool).await?,
         generated_at: now,
         include_resolved: filter.include_resolved,
         failures: rows
@@ -346,6 +358,9 @@ pub async fn retry_failure(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderReport {
+    /// The database knows more than one shop: every row names its shop, the default one too.
+    #[serde(skip)]
+    pub several_shops: bool,
     pub order: OrderHeader,
     /// From `order_current_status`, what the claim reads; `None` for an order with no history.
     pub current_status: Option<String>,
@@ -401,6 +416,7 @@ pub async fn order_report(
         .await
         .map_err(db_error(action()))?;
     Ok(OrderReport {
+        several_shops: several_shops(pool).await?,
         held_by,
         current_status,
         order,
@@ -417,6 +433,9 @@ pub async fn order_report(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// The database knows more than one shop: every row names its shop, the default one too.
+    #[serde(skip)]
+    pub several_shops: bool,
     pub generated_at: DateTime<Utc>,
     /// The shop the report is about; `None`: every shop.
     pub shop: Option<String>,
@@ -548,6 +567,7 @@ pub async fn status_report(
         .or(windows.first())
         .map_or(Duration::from_secs(24 * 3600), |(_, window)| *window);
     Ok(StatusReport {
+        several_shops: several_shops(pool).await?,
         shop: shop.map(str::to_string),
         live_runs,
         generated_at: now,

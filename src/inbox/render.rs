@@ -41,12 +41,13 @@ impl EscapedRows for Table {
     }
 }
 
-/// An order as people name it: its id, and its shop when that is not the default one (two
-/// marketplaces may use the same id; a one-shop deployment reads as before).
-fn order_name(shop: &str, order_id: &str) -> String {
-    match shop {
-        DEFAULT_SHOP => order_id.to_string(),
-        shop => format!("{order_id} (shop {shop})"),
+/// An order as people name it: its id, and its shop when the database knows several (`several`)
+/// or the shop is not the default one (two marketplaces may use the same id; a one-shop
+/// deployment reads as before).
+fn order_name(shop: &str, order_id: &str, several: bool) -> String {
+    match (shop, several) {
+        (DEFAULT_SHOP, false) => order_id.to_string(),
+        (shop, _) => format!("{order_id} (shop {shop})"),
     }
 }
 
@@ -142,7 +143,7 @@ pub fn failure_list(list: &FailureList, width: Width) -> String {
         return format!("No {which}failures match.");
     }
     // A shop column once there is more than the default shop to tell apart.
-    let with_shop = list.failures.iter().any(|f| f.failure.shop != DEFAULT_SHOP);
+    let with_shop = list.several_shops;
     let mut header = vec!["ID", "ORDER", "PROCESS", "AGE", "ORDER STATUS"];
     if with_shop {
         header.insert(1, "SHOP");
@@ -268,7 +269,7 @@ pub fn retry(outcome: &RetryOutcome) -> String {
 fn retry_text(outcome: &RetryOutcome) -> String {
     format!(
         "Order {} is back in the queue: history row #{} (pending_acceptance, was {}). The next run picks it up.\n{}",
-        order_name(&outcome.shop, &outcome.order_id),
+        order_name(&outcome.shop, &outcome.order_id, false),
         outcome.history_id,
         outcome.previous_status,
         resolution(&outcome.resolution)
@@ -280,7 +281,7 @@ pub fn order(report: &OrderReport, width: Width) -> String {
     let order = &report.order;
     let mut out = format!(
         "Order {}: {}\nStored {}; placed {}\n",
-        order_name(&order.shop, &order.order_id),
+        order_name(&order.shop, &order.order_id, report.several_shops),
         report
             .current_status
             .as_deref()
@@ -498,10 +499,16 @@ fn status_text(report: &StatusReport, width: Width) -> String {
         pending.total, pending.in_review
     ));
     if let Some(oldest) = &pending.oldest {
-        out.push_str(&format!("Oldest pending: {}\n", aged(oldest)));
+        out.push_str(&format!(
+            "Oldest pending: {}\n",
+            aged(oldest, report.several_shops)
+        ));
     }
     if let Some(nearest) = &pending.nearest_deadline {
-        out.push_str(&format!("Nearest deadline: {}\n", deadline(nearest)));
+        out.push_str(&format!(
+            "Nearest deadline: {}\n",
+            deadline(nearest, report.several_shops)
+        ));
     }
     if pending.in_review > 0 {
         out.push_str("  (decide the orders in review: `order-acceptance review list`)\n");
@@ -513,7 +520,7 @@ fn status_text(report: &StatusReport, width: Width) -> String {
         pending.deadline_note
     ));
     for order in &pending.too_long {
-        out.push_str(&format!("  - {}\n", aged(order)));
+        out.push_str(&format!("  - {}\n", aged(order, report.several_shops)));
     }
     if pending.too_long_count > pending.too_long.len() as i64 {
         out.push_str("  (the rest: SELECT * FROM orders_pending_too_long)\n");
@@ -582,21 +589,21 @@ fn holder(holder: &Holder) -> String {
     )
 }
 
-fn aged(order: &AgedOrder) -> String {
+fn aged(order: &AgedOrder, several: bool) -> String {
     format!(
         "{} ({}, created {}, {} ago)",
-        order_name(&order.shop, &order.order_id),
+        order_name(&order.shop, &order.order_id, several),
         order.status,
         timestamp(order.order_created_at),
         humanise_age(order.age_seconds)
     )
 }
 
-fn deadline(nearest: &NearestDeadline) -> String {
+fn deadline(nearest: &NearestDeadline, several: bool) -> String {
     format!(
         "{} for {} ({}), {}",
         timestamp(nearest.deadline),
-        order_name(&nearest.shop, &nearest.order_id),
+        order_name(&nearest.shop, &nearest.order_id, several),
         nearest.status,
         time_left(nearest.seconds_left)
     )
@@ -625,7 +632,7 @@ fn review_list_text(list: &ReviewList, width: Width) -> String {
         let order = &reviewed.order;
         out.push_str(&format!(
             "Order {}: deadline {} ({}); created {}, in review since {}\n",
-            order_name(&order.shop, &order.order_id),
+            order_name(&order.shop, &order.order_id, list.several_shops),
             timestamp(order.deadline),
             time_left(reviewed.time_left_seconds),
             timestamp(order.order_created_at),
@@ -673,7 +680,7 @@ fn decision_line(decision: &ReviewDecision) -> String {
     format!(
         "Review decision #{} queued for order {}: {} {} by {}{}.",
         decision.review_id,
-        order_name(&decision.shop, &decision.order_id),
+        order_name(&decision.shop, &decision.order_id, false),
         decision.action,
         decided_lines(decision.lines.as_deref()),
         decision.decided_by,
