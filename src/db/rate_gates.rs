@@ -1,5 +1,6 @@
 //! `rate_gates`: the rate gate state the replicas of one shop share (closings and learned
-//! paces, one row per shop and endpoint group).
+//! paces, one row per shop and endpoint group), and what the rate learner reads beside it: how
+//! many runs of the shop are live, and what the marketplace answered all of them lately.
 //!
 //! Times cross the table in the database's clock: a closing is written as "this long from
 //! now()" and read back as "this long from now()", so replicas whose clocks disagree still agree
@@ -80,4 +81,57 @@ pub async fn save(pool: &PgPool, row: &NewRateGate<'_>) -> Result<(), sqlx::Erro
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// How many runs of the shop are live now (the `live_runs` condition: not ended, not released,
+/// heartbeat within its lease): the replicas the shop's learned rate is shared among.
+///
+/// `acceptance_runs` has no shop yet, so every live run counts; when the worker serves several
+/// shops this filters by `shop`.
+pub async fn live_runs(pool: &PgPool, _shop: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM acceptance_runs
+         WHERE released_at IS NULL AND finished_at IS NULL AND held_until > now()",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// What the marketplace answered the shop's calls of one endpoint group over a span of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Answers {
+    pub served: i64,
+    /// 429, or 503 (the marketplace's other way of saying "later").
+    pub throttled: i64,
+}
+
+/// The answers every replica of the shop recorded in `api_calls` for `endpoint` between `from`
+/// and `to` seconds ago (database clock), unanswered calls left out: the evidence a closing is
+/// judged by, since one replica sees only its part of a limit they share.
+///
+/// `api_calls` has no shop yet, so every call of the group counts; when the worker serves
+/// several shops this filters by `shop`.
+pub async fn answers(
+    pool: &PgPool,
+    _shop: &str,
+    endpoint: &str,
+    from: f64,
+    to: f64,
+) -> Result<Answers, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT count(*) FILTER (WHERE status_code NOT IN (429, 503)) AS served,
+               count(*) FILTER (WHERE status_code IN (429, 503)) AS throttled
+        FROM api_calls
+        WHERE endpoint = $1
+          AND "timestamp" >= now() - make_interval(secs => $2)
+          AND "timestamp" <= now() - make_interval(secs => $3)
+          AND status_code IS NOT NULL
+        "#,
+    )
+    .bind(endpoint)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await
 }

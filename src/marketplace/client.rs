@@ -186,7 +186,8 @@ impl MarketplaceClient {
                 service: settings.name.clone(),
                 shop: shop.to_string(),
                 retry: RetryPolicy::new(&settings.retry),
-                gate: Gate::new(&settings.gate),
+                gate: Gate::new(&settings.gate)
+                    .reading_the_shop(shared::shop_answers(pool.clone(), shop.to_string())),
                 timeout: settings.timeout,
                 pool,
                 max_response_bytes: settings.max_response_bytes,
@@ -394,6 +395,9 @@ impl MarketplaceClient {
         let mut schedule = self.inner.retry.start();
         let mut attempt = 1;
         loop {
+            if self.inner.gate.recount_due(call.endpoint) {
+                shared::count_replicas(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
+            }
             let pass = match self.inner.gate.pass(call.endpoint).await {
                 Ok(pass) => pass,
                 Err(refused) => return Err(held_too_long(call, refused)),
@@ -450,6 +454,9 @@ impl MarketplaceClient {
             .gate
             .close(call.endpoint, wait.or(asked).unwrap_or_default());
         if matches!(closed, Ok(true)) {
+            // Counted now, so the verdict when the gate reopens and the pace after it are
+            // shared among the replicas running then.
+            shared::count_replicas(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
             self.share(call.endpoint).await;
         }
         match (wait, closed) {

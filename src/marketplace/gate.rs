@@ -14,17 +14,34 @@
 //! would otherwise cost a whole wait per burst: the calls held back all go when the gate opens,
 //! and the next 429 follows at once. Closings and learned paces are also shared with the other
 //! replicas of the shop through PostgreSQL (`shared.rs`); the gate only offers and takes them.
+//! A learned pace is the shop's: the gate judges a closing by the answers of every replica
+//! (read through [`ShopAnswers`]) and paces its own calls at its share, the pace divided by the
+//! replicas running (told by the client through [`Gate::set_replicas`]).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
 
 use super::error::Endpoint;
-use super::learner::{Curve, Learner, Verdict};
+use super::learner::{Curve, Evidence, Learner, Verdict, WINDOW};
 use crate::config::GateSettings;
+
+/// Reads what the marketplace answered all replicas of the shop for a group's calls between
+/// `from` and `to` ago (`None` when that cannot be read: the process's own answers decide).
+pub type ShopAnswers =
+    dyn Fn(Endpoint, Duration, Duration) -> BoxFuture<'static, Option<Evidence>> + Send + Sync;
+
+/// How long after a closing began its answers may still be recorded: those of requests already
+/// on their way (the shop's window ends then, so other replicas' later calls stay out of it).
+const IN_FLIGHT: Duration = Duration::from_millis(200);
+/// While a group is paced, the replicas running are counted again this often: a replica that
+/// finished leaves its share to the others within seconds.
+const RECOUNT: Duration = Duration::from_secs(5);
 
 pub struct Gate {
     or11: Group,
@@ -39,6 +56,17 @@ pub struct Gate {
     /// Closed time since the process started (the union of all groups' closings), never reset:
     /// what an order's re-send schedule leaves out.
     closed_clock: Mutex<ClosedClock>,
+    /// The replicas of the shop a learned pace is shared among, this process included.
+    replicas: Mutex<Replicas>,
+    shop: Option<Box<ShopAnswers>>,
+}
+
+/// The replicas running, as last counted.
+#[derive(Debug, Clone, Copy)]
+struct Replicas {
+    count: u32,
+    /// `None`: to be counted before the next paced call (a new run, a new closing).
+    counted_at: Option<Instant>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -84,6 +112,8 @@ struct Group {
     /// Closings the learner took for a rate limit.
     limits: AtomicU64,
     learner: Mutex<Learner>,
+    /// Wakes the calls that waited while another judged a closing.
+    judged: Notify,
 }
 
 /// The group's latest closing.
@@ -96,6 +126,8 @@ struct Closing {
     honoured: bool,
     /// The learner has not judged this closing yet (it does when the gate reopens).
     unjudged: bool,
+    /// A call is reading the shop's answers to judge it: the others wait for the verdict.
+    judging: bool,
 }
 
 /// A call may go: when it went, and how long it waited at the gate.
@@ -142,6 +174,7 @@ impl Gate {
             closings: AtomicU64::new(0),
             limits: AtomicU64::new(0),
             learner: Mutex::new(Learner::default()),
+            judged: Notify::new(),
         };
         Gate {
             or11: group(),
@@ -151,7 +184,57 @@ impl Gate {
             learns: settings.learn_pace,
             charged: Mutex::new(Charged::default()),
             closed_clock: Mutex::new(ClosedClock::default()),
+            replicas: Mutex::new(Replicas {
+                count: 1,
+                counted_at: None,
+            }),
+            shop: None,
         }
+    }
+
+    /// Judges closings by what the marketplace answered every replica of the shop.
+    pub fn reading_the_shop(self, shop: Box<ShopAnswers>) -> Self {
+        Gate {
+            shop: Some(shop),
+            ..self
+        }
+    }
+
+    /// The replicas of the shop a learned pace is shared among now, this process included.
+    pub fn replicas(&self) -> u32 {
+        lock(&self.replicas).count
+    }
+
+    /// The replicas running, as counted: 1 for a lone run, or when they could not be counted
+    /// (this process then goes by its own gate).
+    pub fn set_replicas(&self, count: u32) {
+        *lock(&self.replicas) = Replicas {
+            count: count.max(1),
+            counted_at: Some(Instant::now()),
+        };
+    }
+
+    /// True when the replicas should be counted before this call of the group: it is paced and
+    /// the count is stale. The caller that gets `true` counts; the others go on meanwhile.
+    pub fn recount_due(&self, endpoint: Endpoint) -> bool {
+        if lock(&self.group(endpoint).learner).curve().is_none() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut replicas = lock(&self.replicas);
+        if replicas
+            .counted_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RECOUNT)
+        {
+            return false;
+        }
+        replicas.counted_at = Some(now);
+        true
+    }
+
+    /// The replicas are counted again before the next paced call.
+    pub fn recount(&self) {
+        lock(&self.replicas).counted_at = None;
     }
 
     /// `marketplace.retry_after_ceiling`.
@@ -175,6 +258,7 @@ impl Gate {
             total: until.map_or(Duration::ZERO, |until| until - now),
             until,
         };
+        self.recount();
     }
 
     /// A request of the group was answered, throttled or not: the learner judges closings by
@@ -185,9 +269,11 @@ impl Gate {
         }
     }
 
-    /// The learned pace of the group now, in requests per second, if it has one.
+    /// This process's learned pace for the group now (its share of the shop's), in requests
+    /// per second, if it has one.
     pub fn learned_rate(&self, endpoint: Endpoint) -> Option<f64> {
-        lock(&self.group(endpoint).learner).rate(Instant::now())
+        let replicas = self.replicas();
+        lock(&self.group(endpoint).learner).own_rate(Instant::now(), replicas)
     }
 
     /// How many times the group's gate has closed: a new closing is a new throttling event.
@@ -229,12 +315,21 @@ impl Gate {
                 }
                 _ => {}
             }
-            learned |= self.judge(endpoint);
+            if closing.judging {
+                // The pace the verdict sets applies to this call too.
+                let judged = group.judged.notified();
+                if lock(&group.closing).judging {
+                    judged.await;
+                }
+                continue;
+            }
+            learned |= self.judge(endpoint).await;
             if let Some(pace) = &group.pace {
                 pace.until_ready().await;
             }
             loop {
-                let turn = lock(&group.learner).take_turn(Instant::now());
+                let replicas = self.replicas();
+                let turn = lock(&group.learner).take_turn(Instant::now(), replicas);
                 match turn {
                     Ok(()) => break,
                     Err(later) => tokio::time::sleep_until(later.into()).await,
@@ -260,9 +355,9 @@ impl Gate {
         })
     }
 
-    /// Once the gate has reopened, the first call through lets the learner judge the closing.
-    /// True when it was a limit.
-    fn judge(&self, endpoint: Endpoint) -> bool {
+    /// Once the gate has reopened, the first call through lets the learner judge the closing,
+    /// by the shop's answers when they can be read. True when it was a limit.
+    async fn judge(&self, endpoint: Endpoint) -> bool {
         let group = self.group(endpoint);
         let (began, closed_for) = {
             let mut closing = lock(&group.closing);
@@ -271,9 +366,20 @@ impl Gate {
                 return false;
             };
             closing.unjudged = false;
+            closing.judging = true;
             (began, until.saturating_duration_since(began))
         };
-        let verdict = lock(&group.learner).closed(began, closed_for, Instant::now());
+        let _judging = Judging(group);
+        let shop = match &self.shop {
+            Some(read) => {
+                let ago = began.elapsed();
+                read(endpoint, ago + WINDOW, ago.saturating_sub(IN_FLIGHT)).await
+            }
+            None => None,
+        };
+        let replicas = self.replicas();
+        let verdict =
+            lock(&group.learner).closed(began, closed_for, Instant::now(), shop, replicas);
         match verdict {
             Verdict::Sporadic { share } => {
                 tracing::info!(
@@ -289,14 +395,17 @@ impl Gate {
                 steady,
             } => {
                 group.limits.fetch_add(1, Ordering::Relaxed);
+                let own = (rate / f64::from(replicas)).max(super::learner::FLOOR);
                 metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
-                    .set(rate);
+                    .set(own);
                 tracing::warn!(
                     endpoint = %endpoint,
-                    rate,
+                    rate = own,
                     limit = w_max,
+                    replicas,
                     steady,
-                    "{endpoint} is rate limited near {w_max:.2} requests/s: pacing at {rate:.2}/s, climbing back towards it"
+                    shop_answers = shop.is_some(),
+                    "{endpoint} is rate limited near {w_max:.2} requests/s for the shop: {replicas} replica(s) running, this one pacing at {own:.2}/s, climbing back towards its share"
                 );
                 true
             }
@@ -333,6 +442,7 @@ impl Gate {
                 until: Some(until),
                 honoured: false,
                 unjudged: false,
+                judging: closing.judging,
             };
             return Err(self.refused(until));
         }
@@ -346,6 +456,7 @@ impl Gate {
             until: Some(until),
             honoured: true,
             unjudged: self.learns,
+            judging: closing.judging,
         };
         drop(closing);
         group.closings.fetch_add(1, Ordering::Relaxed);
@@ -463,6 +574,17 @@ fn pace(rate: f64) -> DefaultDirectRateLimiter {
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
         .allow_burst(NonZeroU32::MIN);
     RateLimiter::direct(quota)
+}
+
+/// Ends a group's judging however the judging call ends (a call dropped while it read the
+/// shop's answers included), and wakes the calls that waited for it.
+struct Judging<'a>(&'a Group);
+
+impl Drop for Judging<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.closing).judging = false;
+        self.0.judged.notify_waiters();
+    }
 }
 
 /// The gate's state stays consistent across a panic elsewhere: every update is one assignment.

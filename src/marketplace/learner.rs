@@ -1,5 +1,6 @@
 //! The pace one endpoint group learns from the marketplace's throttling: a CUBIC rate curve in
-//! the manner of the AWS SDKs' adaptive retry mode, told apart from sporadic 429s.
+//! the manner of the AWS SDKs' adaptive retry mode, told apart from sporadic 429s, and shared
+//! among the replicas of the shop.
 //!
 //! Nothing is paced until a closing looks like a rate limit. When a closed gate reopens, the
 //! answers of the second before the closing (and those of the requests still on their way)
@@ -14,6 +15,12 @@
 //! fails keeps the plateau (raised by what it found room for); a closing at or under the
 //! plateau lowers it to what was served. The pace never goes under [`FLOOR`]; past [`CEILING`]
 //! it stops.
+//!
+//! The curve is the shop's: the answers a closing is judged by are those of every replica of
+//! the shop ([`Evidence`], read from `api_calls` by the gate), so the plateau is the limit they
+//! share, and each process paces at its share of it — the curve's rate divided by the replicas
+//! running, never under the floor. Without the shop's answers (the database cannot be read),
+//! the process's own answers stand for its share of them.
 //!
 //! Every function takes the time as an argument, so the arithmetic is tested with a made-up
 //! clock.
@@ -31,14 +38,14 @@ pub const FLOOR: f64 = 0.5;
 /// A pace past this is no pace: the learner stops, as before the first limit.
 pub const CEILING: f64 = 10_000.0;
 /// The trailing window of answers a closing is judged by.
-const WINDOW: Duration = Duration::from_secs(1);
+pub const WINDOW: Duration = Duration::from_secs(1);
 /// Under this share of throttled answers in the window, a closing is a sporadic 429: a limit
 /// throttles most of what is in flight once its bucket is dry, while a stray 429 right after
 /// another closing can be one of only a dozen answers in the second.
 const SPORADIC_SHARE: f64 = 0.25;
 /// A limit shows under load: with fewer answers than this in the window (a group that calls
 /// now and then), a 429 is taken as sporadic and only the gate honours it.
-const EVIDENCE: usize = 5;
+const EVIDENCE: u64 = 5;
 /// Two limits this close (relative) are the same steady limit; a pace this far past the
 /// plateau is a probe.
 const SAME_LIMIT: f64 = 0.2;
@@ -91,6 +98,13 @@ impl Curve {
     }
 }
 
+/// Answers to the shop's calls of one group over a closing's window: every replica's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evidence {
+    pub served: u64,
+    pub throttled: u64,
+}
+
 /// What a closing taught.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
@@ -117,7 +131,7 @@ impl Learner {
         self.answers.push_back((at, throttled));
     }
 
-    /// The pace now, if any.
+    /// The shop's pace now (all replicas together), if any.
     pub fn rate(&mut self, now: Instant) -> Option<f64> {
         let rate = self.curve?.rate(now);
         if rate >= CEILING {
@@ -125,6 +139,13 @@ impl Learner {
             return None;
         }
         Some(rate)
+    }
+
+    /// This process's pace now: its share of the shop's among `replicas`, never under the
+    /// floor.
+    pub fn own_rate(&mut self, now: Instant, replicas: u32) -> Option<f64> {
+        let rate = self.rate(now)?;
+        Some((rate / f64::from(replicas.max(1))).max(FLOOR))
     }
 
     pub fn curve(&self) -> Option<Curve> {
@@ -139,8 +160,8 @@ impl Learner {
     /// Takes the pace's turn for one request now (`Ok`, also when unpaced), or says when to ask
     /// again: at the next turn, or sooner, because the pace climbs while callers wait and a
     /// turn worked out at an old, slow rate would hold them too long.
-    pub fn take_turn(&mut self, now: Instant) -> Result<(), Instant> {
-        let Some(rate) = self.rate(now) else {
+    pub fn take_turn(&mut self, now: Instant, replicas: u32) -> Result<(), Instant> {
+        let Some(rate) = self.own_rate(now, replicas) else {
             return Ok(());
         };
         let next = self
@@ -156,23 +177,38 @@ impl Learner {
     }
 
     /// Judges a closing that began at `began`, lasted `closed_for` and has just ended (`now`):
-    /// by the answers from a second before it to now.
-    pub fn closed(&mut self, began: Instant, closed_for: Duration, now: Instant) -> Verdict {
-        let from = began.checked_sub(WINDOW).unwrap_or(began);
-        while self.answers.front().is_some_and(|(at, _)| *at < from) {
-            self.answers.pop_front();
-        }
-        let throttled = self.answers.iter().filter(|(_, t)| *t).count();
-        // The answers stay: the next closing is judged by its own trailing second, which may
-        // hold some of these.
-        let served = self.answers.len() - throttled;
-        let share = throttled as f64 / (throttled + served).max(1) as f64;
-        if share < SPORADIC_SHARE || throttled + served < EVIDENCE {
+    /// by the shop's answers over the window around it when the gate could read them, else by
+    /// this process's from a second before it to now, taken as its share of `replicas`.
+    pub fn closed(
+        &mut self,
+        began: Instant,
+        closed_for: Duration,
+        now: Instant,
+        shop: Option<Evidence>,
+        replicas: u32,
+    ) -> Verdict {
+        let own = self.own_evidence(began);
+        // The shop's answers hold this process's own, unless some of those are not recorded
+        // yet: then they count as seen here.
+        let (evidence, scale) = match shop {
+            Some(shop) => (
+                Evidence {
+                    served: shop.served.max(own.served),
+                    throttled: shop.throttled.max(own.throttled),
+                },
+                1.0,
+            ),
+            None => (own, f64::from(replicas.max(1))),
+        };
+        let Evidence { served, throttled } = evidence;
+        let answers = served + throttled;
+        let share = throttled as f64 / answers.max(1) as f64;
+        if share < SPORADIC_SHARE || answers < EVIDENCE {
             return Verdict::Sporadic { share };
         }
         // What the marketplace served over the window is the limit; the pace already set (if
         // slower) is what it was asked for at most.
-        let served_rate = served as f64 / WINDOW.as_secs_f64();
+        let served_rate = served as f64 * scale / WINDOW.as_secs_f64();
         let (w_max, steady) = match self.curve.map(|curve| (curve.rate(began), curve.w_max)) {
             None => (served_rate, false),
             // A probe past the plateau found the limit: the plateau held, and what was served
@@ -194,6 +230,20 @@ impl Learner {
             rate: curve.rate(now),
             w_max,
             steady,
+        }
+    }
+
+    /// This process's answers from a second before `began` to now. They stay: the next closing
+    /// is judged by its own trailing second, which may hold some of these.
+    fn own_evidence(&mut self, began: Instant) -> Evidence {
+        let from = began.checked_sub(WINDOW).unwrap_or(began);
+        while self.answers.front().is_some_and(|(at, _)| *at < from) {
+            self.answers.pop_front();
+        }
+        let throttled = self.answers.iter().filter(|(_, t)| *t).count() as u64;
+        Evidence {
+            served: self.answers.len() as u64 - throttled,
+            throttled,
         }
     }
 }
@@ -220,8 +270,12 @@ mod tests {
         let mut learner = Learner::default();
         let now = Instant::now();
         assert_eq!(learner.rate(now), None);
-        assert_eq!(learner.take_turn(now), Ok(()));
-        assert_eq!(learner.take_turn(now), Ok(()), "unpaced: every turn is now");
+        assert_eq!(learner.take_turn(now, 1), Ok(()));
+        assert_eq!(
+            learner.take_turn(now, 1),
+            Ok(()),
+            "unpaced: every turn is now"
+        );
     }
 
     #[test]
@@ -231,7 +285,7 @@ mod tests {
         // 16 requests at once: 5 served, 11 throttled.
         answers(&mut learner, t0, secs(0.02), 5, 11);
         let reopened = t0 + secs(5.0);
-        let verdict = learner.closed(t0, secs(5.0), reopened);
+        let verdict = learner.closed(t0, secs(5.0), reopened, None, 1);
         let Verdict::Limit {
             rate,
             w_max,
@@ -257,7 +311,7 @@ mod tests {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         answers(&mut learner, t0, secs(1.0), 2, 1);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
         assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
         assert_eq!(learner.rate(t0 + secs(1.0)), None);
     }
@@ -267,7 +321,7 @@ mod tests {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         answers(&mut learner, t0, secs(0.2), 12, 2);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
         assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
     }
 
@@ -276,7 +330,7 @@ mod tests {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         answers(&mut learner, t0, secs(1.0), 300, 3);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
         assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
         assert_eq!(learner.rate(t0 + secs(1.0)), None);
     }
@@ -290,14 +344,14 @@ mod tests {
         // the second counted 8 served, the marketplace's burst among them, and 3 throttled.
         let t1 = t0 + secs(3.0);
         answers(&mut learner, t1, secs(1.0), 8, 3);
-        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
+        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0), None, 1);
         assert!(
             matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if (w_max - 5.6).abs() < 1e-9),
             "0.7 × 8 served is a little room past 5: {verdict:?}"
         );
         let t2 = t1 + secs(200.0);
         answers(&mut learner, t2, secs(1.0), 4, 2);
-        let verdict = learner.closed(t2, secs(5.0), t2 + secs(5.0));
+        let verdict = learner.closed(t2, secs(5.0), t2 + secs(5.0), None, 1);
         assert!(
             matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 5.6).abs() < 1e-9),
             "a probe that found less keeps the plateau: {verdict:?}"
@@ -311,7 +365,7 @@ mod tests {
         learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
         let t1 = t0 + secs(10.0);
         answers(&mut learner, t1, secs(1.0), 5, 2);
-        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0));
+        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0), None, 1);
         assert!(
             matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if w_max == 5.0),
             "{verdict:?}"
@@ -327,7 +381,7 @@ mod tests {
         let t1 = t0 + secs(30.0);
         answers(&mut learner, t1, secs(1.0), 2, 4);
         let reopened = t1 + secs(0.05);
-        let verdict = learner.closed(t1, secs(0.05), reopened);
+        let verdict = learner.closed(t1, secs(0.05), reopened, None, 1);
         assert!(
             matches!(verdict, Verdict::Limit { w_max, steady: false, .. } if w_max == 2.0),
             "{verdict:?}"
@@ -342,7 +396,7 @@ mod tests {
         let mut learner = Learner::default();
         // Only throttled answers: nothing served at all.
         answers(&mut learner, t0, secs(0.5), 0, 8);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0));
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
         assert!(
             matches!(verdict, Verdict::Limit { rate, .. } if rate == FLOOR),
             "{verdict:?}"
@@ -350,7 +404,7 @@ mod tests {
         assert_eq!(learner.rate(t0 + secs(1.0)), Some(FLOOR));
         // The probe grows without bound; past the ceiling the learner stops pacing.
         assert_eq!(learner.rate(t0 + secs(60.0)), None);
-        assert_eq!(learner.take_turn(t0 + secs(61.0)), Ok(()));
+        assert_eq!(learner.take_turn(t0 + secs(61.0), 1), Ok(()));
     }
 
     #[test]
@@ -358,9 +412,68 @@ mod tests {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         learner.adopt(Curve::new(4.0, 4.0, t0, Duration::from_secs(60)));
-        assert_eq!(learner.take_turn(t0), Ok(()));
-        assert_eq!(learner.take_turn(t0), Err(t0 + RECHECK));
-        assert_eq!(learner.take_turn(t0 + secs(0.2)), Err(t0 + secs(0.25)));
-        assert_eq!(learner.take_turn(t0 + secs(0.25)), Ok(()));
+        assert_eq!(learner.take_turn(t0, 1), Ok(()));
+        assert_eq!(learner.take_turn(t0, 1), Err(t0 + RECHECK));
+        assert_eq!(learner.take_turn(t0 + secs(0.2), 1), Err(t0 + secs(0.25)));
+        assert_eq!(learner.take_turn(t0 + secs(0.25), 1), Ok(()));
+    }
+
+    #[test]
+    fn the_shops_answers_set_the_plateau_and_each_replica_paces_at_its_share() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        // This replica was served nothing in the burst (the other two took the bucket), but the
+        // shop was served 5 over the second and 40 throttled.
+        answers(&mut learner, t0, secs(0.02), 0, 16);
+        let shop = Evidence {
+            served: 5,
+            throttled: 40,
+        };
+        let reopened = t0 + secs(5.0);
+        let verdict = learner.closed(t0, secs(5.0), reopened, Some(shop), 3);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if w_max == 5.0),
+            "the shop's limit, not this replica's part of it: {verdict:?}"
+        );
+        let k = (5.0 * 0.3 / 0.4_f64).cbrt();
+        let held = reopened + secs(k + 10.0);
+        assert!((learner.rate(held).unwrap() - 5.0).abs() < 1e-9);
+        assert!((learner.own_rate(held, 3).unwrap() - 5.0 / 3.0).abs() < 1e-9);
+        assert!(
+            (learner.own_rate(held, 1).unwrap() - 5.0).abs() < 1e-9,
+            "a lone run: all of it"
+        );
+        assert_eq!(
+            learner.own_rate(held, 100),
+            Some(FLOOR),
+            "never under the floor, however many replicas"
+        );
+    }
+
+    #[test]
+    fn without_the_shops_answers_a_replicas_own_stand_for_its_share() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        answers(&mut learner, t0, secs(0.02), 2, 14);
+        let verdict = learner.closed(t0, secs(5.0), t0 + secs(5.0), None, 3);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if w_max == 6.0),
+            "2 served here, one of 3 replicas: {verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_sporadic_429_in_a_busy_shop_teaches_nothing_even_to_a_quiet_replica() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        // One answer here, throttled; the shop as a whole was served 60 over the second.
+        answers(&mut learner, t0, secs(0.5), 0, 1);
+        let shop = Evidence {
+            served: 60,
+            throttled: 1,
+        };
+        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), Some(shop), 4);
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert_eq!(learner.rate(t0 + secs(1.0)), None);
     }
 }

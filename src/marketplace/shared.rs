@@ -5,7 +5,16 @@
 //! Read at the start of each run, written when a closing begins or a pace is learned — never
 //! per request. Running replicas do not re-read each other's closings: each draws its own 429s
 //! and its own gate holds it back; taking every other replica's stray 429 as well multiplied the
-//! closed time by the number of replicas and stalled `bench/chaos`. A row is a hint from another process: one that is
+//! closed time by the number of replicas and stalled `bench/chaos`.
+//!
+//! A learned pace is the shop's, shared among its replicas: a closing is judged by what the
+//! marketplace answered all of them over its window (their `api_calls` rows), and each process
+//! paces at the shop's rate divided by the runs live now (`acceptance_runs`), counted at each
+//! closing and every few seconds while paced. Neither read may hold a call long: one that fails
+//! or is slow leaves the process to its own answers and a count of one (its own gate, as a lone
+//! run), with a warning.
+//!
+//! A row is a hint from another process: one that is
 //! missing is nothing to go by; one that cannot be right (a rate that is no rate, a closing past
 //! this run's allowance, a row written "in the future" by a replica with another clock) is
 //! ignored with a warning, and the local gate decides alone. A database that cannot be reached
@@ -16,14 +25,18 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::error::Endpoint;
-use super::gate::Gate;
-use super::learner::{CEILING, FLOOR};
+use super::gate::{Gate, ShopAnswers};
+use super::learner::{CEILING, Evidence, FLOOR};
 use crate::db::rate_gates::{self, NewRateGate, RateGateRow};
 
 /// A pace learned longer ago than this is not taken: the limit may have changed since.
 const RECENT: Duration = Duration::from_secs(15 * 60);
 /// How far a row's clock may run ahead of the database's before it is not believed.
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
+/// The longest a read for the learner may hold calls (a reopened gate waits for the verdict).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most replicas a pace is divided among: far past any deployment; the floor decides then.
+const MOST_REPLICAS: u32 = 1000;
 
 /// What a row may be trusted for.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +135,74 @@ pub async fn save(gate: &Gate, pool: &PgPool, shop: &str, endpoint: Endpoint, up
     };
     if let Err(err) = rate_gates::save(pool, &row).await {
         tracing::warn!(endpoint = %endpoint, error = %err, "could not share the {endpoint} rate gate with the other replicas in rate_gates; this process goes by its own gate");
+    }
+}
+
+/// Counts the runs of the shop live now and tells the gate: the replicas its learned paces are
+/// shared among. One when they cannot be counted: this process goes by its own gate.
+pub async fn count_replicas(gate: &Gate, pool: &PgPool, shop: &str) {
+    let counted = tokio::time::timeout(READ_TIMEOUT, rate_gates::live_runs(pool, shop)).await;
+    let count = match counted {
+        Ok(Ok(live)) => u32::try_from(live)
+            .unwrap_or(MOST_REPLICAS)
+            .clamp(1, MOST_REPLICAS),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not count the live runs of the shop (acceptance_runs); this process paces as if it ran alone and goes by its own gate");
+            1
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = READ_TIMEOUT.as_millis() as u64,
+                "counting the live runs of the shop (acceptance_runs) took too long; this process paces as if it ran alone and goes by its own gate"
+            );
+            1
+        }
+    };
+    let before = gate.replicas();
+    gate.set_replicas(count);
+    if count != before {
+        tracing::info!(
+            replicas = count,
+            "{count} run(s) of the shop live: learned paces are shared among them"
+        );
+    }
+}
+
+/// What the gate reads the shop's answers with: every replica's `api_calls` rows.
+pub fn shop_answers(pool: PgPool, shop: String) -> Box<ShopAnswers> {
+    Box::new(move |endpoint, from, to| {
+        let (pool, shop) = (pool.clone(), shop.clone());
+        Box::pin(async move { read_answers(&pool, &shop, endpoint, from, to).await })
+    })
+}
+
+async fn read_answers(
+    pool: &PgPool,
+    shop: &str,
+    endpoint: Endpoint,
+    from: Duration,
+    to: Duration,
+) -> Option<Evidence> {
+    let read = rate_gates::answers(
+        pool,
+        shop,
+        endpoint.as_str(),
+        from.as_secs_f64(),
+        to.as_secs_f64(),
+    );
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(answers)) => Some(Evidence {
+            served: u64::try_from(answers.served).unwrap_or(0),
+            throttled: u64::try_from(answers.throttled).unwrap_or(0),
+        }),
+        Ok(Err(err)) => {
+            tracing::warn!(endpoint = %endpoint, error = %err, "could not read the shop's recent {endpoint} answers (api_calls); this closing is judged by this process's own answers");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(endpoint = %endpoint, timeout_ms = READ_TIMEOUT.as_millis() as u64, "reading the shop's recent {endpoint} answers (api_calls) took too long; this closing is judged by this process's own answers");
+            None
+        }
     }
 }
 
