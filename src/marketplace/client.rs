@@ -354,7 +354,7 @@ impl MarketplaceClient {
     /// and takes what the shop's other replicas share: closings under way, paces learned.
     pub async fn start_run(&self) {
         self.inner.gate.start_run();
-        shared::load(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
+        shared::load(&self.inner.gate, &self.inner.pool, &self.inner.shop, None).await;
     }
 
     async fn list_orders(&self, query: &[(&str, String)]) -> Result<OrdersPage, MarketplaceError> {
@@ -395,6 +395,15 @@ impl MarketplaceClient {
         let mut schedule = self.inner.retry.start();
         let mut attempt = 1;
         loop {
+            if self.inner.gate.first_call_of_run(call.endpoint) {
+                shared::load(
+                    &self.inner.gate,
+                    &self.inner.pool,
+                    &self.inner.shop,
+                    Some(call.endpoint),
+                )
+                .await;
+            }
             if self.inner.gate.recount_due(call.endpoint) {
                 shared::count_replicas(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
             }

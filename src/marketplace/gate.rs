@@ -114,6 +114,9 @@ struct Group {
     learner: Mutex<Learner>,
     /// Wakes the calls that waited while another judged a closing.
     judged: Notify,
+    /// No call of the group has gone in this run yet: the first reads what the other
+    /// replicas shared since the run began.
+    unread: std::sync::atomic::AtomicBool,
 }
 
 /// The group's latest closing.
@@ -175,6 +178,7 @@ impl Gate {
             limits: AtomicU64::new(0),
             learner: Mutex::new(Learner::default()),
             judged: Notify::new(),
+            unread: std::sync::atomic::AtomicBool::new(false),
         };
         Gate {
             or11: group(),
@@ -259,6 +263,16 @@ impl Gate {
             until,
         };
         self.recount();
+        for endpoint in Endpoint::ALL {
+            self.group(endpoint).unread.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// True for the first call of the group in this run (once): another replica may have been
+    /// throttled or learned a pace since the run began, and this call would otherwise go out
+    /// unpaced with all its peers.
+    pub fn first_call_of_run(&self, endpoint: Endpoint) -> bool {
+        self.group(endpoint).unread.swap(false, Ordering::Relaxed)
     }
 
     /// A request of the group was answered, throttled or not: the learner judges closings by
@@ -492,10 +506,11 @@ impl Gate {
     }
 
     /// Holds the group's gate shut until `wait` from now because another replica was told to
-    /// wait: within this run's allowance only (else the local gate decides alone). No closing
-    /// of this process is counted and there is nothing to learn from it. True when this made
-    /// the gate close longer.
-    pub fn hold(&self, endpoint: Endpoint, wait: Duration) -> bool {
+    /// wait, `since` ago: within this run's allowance only (else the local gate decides alone).
+    /// No closing of this process is counted; when the gate reopens, the closing is judged by
+    /// the shop's answers around its start like one of its own. True when this made the gate
+    /// close longer.
+    pub fn hold(&self, endpoint: Endpoint, wait: Duration, since: Duration) -> bool {
         let group = self.group(endpoint);
         let now = Instant::now();
         let until = now + wait;
@@ -508,8 +523,8 @@ impl Gate {
         }
         lock(&self.closed_clock).add(now, until);
         if closing.until.is_none_or(|current| current <= now) {
-            closing.began = Some(now);
-            closing.unjudged = false;
+            closing.began = Some(now.checked_sub(since).unwrap_or(now));
+            closing.unjudged = self.learns;
         }
         closing.until = Some(until);
         closing.honoured = true;
@@ -754,9 +769,9 @@ mod tests {
     fn shared_state_holds_and_adopts_within_bounds() {
         let gate = gate(Duration::from_secs(5));
         assert_eq!(gate.shared(Endpoint::OR21), Shared::default());
-        assert!(gate.hold(Endpoint::OR21, Duration::from_secs(2)));
+        assert!(gate.hold(Endpoint::OR21, Duration::from_secs(2), Duration::ZERO));
         assert!(
-            !gate.hold(Endpoint::OR21, Duration::from_secs(1)),
+            !gate.hold(Endpoint::OR21, Duration::from_secs(1), Duration::ZERO),
             "closed longer already"
         );
         assert_eq!(
@@ -766,7 +781,7 @@ mod tests {
         );
         assert!(gate.shared(Endpoint::OR21).closed_until.is_some());
         assert!(
-            !gate.hold(Endpoint::OR11, Duration::from_secs(60)),
+            !gate.hold(Endpoint::OR11, Duration::from_secs(60), Duration::ZERO),
             "past the allowance"
         );
         assert!(gate.adopt(Endpoint::OR21, 3.5, 5.0));

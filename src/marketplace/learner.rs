@@ -12,8 +12,10 @@
 //! near the plateau, then probing past it, so a limit that was raised is found again. The
 //! plateau is held for [`HOLD_PER_CLOSED`] times the closing's length before probing, so that
 //! a failed probe (which costs one closing) takes at most a twentieth of the time. A probe that
-//! fails keeps the plateau (raised by what it found room for); a closing at or under the
-//! plateau lowers it to what was served. The pace never goes under [`FLOOR`]; past [`CEILING`]
+//! fails keeps the plateau (raised by what it found room for); a closing under the plateau
+//! lowers it to what was served, one at the plateau by 15 % (CUBIC's fast convergence). Once
+//! paced, every closing counts: paced calls go one at a time, so the first 429 of a pace that
+//! is too high is one answer among many served. The pace never goes under [`FLOOR`]; past [`CEILING`]
 //! it stops.
 //!
 //! The curve is the shop's: the answers a closing is judged by are those of every replica of
@@ -203,7 +205,11 @@ impl Learner {
         let Evidence { served, throttled } = evidence;
         let answers = served + throttled;
         let share = throttled as f64 / answers.max(1) as f64;
-        if share < SPORADIC_SHARE || answers < EVIDENCE {
+        // A pace that is throttled is too high, however few answers were: paced calls go one
+        // at a time and the first 429 closes the gate, so their share cannot tell. (A group is
+        // paced only after a closing that could.)
+        let paced = self.curve.is_some();
+        if !paced && (share < SPORADIC_SHARE || answers < EVIDENCE) {
             return Verdict::Sporadic { share };
         }
         // What the marketplace served over the window is the limit; the pace already set (if
@@ -216,10 +222,17 @@ impl Learner {
             Some((pace, last)) if pace > (1.0 + SAME_LIMIT) * last => {
                 (last.max(BETA * served_rate.min(pace)), true)
             }
-            // Throttled at or under the plateau: the limit is lower now.
+            // Throttled at or under the plateau: the limit is lower now. Met at the plateau
+            // again, the plateau is above it by less than the second can show (what was served
+            // counts the marketplace's burst): it comes down by CUBIC's fast-convergence step,
+            // half of 1 − β.
             Some((pace, last)) => {
                 let w_max = served_rate.min(pace);
-                (w_max, (w_max - last).abs() <= SAME_LIMIT * last)
+                if w_max >= (1.0 - SAME_LIMIT) * last {
+                    (w_max.min(last) * (1.0 + BETA) / 2.0, true)
+                } else {
+                    (w_max, false)
+                }
             }
         };
         let w_max = w_max.clamp(FLOOR, CEILING);
@@ -359,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_met_again_at_the_same_rate_is_steady() {
+    fn a_limit_met_again_at_the_plateau_lowers_it_by_fast_convergence() {
         let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
         learner.adopt(Curve::new(5.0, 5.0, t0, Duration::from_secs(60)));
@@ -367,9 +380,29 @@ mod tests {
         answers(&mut learner, t1, secs(1.0), 5, 2);
         let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0), None, 1);
         assert!(
-            matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if w_max == 5.0),
+            matches!(verdict, Verdict::Limit { steady: true, w_max, .. } if (w_max - 4.25).abs() < 1e-9),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn a_paced_group_at_its_plateau_takes_a_single_429_for_a_limit() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        learner.adopt(Curve::new(6.0, 6.0, t0, Duration::from_secs(60)));
+        // Paced calls one at a time: the first 429 closes the gate, one answer in seven.
+        let t1 = t0 + secs(10.0);
+        answers(&mut learner, t1, secs(1.0), 6, 1);
+        let verdict = learner.closed(t1, secs(5.0), t1 + secs(5.0), None, 1);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 5.1).abs() < 1e-9),
+            "{verdict:?}"
+        );
+        // The same answers to a group not paced yet are a stray 429.
+        let mut unpaced = Learner::default();
+        answers(&mut unpaced, t1, secs(1.0), 6, 1);
+        let verdict = unpaced.closed(t1, secs(5.0), t1 + secs(5.0), None, 1);
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Checked {
     pub endpoint: Endpoint,
     /// How long the gate stays closed from now, if it does.
     pub closed_for: Option<Duration>,
+    /// How long ago the row was written (when its closing began, if it has one).
+    pub written: Duration,
     /// The pace and the rate it climbs back towards.
     pub learned: Option<(f64, f64)>,
     /// What was wrong with the row, for the warning.
@@ -57,6 +59,7 @@ pub fn check(row: &RateGateRow, ceiling: Duration) -> Option<Checked> {
     let mut checked = Checked {
         endpoint,
         closed_for: None,
+        written: Duration::try_from_secs_f64(row.age_seconds).unwrap_or_default(),
         learned: None,
         problems: Vec::new(),
     };
@@ -99,9 +102,11 @@ pub fn check(row: &RateGateRow, ceiling: Duration) -> Option<Checked> {
     Some(checked)
 }
 
-/// The start of a run: takes the closings still under way and the paces learned recently.
-pub async fn load(gate: &Gate, pool: &PgPool, shop: &str) {
-    for checked in read(gate, pool, shop).await {
+/// The start of a run, and the first call of each group in it: takes the closings still under
+/// way and the paces learned recently (of `only` that group, if given).
+pub async fn load(gate: &Gate, pool: &PgPool, shop: &str, only: Option<Endpoint>) {
+    let rows = read(gate, pool, shop).await.into_iter();
+    for checked in rows.filter(|checked| only.is_none_or(|only| only == checked.endpoint)) {
         take(gate, &checked);
         if let Some((rate, w_max)) = checked.learned
             && gate.adopt(checked.endpoint, rate, w_max)
@@ -236,7 +241,7 @@ fn take(gate: &Gate, checked: &Checked) {
     let Some(wait) = checked.closed_for else {
         return;
     };
-    if gate.hold(checked.endpoint, wait) {
+    if gate.hold(checked.endpoint, wait, checked.written) {
         tracing::info!(
             endpoint = %checked.endpoint,
             wait_ms = wait.as_millis() as u64,
@@ -268,6 +273,7 @@ mod tests {
         let checked = check(&row(), CEILING_10M).expect("OR21");
         assert_eq!(checked.endpoint, Endpoint::OR21);
         assert_eq!(checked.closed_for, Some(Duration::from_secs(3)));
+        assert_eq!(checked.written, Duration::from_secs(2));
         assert_eq!(checked.learned, Some((3.5, 5.0)));
         assert!(checked.problems.is_empty());
     }
