@@ -395,15 +395,16 @@ impl MarketplaceClient {
         let mut schedule = self.inner.retry.start();
         let mut attempt = 1;
         loop {
-            if self.inner.gate.first_call_of_run(call.endpoint) {
-                shared::load(
-                    &self.inner.gate,
-                    &self.inner.pool,
-                    &self.inner.shop,
-                    Some(call.endpoint),
-                )
+            let shared_since_run_start = shared::load(
+                &self.inner.gate,
+                &self.inner.pool,
+                &self.inner.shop,
+                Some(call.endpoint),
+            );
+            self.inner
+                .gate
+                .first_call_of_run(call.endpoint, shared_since_run_start)
                 .await;
-            }
             if self.inner.gate.recount_due(call.endpoint) {
                 shared::count_replicas(&self.inner.gate, &self.inner.pool, &self.inner.shop).await;
             }

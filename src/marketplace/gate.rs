@@ -19,7 +19,7 @@
 //! replicas running (told by the client through [`Gate::set_replicas`]).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -115,8 +115,9 @@ struct Group {
     /// Wakes the calls that waited while another judged a closing.
     judged: Notify,
     /// No call of the group has gone in this run yet: the first reads what the other
-    /// replicas shared since the run began.
-    unread: std::sync::atomic::AtomicBool,
+    /// replicas shared since the run began, and the others wait for it (`reading`).
+    unread: AtomicBool,
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// The group's latest closing.
@@ -178,7 +179,8 @@ impl Gate {
             limits: AtomicU64::new(0),
             learner: Mutex::new(Learner::default()),
             judged: Notify::new(),
-            unread: std::sync::atomic::AtomicBool::new(false),
+            unread: AtomicBool::new(false),
+            reading: tokio::sync::Mutex::new(()),
         };
         Gate {
             or11: group(),
@@ -268,11 +270,18 @@ impl Gate {
         }
     }
 
-    /// True for the first call of the group in this run (once): another replica may have been
-    /// throttled or learned a pace since the run began, and this call would otherwise go out
-    /// unpaced with all its peers.
-    pub fn first_call_of_run(&self, endpoint: Endpoint) -> bool {
-        self.group(endpoint).unread.swap(false, Ordering::Relaxed)
+    /// Before the first call of the group in this run goes out, `read` takes what another
+    /// replica was told or learned since the run began (calls of the group that come meanwhile
+    /// wait for it: they would otherwise go out unpaced all at once).
+    pub async fn first_call_of_run(&self, endpoint: Endpoint, read: impl Future<Output = ()>) {
+        let group = self.group(endpoint);
+        if !group.unread.load(Ordering::Acquire) {
+            return;
+        }
+        let _reading = group.reading.lock().await;
+        if group.unread.swap(false, Ordering::AcqRel) {
+            read.await;
+        }
     }
 
     /// A request of the group was answered, throttled or not: the learner judges closings by
