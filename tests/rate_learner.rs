@@ -209,6 +209,49 @@ async fn a_fresh_run_starts_from_the_pace_learned_recently(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_replica_whose_run_began_before_another_learned_the_pace_sends_its_first_calls_at_it(
+    pool: PgPool,
+) {
+    let app = spawn_app(
+        pool,
+        |sim| {
+            sim.faults.rate_limit = Some(5);
+            sim.faults.retry_after = Duration::from_secs(1);
+        },
+        &[("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "6")],
+    )
+    .await;
+    let (early, learner) = (app.worker().client, app.worker().client);
+    // The early replica's run begins while nothing is shared yet.
+    early.start_run().await;
+    learner.start_run().await;
+    let burst = |client: MarketplaceClient, prefix: &'static str| async move {
+        join_all((0..16).map(|i| {
+            let client = client.clone();
+            async move { client.orders_by_ids(&[format!("{prefix}-{i}")]).await }
+        }))
+        .await
+    };
+    burst(learner.clone(), "L").await;
+    assert!(
+        learner.learned_rate(Endpoint::OR11).is_some(),
+        "a limit learned"
+    );
+
+    // 16 calls at once: the first reads what the other replica learned, the rest wait for it
+    // instead of going out unpaced (which would draw about 11 429s from a bucket of 5).
+    let before = throttled(&app);
+    let results = burst(early.clone(), "E").await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let drawn = throttled(&app) - before;
+    assert!(drawn <= 3, "{drawn} of 16 calls throttled");
+    assert!(
+        early.learned_rate(Endpoint::OR11).is_some(),
+        "the pace was adopted"
+    );
+}
+
+#[sqlx::test]
 async fn a_missing_corrupt_or_foreign_clock_row_leaves_each_process_its_own_gate(pool: PgPool) {
     let server = throttling_server("1").await;
     // The first request is throttled for 1 s; the rows below must neither hold calls longer

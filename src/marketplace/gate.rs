@@ -28,7 +28,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
 use super::error::Endpoint;
-use super::learner::{Curve, Evidence, Learner, Verdict, WINDOW};
+use super::learner::{Curve, Evidence, FLOOR, Learner, Verdict, WINDOW};
 use crate::config::GateSettings;
 
 /// Reads what the marketplace answered all replicas of the shop for a group's calls between
@@ -239,7 +239,7 @@ impl Gate {
     }
 
     /// The replicas are counted again before the next paced call.
-    pub fn recount(&self) {
+    fn recount(&self) {
         lock(&self.replicas).counted_at = None;
     }
 
@@ -279,8 +279,10 @@ impl Gate {
             return;
         }
         let _reading = group.reading.lock().await;
-        if group.unread.swap(false, Ordering::AcqRel) {
+        // Cleared only once read: a call that found it set waits above until then.
+        if group.unread.load(Ordering::Acquire) {
             read.await;
+            group.unread.store(false, Ordering::Release);
         }
     }
 
@@ -418,7 +420,7 @@ impl Gate {
                 steady,
             } => {
                 group.limits.fetch_add(1, Ordering::Relaxed);
-                let own = (rate / f64::from(replicas)).max(super::learner::FLOOR);
+                let own = (rate / f64::from(replicas)).max(FLOOR);
                 metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
                     .set(own);
                 tracing::warn!(
