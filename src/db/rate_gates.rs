@@ -85,14 +85,12 @@ pub async fn save(pool: &PgPool, row: &NewRateGate<'_>) -> Result<(), sqlx::Erro
 
 /// How many runs of the shop are live now (the `live_runs` condition: not ended, not released,
 /// heartbeat within its lease): the replicas the shop's learned rate is shared among.
-///
-/// `acceptance_runs` has no shop yet, so every live run counts; when the worker serves several
-/// shops this filters by `shop`.
-pub async fn live_runs(pool: &PgPool, _shop: &str) -> Result<i64, sqlx::Error> {
+pub async fn live_runs(pool: &PgPool, shop: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(*) FROM acceptance_runs
-         WHERE released_at IS NULL AND finished_at IS NULL AND held_until > now()",
+         WHERE shop = $1 AND released_at IS NULL AND finished_at IS NULL AND held_until > now()",
     )
+    .bind(shop)
     .fetch_one(pool)
     .await
 }
@@ -110,12 +108,9 @@ pub struct Answers {
 /// The answers every replica of the shop recorded in `api_calls` for `endpoint` between `from`
 /// and `to` seconds ago (database clock), unanswered calls left out: the evidence a closing is
 /// judged by, since one replica sees only its part of a limit they share.
-///
-/// `api_calls` has no shop yet, so every call of the group counts; when the worker serves
-/// several shops this filters by `shop`.
 pub async fn answers(
     pool: &PgPool,
-    _shop: &str,
+    shop: &str,
     endpoint: &str,
     from: f64,
     to: f64,
@@ -125,12 +120,14 @@ pub async fn answers(
         SELECT count(*) FILTER (WHERE status_code < 500 AND status_code <> 429) AS served,
                count(*) FILTER (WHERE status_code = 429) AS throttled
         FROM api_calls
-        WHERE endpoint = $1
-          AND "timestamp" >= now() - make_interval(secs => $2)
-          AND "timestamp" <= now() - make_interval(secs => $3)
+        WHERE shop = $1
+          AND endpoint = $2
+          AND "timestamp" >= now() - make_interval(secs => $3)
+          AND "timestamp" <= now() - make_interval(secs => $4)
           AND status_code IS NOT NULL
         "#,
     )
+    .bind(shop)
     .bind(endpoint)
     .bind(from)
     .bind(to)
