@@ -455,7 +455,7 @@ async fn metrics_after_a_run(pool: PgPool) {
         2.0,
     );
     at_least(
-        r#"marketplace_api_call_duration_seconds_count{endpoint="OR21"}"#,
+        r#"marketplace_api_call_duration_seconds_count{endpoint="OR21",shop="default"}"#,
         5.0,
     );
     at_least(r#"acceptance_claim_duration_seconds_count"#, 1.0);
@@ -465,7 +465,7 @@ async fn metrics_after_a_run(pool: PgPool) {
     );
     assert!(
         metrics.contains(
-            r#"marketplace_api_call_duration_seconds_bucket{endpoint="OR21",le="0.005"}"#
+            r#"marketplace_api_call_duration_seconds_bucket{endpoint="OR21",shop="default",le="0.005"}"#
         ),
         "{metrics}"
     );

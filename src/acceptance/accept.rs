@@ -58,7 +58,11 @@ pub async fn accept_all(
     })
     .flatten();
     let concurrency = ctx.settings.acceptance.concurrency;
-    let limit = AdaptiveLimit::new(concurrency, ctx.client.throttlings(Endpoint::OR21));
+    let limit = AdaptiveLimit::new(
+        concurrency,
+        ctx.client.throttlings(Endpoint::OR21),
+        ctx.shop(),
+    );
     let limit = &limit;
     // The stream holds `concurrency` orders at most; the limit decides how many of them work.
     orders

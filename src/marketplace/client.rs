@@ -187,7 +187,8 @@ impl MarketplaceClient {
                 shop: shop.to_string(),
                 retry: RetryPolicy::new(&settings.retry),
                 gate: Gate::new(&settings.gate)
-                    .reading_the_shop(shared::shop_answers(pool.clone(), shop.to_string())),
+                    .reading_the_shop(shared::shop_answers(pool.clone(), shop.to_string()))
+                    .labelled(shop),
                 timeout: settings.timeout,
                 pool,
                 max_response_bytes: settings.max_response_bytes,
@@ -804,7 +805,7 @@ impl MarketplaceClient {
         };
         metrics::counter!("marketplace_api_calls_total", "endpoint" => endpoint, "status_class" => status_class, "shop" => self.inner.shop.clone())
             .increment(1);
-        metrics::histogram!("marketplace_api_call_duration_seconds", "endpoint" => endpoint)
+        metrics::histogram!("marketplace_api_call_duration_seconds", "endpoint" => endpoint, "shop" => self.inner.shop.clone())
             .record(duration.as_secs_f64());
         tracing::debug!(
             endpoint,

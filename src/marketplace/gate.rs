@@ -59,6 +59,8 @@ pub struct Gate {
     /// The replicas of the shop a learned pace is shared among, this process included.
     replicas: Mutex<Replicas>,
     shop: Option<Box<ShopAnswers>>,
+    /// The `shop` label of this gate's metrics.
+    shop_label: String,
 }
 
 /// The replicas running, as last counted.
@@ -195,6 +197,7 @@ impl Gate {
                 counted_at: None,
             }),
             shop: None,
+            shop_label: crate::db::DEFAULT_SHOP.to_string(),
         }
     }
 
@@ -202,6 +205,14 @@ impl Gate {
     pub fn reading_the_shop(self, shop: Box<ShopAnswers>) -> Self {
         Gate {
             shop: Some(shop),
+            ..self
+        }
+    }
+
+    /// The gate of shop `shop`: its metrics carry the shop's name.
+    pub fn labelled(self, shop: &str) -> Self {
+        Gate {
+            shop_label: shop.to_string(),
             ..self
         }
     }
@@ -370,7 +381,7 @@ impl Gate {
         }
         let waited = started.elapsed();
         if !waited.is_zero() {
-            metrics::histogram!("marketplace_gate_wait_duration_seconds", "endpoint" => endpoint.as_str())
+            metrics::histogram!("marketplace_gate_wait_duration_seconds", "endpoint" => endpoint.as_str(), "shop" => self.shop_label.clone())
                 .record(waited.as_secs_f64());
         }
         Ok(Pass {
@@ -421,7 +432,7 @@ impl Gate {
             } => {
                 group.limits.fetch_add(1, Ordering::Relaxed);
                 let own = (rate / f64::from(replicas)).max(FLOOR);
-                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str())
+                metrics::gauge!("marketplace_learned_rate_per_second", "endpoint" => endpoint.as_str(), "shop" => self.shop_label.clone())
                     .set(own);
                 tracing::warn!(
                     endpoint = %endpoint,
@@ -485,7 +496,7 @@ impl Gate {
         };
         drop(closing);
         group.closings.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str())
+        metrics::counter!("marketplace_gate_closings_total", "endpoint" => endpoint.as_str(), "shop" => self.shop_label.clone())
             .increment(1);
         tracing::warn!(
             endpoint = %endpoint,

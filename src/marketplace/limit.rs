@@ -14,6 +14,8 @@ pub struct AdaptiveLimit {
     semaphore: Arc<Semaphore>,
     state: Mutex<State>,
     max: u32,
+    /// The `shop` label of the limit's gauge.
+    shop: String,
 }
 
 struct State {
@@ -32,9 +34,9 @@ pub struct Slot {
 }
 
 impl AdaptiveLimit {
-    /// A limit starting at `max`; `closings` is the gate's count of throttling events now, so
-    /// earlier ones do not count against this limit.
-    pub fn new(max: u32, closings: u64) -> Self {
+    /// A limit of shop `shop` starting at `max`; `closings` is the gate's count of throttling
+    /// events now, so earlier ones do not count against this limit.
+    pub fn new(max: u32, closings: u64, shop: &str) -> Self {
         let max = max.max(1);
         let limit = AdaptiveLimit {
             semaphore: Arc::new(Semaphore::new(max as usize)),
@@ -45,6 +47,7 @@ impl AdaptiveLimit {
                 closings,
             }),
             max,
+            shop: shop.to_string(),
         };
         limit.publish(max);
         limit
@@ -96,7 +99,8 @@ impl AdaptiveLimit {
     }
 
     fn publish(&self, limit: u32) {
-        metrics::gauge!("acceptance_or21_concurrency_limit").set(f64::from(limit));
+        metrics::gauge!("acceptance_or21_concurrency_limit", "shop" => self.shop.clone())
+            .set(f64::from(limit));
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -126,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn halves_on_a_closing_and_grows_back_by_one_per_window() {
-        let limit = AdaptiveLimit::new(16, 0);
+        let limit = AdaptiveLimit::new(16, 0, "default");
         assert_eq!(limit.current(), 16);
 
         finish_calls(&limit, 1, 1).await;
@@ -150,20 +154,20 @@ mod tests {
 
     #[tokio::test]
     async fn never_below_one_and_one_closing_halves_once() {
-        let limit = AdaptiveLimit::new(4, 10);
+        let limit = AdaptiveLimit::new(4, 10, "default");
         for closings in 11..20 {
             finish_calls(&limit, 1, closings).await;
         }
         assert_eq!(limit.current(), 1);
         // Many calls reporting the same closing halve nothing more.
-        let limit = AdaptiveLimit::new(8, 0);
+        let limit = AdaptiveLimit::new(8, 0, "default");
         finish_calls(&limit, 3, 1).await;
         assert_eq!(limit.current(), 4);
     }
 
     #[tokio::test]
     async fn a_decrease_takes_effect_as_slots_in_use_come_back() {
-        let limit = AdaptiveLimit::new(4, 0);
+        let limit = AdaptiveLimit::new(4, 0, "default");
         let mut slots = Vec::new();
         for _ in 0..4 {
             slots.push(limit.acquire().await);
@@ -186,11 +190,12 @@ mod tests {
     async fn the_gauge_shows_the_current_limit() {
         let recorder = PrometheusBuilder::new().build_recorder();
         let metrics = recorder.handle();
-        let limit = metrics::with_local_recorder(&recorder, || AdaptiveLimit::new(16, 0));
+        let limit =
+            metrics::with_local_recorder(&recorder, || AdaptiveLimit::new(16, 0, "default"));
         assert!(
             metrics
                 .render()
-                .contains("acceptance_or21_concurrency_limit 16"),
+                .contains(r#"acceptance_or21_concurrency_limit{shop="default"} 16"#),
             "{}",
             metrics.render()
         );
@@ -199,7 +204,7 @@ mod tests {
         assert!(
             metrics
                 .render()
-                .contains("acceptance_or21_concurrency_limit 8"),
+                .contains(r#"acceptance_or21_concurrency_limit{shop="default"} 8"#),
             "{}",
             metrics.render()
         );
