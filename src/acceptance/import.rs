@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -150,8 +150,10 @@ pub async fn import_waiting_orders(
         pages.halt(Halt::Empty(0));
     }
 
-    // The first page tells how many there are; the rest follow, `import.parallel_pages` at once
-    // (each page in flight is a hundred parsed orders in memory), until something says stop.
+    // The first page tells how many there are; the rest follow, `import.parallel_pages` read at
+    // once (each page in flight is a hundred parsed orders in memory), until something says
+    // stop. A page is stored while the next one is read: the marketplace still sees no more
+    // requests at once, and the import no longer waits for the database between them.
     let pages = &pages;
     let fresh = &imported.fresh;
     let offsets = (1..announced.min(cap))
@@ -162,25 +164,30 @@ pub async fn import_waiting_orders(
             }
             !pages.halted()
         });
-    stream::iter(offsets)
-        .map(|offset| async move {
-            let page = match read_page(ctx, offset).await? {
-                Ok(page) => page,
-                Err(_) => return Ok(()),
-            };
+    let (to_store, mut stored) = tokio::sync::mpsc::channel::<OrdersPage>(1);
+    let read = async move {
+        let mut reads = stream::iter(offsets)
+            .map(|offset| async move { (offset, read_page(ctx, offset).await) })
+            .buffer_unordered(ctx.settings.import.parallel_pages as usize);
+        while let Some((offset, page)) = reads.next().await {
+            let Ok(page) = page? else { continue };
             if page.orders.is_empty() && page.unreadable.is_empty() {
                 pages.halt(Halt::Empty(offset));
-                return Ok(());
-            }
-            if !pages.brings_new(&page) {
+            } else if !pages.brings_new(&page) {
                 pages.halt(Halt::NothingNew(offset));
-                return Ok(());
+            } else if to_store.send(page).await.is_err() {
+                break;
             }
-            store_page(ctx, page, fresh, pages, tally).await
-        })
-        .buffer_unordered(ctx.settings.import.parallel_pages as usize)
-        .try_collect::<()>()
-        .await?;
+        }
+        Ok::<(), RunError>(())
+    };
+    let store = async {
+        while let Some(page) = stored.recv().await {
+            store_page(ctx, page, fresh, pages, tally).await?;
+        }
+        Ok::<(), RunError>(())
+    };
+    tokio::try_join!(read, store)?;
 
     let halt = pages
         .halt
