@@ -79,7 +79,7 @@ fn db_error(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ReviewErro
 /// default shop, so a one-shop deployment's messages read as before.
 pub fn shop_flag(shop: &str) -> String {
     match shop {
-        crate::db::DEFAULT_SHOP => String::new(),
+        crate::config::ShopName::DEFAULT => String::new(),
         other => format!(" --shop {other}"),
     }
 }

@@ -258,7 +258,7 @@ pub async fn decide(
     let order_id = fields.text("order_id").unwrap_or_default();
     let shop = fields
         .text("shop")
-        .unwrap_or_else(|| crate::db::DEFAULT_SHOP.to_string());
+        .unwrap_or_else(|| crate::config::ShopName::DEFAULT.to_string());
     let action = match fields.get("action") {
         Some("accept") => Some(ReviewAction::Accept),
         Some("refuse") => Some(ReviewAction::Refuse),

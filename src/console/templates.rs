@@ -84,7 +84,7 @@ pub fn csrf_field(user: &User) -> Markup {
 pub fn order_link(shop: &str, order_id: &str) -> Markup {
     html! {
         a.order href={ (order_path(shop, order_id)) } { (order_id) }
-        @if shop != crate::db::DEFAULT_SHOP { " " span.shop { (shop) } }
+        @if shop != crate::config::ShopName::DEFAULT { " " span.shop { (shop) } }
     }
 }
 

@@ -21,9 +21,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
-/// The shop of `[marketplace]`, and of every row written before there were several.
-pub const DEFAULT_SHOP: &str = "default";
-
 /// An order's identity: two marketplaces may send the same order id, so the shop is part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct OrderKey {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::acceptance;
 use crate::acceptance::DecidedNow;
-use crate::db::DEFAULT_SHOP;
+use crate::config::ShopName;
 use crate::db::failures::{FailureSummary, Resolution};
 use crate::db::review::{LineDecision, LineState, ReviewDecision};
 use crate::db::runs::{Holder, LiveRun, RunRecord};
@@ -46,7 +46,7 @@ impl EscapedRows for Table {
 /// deployment reads as before).
 fn order_name(shop: &str, order_id: &str, several: bool) -> String {
     match (shop, several) {
-        (DEFAULT_SHOP, false) => order_id.to_string(),
+        (ShopName::DEFAULT, false) => order_id.to_string(),
         (shop, _) => format!("{order_id} (shop {shop})"),
     }
 }
@@ -557,7 +557,7 @@ fn live_run(run: &LiveRun, now: DateTime<Utc>) -> String {
         |at| format!("{} ago", humanise_age((now - at).num_seconds().max(0))),
     );
     let shop = match run.shop.as_str() {
-        DEFAULT_SHOP => String::new(),
+        ShopName::DEFAULT => String::new(),
         shop => format!(" (shop {shop})"),
     };
     format!(

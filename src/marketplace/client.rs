@@ -152,7 +152,7 @@ impl MarketplaceClient {
         api_calls: &ApiCallsSettings,
         pool: PgPool,
     ) -> anyhow::Result<Self> {
-        Self::for_shop(crate::db::DEFAULT_SHOP, settings, api_calls, pool)
+        Self::for_shop(crate::config::ShopName::DEFAULT, settings, api_calls, pool)
     }
 
     /// The client of shop `shop`, with its own key, rate gate and pace.

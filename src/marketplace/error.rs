@@ -187,7 +187,7 @@ fn transient_advice(may_have_taken_effect: bool) -> &'static str {
 /// The settings of `shop`'s key, URL and shop id, as people set them.
 fn shop_settings(shop: &str) -> (String, String, String) {
     match shop {
-        crate::db::DEFAULT_SHOP => (
+        crate::config::ShopName::DEFAULT => (
             "marketplace.api_key (MARKETPLACE_API_KEY)".to_owned(),
             "marketplace.url".to_owned(),
             "marketplace.shop_id".to_owned(),

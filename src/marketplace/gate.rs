@@ -197,7 +197,7 @@ impl Gate {
                 counted_at: None,
             }),
             shop: None,
-            shop_label: crate::db::DEFAULT_SHOP.to_string(),
+            shop_label: crate::config::ShopName::DEFAULT.to_string(),
         }
     }
 
