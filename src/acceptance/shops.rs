@@ -137,20 +137,6 @@ pub async fn run_shop(ctx: &Context, stop: &CancellationToken) -> ShopRun {
     }
 }
 
-async fn resolve_shop_failure(ctx: &Context) -> Result<(), sqlx::Error> {
-    let mut conn = ctx.pool.acquire().await?;
-    failures::resolve_open_of_stage(
-        &mut conn,
-        ctx.shop(),
-        None,
-        SHOP_STAGE,
-        "Resolved automatically: a later run of the shop went through.",
-        db::outcomes::RESOLVED_BY_WORKER,
-    )
-    .await
-    .map(drop)
-}
-
 /// A shop that failed or could not read its marketplace gets one open inbox row (not one per
 /// run); a shop whose run went through closes it.
 async fn report_to_the_inbox(ctx: &Context, outcome: &Result<RunSummary, RunError>) {
@@ -177,4 +163,18 @@ async fn report_to_the_inbox(ctx: &Context, outcome: &Result<RunSummary, RunErro
     if let Some(why) = trouble {
         tracing::error!(shop, error = %why, "this shop's run failed; the other shops went on");
     }
+}
+
+async fn resolve_shop_failure(ctx: &Context) -> Result<(), sqlx::Error> {
+    let mut conn = ctx.pool.acquire().await?;
+    failures::resolve_open_of_stage(
+        &mut conn,
+        ctx.shop(),
+        None,
+        SHOP_STAGE,
+        "Resolved automatically: a later run of the shop went through.",
+        db::outcomes::RESOLVED_BY_WORKER,
+    )
+    .await
+    .map(drop)
 }
