@@ -96,15 +96,25 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshots_dir().join(format!("{name}.png")), png).expect("write screenshot");
 }
 
-async fn text_of(browser: &Client, css: &str) -> String {
-    browser
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .expect(css)
-        .text()
-        .await
-        .expect("text")
+/// The text of the first element matching `css` once `ready` holds for it. A click that loads a
+/// page can leave the old page's element in place for a moment, or replace it between finding
+/// and reading it (a stale element), so it is read again until the new page shows; WebDriver has
+/// no event to await for that, only polling, as its own waits do.
+async fn text_when(browser: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.ok(),
+            Err(_) => None,
+        };
+        match text {
+            Some(text) if ready(&text) => return text,
+            last if std::time::Instant::now() > deadline => {
+                panic!("{css} never showed what the step waits for; last seen: {last:?}")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
 }
 
 #[sqlx::test]
@@ -148,7 +158,10 @@ async fn an_order_desk_works_the_queue_and_the_inbox_in_chromium(pool: PgPool) {
         .click()
         .await
         .expect("click");
-    assert_eq!(text_of(&browser, "main h1").await, "Overview");
+    assert_eq!(
+        text_when(&browser, "main h1", |t| t == "Overview").await,
+        "Overview"
+    );
     screenshot(&browser, "2-overview").await;
 
     browser
@@ -158,7 +171,7 @@ async fn an_order_desk_works_the_queue_and_the_inbox_in_chromium(pool: PgPool) {
         .click()
         .await
         .expect("click");
-    let first = text_of(&browser, "section.order-card h2").await;
+    let first = text_when(&browser, "section.order-card h2", |t| t.contains("BB-10")).await;
     assert!(
         first.contains("BB-1001-A") && first.contains("left"),
         "oldest first: {first}"
@@ -188,7 +201,7 @@ async fn an_order_desk_works_the_queue_and_the_inbox_in_chromium(pool: PgPool) {
         .click()
         .await
         .expect("click");
-    let done = text_of(&browser, "div.notice").await;
+    let done = text_when(&browser, "div.notice", |t| t.contains("refuse")).await;
     assert!(
         done.contains("refuse lines BB-1001-A-1") && done.contains("carries it out"),
         "{done}"
@@ -198,7 +211,7 @@ async fn an_order_desk_works_the_queue_and_the_inbox_in_chromium(pool: PgPool) {
         .goto(&format!("{}/review", app.url))
         .await
         .expect("queue");
-    let queued = text_of(&browser, "p.queued").await;
+    let queued = text_when(&browser, "p.queued", |t| t.contains("Queued")).await;
     assert!(
         queued.contains("Queued: refuse lines BB-1001-A-1") && queued.contains("by olga"),
         "{queued}"
@@ -235,7 +248,7 @@ async fn an_order_desk_works_the_queue_and_the_inbox_in_chromium(pool: PgPool) {
         .await
         .expect("click");
     assert!(
-        text_of(&browser, "div.notice")
+        text_when(&browser, "div.notice", |t| t.contains("resolved"))
             .await
             .contains("is resolved")
     );
