@@ -154,6 +154,19 @@ async fn written_rows(pool: &PgPool) -> String {
     dump
 }
 
+/// The review queue of the one default shop, with a 24-hour window, as `review list` shows it.
+async fn list_in_review(pool: &PgPool, now: chrono::DateTime<Utc>) -> review::ReviewList {
+    review::list_in_review(
+        pool,
+        None,
+        &[("default", DAY)],
+        order_acceptance::inbox::deadline_note(DAY),
+        now,
+    )
+    .await
+    .expect("list")
+}
+
 fn decision(order_id: &str, action: ReviewAction, lines: Option<&[&str]>) -> Decision {
     Decision {
         shop: "default".to_string(),
@@ -209,15 +222,7 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
         .expect("decide");
 
     // NEWER left review with its decision (pending_acceptance now); PENDING never was in it.
-    let list = review::list_in_review(
-        &pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        now,
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&pool, now).await;
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -226,15 +231,7 @@ async fn list_shows_orders_oldest_first_with_time_left_rules_and_queued_decision
     assert_eq!(ids, ["OLDER"]);
 
     seed_in_review(&pool, "NEWEST", hours_before(now, 1), 2).await;
-    let list = review::list_in_review(
-        &pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        now,
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&pool, now).await;
     let ids: Vec<&str> = list
         .orders
         .iter()
@@ -293,15 +290,7 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
     .execute(&pool)
     .await
     .expect("decision");
-    let list = review::list_in_review(
-        &pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        now,
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&pool, now).await;
     let queued = list.orders[0].queued.as_ref().expect("queued");
     assert_eq!(
         (queued.action.as_str(), queued.decided_by.as_str()),
@@ -312,15 +301,7 @@ async fn list_shows_a_decision_queued_for_an_order_still_in_review(pool: PgPool)
 
 #[sqlx::test]
 async fn list_of_an_empty_queue_says_so(pool: PgPool) {
-    let list = review::list_in_review(
-        &pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        Utc::now(),
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&pool, Utc::now()).await;
     assert!(list.orders.is_empty());
     assert_eq!(
         render::review_list(&list, Width::Wide),
@@ -570,15 +551,7 @@ async fn a_decision_written_around_the_lock_is_caught_by_the_unique_index(pool: 
 async fn list_and_policy_say_when_the_deadline_has_passed(pool: PgPool) {
     let now = whole_second_now();
     seed_in_review(&pool, "LATE-1", hours_before(now, 25), 1).await;
-    let list = review::list_in_review(
-        &pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        now,
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&pool, now).await;
     assert_eq!(list.orders[0].time_left_seconds, -3600);
     let text = render::review_list(&list, Width::Wide);
     assert!(text.contains("(passed 1h ago)"), "{text}");
@@ -1085,15 +1058,7 @@ async fn sent_to_review(app: &TestApp, id: &str, hours: i64) {
     let summary = run_once(app).await;
     assert_eq!(summary.in_review, 1, "{summary:?}");
     assert_eq!(app.current_status(id).await.0, "in_review");
-    let list = review::list_in_review(
-        &app.pool,
-        None,
-        &[("default", DAY)],
-        order_acceptance::inbox::deadline_note(DAY),
-        Utc::now(),
-    )
-    .await
-    .expect("list");
+    let list = list_in_review(&app.pool, Utc::now()).await;
     let listed = list
         .orders
         .iter()
