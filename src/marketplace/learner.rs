@@ -6,8 +6,10 @@
 //! answers of the second before the closing (and those of the requests still on their way)
 //! decide, the 429 that closed the gate left out: it is the one answer every closing has. A
 //! small share of the others throttled, or too few of them to tell (a group that calls now and
-//! then), is a sporadic 429 and teaches nothing; a larger one is a
-//! limit, and the rate the marketplace served over that second becomes the curve's plateau
+//! then), is a sporadic 429 and teaches nothing; a larger one with several throttled is a limit;
+//! with only one or two more throttled it is a limit if the next closing begins right at the
+//! reopening (a limit closes the gate again as soon as the calls held back go out). Then the
+//! rate the marketplace served over that second becomes the curve's plateau
 //! (`w_max`). The pace starts again at [`BETA`] of it and climbs back along
 //! `w_max + C·(t − K)³`: steep at first (most of the way back within a second or two), flat
 //! near the plateau, then probing past it, so a limit that was raised is found again. The
@@ -51,9 +53,14 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 const SPORADIC_SHARE: f64 = 0.25;
 /// A limit shows under load: with fewer answers than this in the window besides the one that
 /// closed the gate (a group that calls now and then), a 429 is taken as sporadic and only the
-/// gate honours it. Counting the closing's own 429 made a second stray one among 6–8 answers
-/// pass the share one time in six at 5 % random 429s; without it, under one time in fifty.
+/// gate honours it.
 const EVIDENCE: u64 = 5;
+/// A limit throttles several of the calls in flight once its bucket is dry: with this many
+/// throttled answers besides the one that closed the gate (and the share), one closing is
+/// enough. With fewer, it takes two in a row: the calls held back go out together when the gate
+/// reopens, and a limit closes it again at once, while 5 % random 429s (`bench/chaos`) pass the
+/// share alone one closing in 40 or more among 6–12 answers.
+const MORE_THROTTLED: u64 = 3;
 /// Two limits this close (relative) are the same steady limit; a pace this far past the
 /// plateau is a probe.
 const SAME_LIMIT: f64 = 0.2;
@@ -131,6 +138,9 @@ pub struct Learner {
     last_turn: Option<Instant>,
     /// When the pace last held a request back: the group asked for more than its pace.
     last_held: Option<Instant>,
+    /// When the gate reopened after a closing that looked like a limit on thin evidence: the
+    /// next closing confirms it if it begins within a [`WINDOW`] of then.
+    suspected: Option<Instant>,
 }
 
 impl Learner {
@@ -221,7 +231,21 @@ impl Learner {
         let held = self
             .last_held
             .is_some_and(|at| at + WINDOW >= began && self.curve.is_some());
-        if !held && !looks_like_a_limit(evidence) {
+        let confirms = self
+            .suspected
+            .take()
+            .is_some_and(|reopened| began <= reopened + WINDOW);
+        let limit = match evidence_of_a_limit(evidence) {
+            _ if held => true,
+            Some(Strength::Strong) => true,
+            Some(Strength::Thin) if confirms => true,
+            Some(Strength::Thin) => {
+                self.suspected = Some(now);
+                false
+            }
+            None => false,
+        };
+        if !limit {
             return Verdict::Sporadic { share };
         }
         // What the marketplace served over the window is the limit; the pace already set (if
@@ -273,11 +297,27 @@ impl Learner {
     }
 }
 
-/// Enough answers besides the 429 that closed the gate, and a quarter of them throttled too.
-fn looks_like_a_limit(Evidence { served, throttled }: Evidence) -> bool {
+/// How strongly a closing's answers point to a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strength {
+    /// Enough to take it for one.
+    Strong,
+    /// Enough only if the next closing follows at once.
+    Thin,
+}
+
+/// Enough answers besides the 429 that closed the gate, and a quarter or more of them throttled
+/// too: [`Strength::Strong`] with several throttled, [`Strength::Thin`] with fewer.
+fn evidence_of_a_limit(Evidence { served, throttled }: Evidence) -> Option<Strength> {
     let others = (served + throttled).saturating_sub(1);
     let throttled_others = throttled.saturating_sub(1);
-    others >= EVIDENCE && throttled_others as f64 >= SPORADIC_SHARE * others as f64
+    if others < EVIDENCE || (throttled_others as f64) < SPORADIC_SHARE * others as f64 {
+        None
+    } else if throttled_others >= MORE_THROTTLED {
+        Some(Strength::Strong)
+    } else {
+        Some(Strength::Thin)
+    }
 }
 
 #[cfg(test)]
@@ -461,19 +501,51 @@ mod tests {
     }
 
     #[test]
-    fn a_second_stray_429_among_a_few_answers_is_no_limit_but_a_third_is() {
+    fn a_few_stray_429s_among_a_few_answers_are_no_limit_but_most_in_flight_throttled_is() {
         let t0 = Instant::now() + secs(10.0);
-        // Seven answers: the 429 that closed the gate, another, and five served. Of the six
-        // others one was throttled: a sixth, under the quarter.
+        let judge = |served, throttled| {
+            let mut learner = Learner::default();
+            answers(&mut learner, t0, secs(1.0), served, throttled);
+            learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1)
+        };
+        // The 429 that closed the gate and one more among seven: a sixth of the others.
+        assert!(matches!(judge(5, 2), Verdict::Sporadic { .. }));
+        // Two more among nine: a quarter of the others, but a limit throttles more than that
+        // of what is in flight; 5 % random 429s do this one closing in forty.
+        assert!(matches!(judge(6, 3), Verdict::Sporadic { .. }));
+        // Three more among nine.
+        assert!(matches!(judge(5, 4), Verdict::Limit { .. }));
+        // Sixteen in flight against a bucket of five.
+        assert!(matches!(judge(5, 11), Verdict::Limit { .. }));
+    }
+
+    #[test]
+    fn thin_evidence_of_a_limit_takes_a_second_closing_right_after_the_reopening() {
+        let t0 = Instant::now() + secs(10.0);
         let mut learner = Learner::default();
-        answers(&mut learner, t0, secs(1.0), 5, 2);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
+        // Eight in flight against a bucket of five: two more throttled of seven others.
+        answers(&mut learner, t0, secs(0.02), 5, 3);
+        let reopened = t0 + secs(1.0);
+        let verdict = learner.closed(t0, secs(1.0), reopened, None, 1);
         assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
-        // Two of the six others throttled: a third, a limit.
+        // The eight held back go out at the reopening and meet the limit again at once.
+        let t1 = reopened + secs(0.05);
+        answers(&mut learner, t1, secs(0.02), 5, 3);
+        let verdict = learner.closed(t1, secs(1.0), t1 + secs(1.0), None, 1);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if w_max == 5.0),
+            "{verdict:?}"
+        );
+
+        // A stray pair, and the next closing seconds later: no limit.
         let mut learner = Learner::default();
-        answers(&mut learner, t0, secs(1.0), 4, 3);
-        let verdict = learner.closed(t0, secs(1.0), t0 + secs(1.0), None, 1);
-        assert!(matches!(verdict, Verdict::Limit { .. }), "{verdict:?}");
+        answers(&mut learner, t0, secs(1.0), 5, 3);
+        let verdict = learner.closed(t0, secs(1.0), reopened, None, 1);
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        let t2 = reopened + secs(5.0);
+        answers(&mut learner, t2, secs(1.0), 5, 3);
+        let verdict = learner.closed(t2, secs(1.0), t2 + secs(1.0), None, 1);
+        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
     }
 
     #[test]
