@@ -59,7 +59,7 @@ const EVIDENCE: u64 = 5;
 /// throttled answers besides the one that closed the gate (and the share), one closing is
 /// enough. With fewer, it takes two in a row: the calls held back go out together when the gate
 /// reopens, and a limit closes it again at once, while 5 % random 429s (`bench/chaos`) pass the
-/// share alone one closing in 40 or more among 6–12 answers.
+/// share alone as often as one closing in 40 among 6–12 answers.
 const MORE_THROTTLED: u64 = 3;
 /// Two limits this close (relative) are the same steady limit; a pace this far past the
 /// plateau is a probe.
