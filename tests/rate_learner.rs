@@ -402,3 +402,44 @@ async fn three_replicas_against_one_limit_share_it_and_send_no_order_twice(pool:
 
 /// The most 429s in a hundred requests for three replicas sharing a limit.
 const THREE_REPLICAS_MOST_THROTTLED_PERCENT: u64 = 20;
+
+#[sqlx::test]
+async fn a_503_storm_with_retry_after_is_waited_out_and_teaches_no_pace(pool: PgPool) {
+    // The first 16 OR11 requests are answered 503 with Retry-After: 1, then the service is back.
+    let server = MockServer::start().await;
+    Mock::given(path("/api/orders"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "1"))
+        .up_to_n_times(16)
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/orders"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"orders": [], "total_count": 0})),
+        )
+        .mount(&server)
+        .await;
+    let app = wiremock_app(pool, &server).await;
+    let client = app.worker().client;
+    client.start_run().await;
+
+    let calls = join_all((0..8).map(|i| {
+        let client = client.clone();
+        async move { client.orders_by_ids(&[format!("S-{i}")]).await }
+    }))
+    .await;
+
+    assert!(
+        calls.iter().all(Result::is_ok),
+        "every call goes through once the storm passes: {calls:?}"
+    );
+    assert!(
+        client.gate_closings(Endpoint::OR11) >= 1,
+        "the 503s closed the gate"
+    );
+    assert_eq!(
+        client.learned_rate(Endpoint::OR11),
+        None,
+        "an outage is no rate limit: nothing served is no rate to pace at"
+    );
+}

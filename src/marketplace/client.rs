@@ -542,9 +542,16 @@ impl MarketplaceClient {
         let duration = started.elapsed();
         let result = self.decide(call, &exchange, parse);
         // Counted as it arrives (not after its api_calls row): the learner judges a closing by
-        // the answers around it, those still in flight included.
-        let throttled = result.as_ref().is_err_and(|failure| failure.throttled);
-        self.inner.gate.answered(call.endpoint, throttled);
+        // the answers around it, those still in flight included. Only a 429 is a throttled
+        // answer and only one under 500 a served one, as in the shop's `api_calls` count: a 503
+        // (even with Retry-After) or a timeout says nothing of a rate limit.
+        if let Exchange::Response { status, .. } = &exchange {
+            match status.as_u16() {
+                429 => self.inner.gate.answered(call.endpoint, true),
+                0..500 => self.inner.gate.answered(call.endpoint, false),
+                _ => {}
+            }
+        }
         self.record(call, attempt, duration, &exchange, &result, recorded_first)
             .await;
         result

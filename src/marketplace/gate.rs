@@ -297,8 +297,8 @@ impl Gate {
         }
     }
 
-    /// A request of the group was answered, throttled or not: the learner judges closings by
-    /// the answers around them.
+    /// A request of the group was answered 429 (`throttled`) or under 500: the learner judges
+    /// closings by the answers around them.
     pub fn answered(&self, endpoint: Endpoint, throttled: bool) {
         if self.learns {
             lock(&self.group(endpoint).learner).answered(Instant::now(), throttled);
@@ -422,6 +422,14 @@ impl Gate {
                     endpoint = %endpoint,
                     throttled_share = share,
                     "{endpoint} throttled sporadically (few answers throttled): no pace learned"
+                );
+                false
+            }
+            Verdict::Suspected { share } => {
+                tracing::info!(
+                    endpoint = %endpoint,
+                    throttled_share = share,
+                    "{endpoint} may be rate limited (a few more answers throttled): no pace learned unless the next closing follows at once"
                 );
                 false
             }

@@ -61,6 +61,10 @@ const EVIDENCE: u64 = 5;
 /// reopens, and a limit closes it again at once, while 5 % random 429s (`bench/chaos`) pass the
 /// share alone as often as one closing in 40 among 6–12 answers.
 const MORE_THROTTLED: u64 = 3;
+/// The throttled answers since the last reopening that a closing right after it needs to count
+/// (to confirm a thin one, or to be a limit at all): its own 429 and one more, as the calls held
+/// back meet the limit together.
+const CONFIRMING: usize = 2;
 /// Two limits this close (relative) are the same steady limit; a pace this far past the
 /// plateau is a probe.
 const SAME_LIMIT: f64 = 0.2;
@@ -125,6 +129,9 @@ pub struct Evidence {
 pub enum Verdict {
     /// Few answers throttled: a stray 429; nothing changes.
     Sporadic { share: f64 },
+    /// Thin evidence of a limit: nothing changes yet, but the next closing confirms it if it
+    /// begins right at the reopening.
+    Suspected { share: f64 },
     /// A rate limit: the pace is cut to `rate` and climbs back towards `w_max`.
     Limit { rate: f64, w_max: f64, steady: bool },
 }
@@ -138,9 +145,11 @@ pub struct Learner {
     last_turn: Option<Instant>,
     /// When the pace last held a request back: the group asked for more than its pace.
     last_held: Option<Instant>,
-    /// When the gate reopened after a closing that looked like a limit on thin evidence: the
-    /// next closing confirms it if it begins within a [`WINDOW`] of then.
-    suspected: Option<Instant>,
+    /// When the gate last reopened (a closing was judged).
+    reopened: Option<Instant>,
+    /// The last closing looked like a limit on thin evidence: the next one confirms it if it
+    /// begins within a [`WINDOW`] of the reopening.
+    suspected: bool,
 }
 
 impl Learner {
@@ -231,22 +240,23 @@ impl Learner {
         let held = self
             .last_held
             .is_some_and(|at| at + WINDOW >= began && self.curve.is_some());
-        let confirms = self
-            .suspected
-            .take()
-            .is_some_and(|reopened| began <= reopened + WINDOW);
-        let limit = match evidence_of_a_limit(evidence) {
-            _ if held => true,
-            Some(Strength::Strong) => true,
-            Some(Strength::Thin) if confirms => true,
-            Some(Strength::Thin) => {
-                self.suspected = Some(now);
-                false
+        // A closing right after the last reopening is judged by a window that may still hold
+        // the last closing's answers: it counts only with 429s of its own since the reopening.
+        let right_after = self
+            .reopened
+            .replace(now)
+            .filter(|reopened| began <= *reopened + WINDOW);
+        let fresh = right_after.is_none_or(|reopened| self.throttled_since(reopened) >= CONFIRMING);
+        let confirms = std::mem::take(&mut self.suspected) && right_after.is_some() && fresh;
+        match evidence_of_a_limit(evidence) {
+            _ if held => {}
+            Some(Strength::Strong) if fresh => {}
+            Some(Strength::Thin) if confirms => {}
+            Some(Strength::Thin) if fresh => {
+                self.suspected = true;
+                return Verdict::Suspected { share };
             }
-            None => false,
-        };
-        if !limit {
-            return Verdict::Sporadic { share };
+            _ => return Verdict::Sporadic { share },
         }
         // What the marketplace served over the window is the limit; the pace already set (if
         // slower) is what it was asked for at most.
@@ -262,8 +272,14 @@ impl Learner {
             // again, the plateau is above it by less than the second can show (what was served
             // counts the marketplace's burst): it comes down by CUBIC's fast-convergence step,
             // half of 1 − β.
+            // A second with nothing served (a pace under one a second) does not tell the rate:
+            // the pace stands for it, as AWS takes the rate it sent at.
             Some((pace, last)) => {
-                let w_max = served_rate.min(pace);
+                let w_max = if served == 0 {
+                    pace
+                } else {
+                    served_rate.min(pace)
+                };
                 if w_max >= (1.0 - SAME_LIMIT) * last {
                     (w_max.min(last) * (1.0 + BETA) / 2.0, true)
                 } else {
@@ -280,6 +296,14 @@ impl Learner {
             w_max,
             steady,
         }
+    }
+
+    /// This process's throttled answers since `since`.
+    fn throttled_since(&self, since: Instant) -> usize {
+        self.answers
+            .iter()
+            .filter(|(at, throttled)| *throttled && *at >= since)
+            .count()
     }
 
     /// This process's answers from a second before `began` to now. They stay: the next closing
@@ -511,8 +535,9 @@ mod tests {
         // The 429 that closed the gate and one more among seven: a sixth of the others.
         assert!(matches!(judge(5, 2), Verdict::Sporadic { .. }));
         // Two more among nine: a quarter of the others, but a limit throttles more than that
-        // of what is in flight; 5 % random 429s do this one closing in forty.
-        assert!(matches!(judge(6, 3), Verdict::Sporadic { .. }));
+        // of what is in flight; 5 % random 429s do this one closing in forty-four. Thin: only
+        // a closing right after it would confirm it.
+        assert!(matches!(judge(6, 3), Verdict::Suspected { .. }));
         // Three more among nine.
         assert!(matches!(judge(5, 4), Verdict::Limit { .. }));
         // Sixteen in flight against a bucket of five.
@@ -527,7 +552,7 @@ mod tests {
         answers(&mut learner, t0, secs(0.02), 5, 3);
         let reopened = t0 + secs(1.0);
         let verdict = learner.closed(t0, secs(1.0), reopened, None, 1);
-        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert!(matches!(verdict, Verdict::Suspected { .. }), "{verdict:?}");
         // The eight held back go out at the reopening and meet the limit again at once.
         let t1 = reopened + secs(0.05);
         answers(&mut learner, t1, secs(0.02), 5, 3);
@@ -541,11 +566,45 @@ mod tests {
         let mut learner = Learner::default();
         answers(&mut learner, t0, secs(1.0), 5, 3);
         let verdict = learner.closed(t0, secs(1.0), reopened, None, 1);
-        assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert!(matches!(verdict, Verdict::Suspected { .. }), "{verdict:?}");
         let t2 = reopened + secs(5.0);
         answers(&mut learner, t2, secs(1.0), 5, 3);
         let verdict = learner.closed(t2, secs(1.0), t2 + secs(1.0), None, 1);
+        assert!(!matches!(verdict, Verdict::Limit { .. }), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_closing_right_after_a_reopening_is_not_judged_by_the_last_ones_answers() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        // A stray pair closes the gate for 0.3 s (a Retry-After of zero, a back-off instead).
+        answers(&mut learner, t0, secs(0.02), 5, 3);
+        let reopened = t0 + secs(0.3);
+        let verdict = learner.closed(t0, secs(0.3), reopened, None, 1);
+        assert!(matches!(verdict, Verdict::Suspected { .. }), "{verdict:?}");
+        // One more stray 429 0.2 s later: its window still holds the pair, 7 served and 4
+        // throttled in all, but only its own 429 came since the reopening.
+        let t1 = reopened + secs(0.2);
+        answers(&mut learner, t1, secs(0.15), 2, 1);
+        let verdict = learner.closed(t1, secs(0.3), t1 + secs(0.3), None, 1);
         assert!(matches!(verdict, Verdict::Sporadic { .. }), "{verdict:?}");
+        assert_eq!(learner.rate(t1 + secs(0.3)), None);
+    }
+
+    #[test]
+    fn a_paced_second_with_nothing_served_keeps_the_pace_as_the_rate() {
+        let t0 = Instant::now() + secs(10.0);
+        let mut learner = Learner::default();
+        learner.adopt(Curve::new(0.8, 0.8, t0, Duration::from_secs(600)));
+        // Paced at 0.8 a second: the second before the closing holds its 429 and nothing served.
+        let t1 = t0 + secs(10.0);
+        held_back(&mut learner, t1 - secs(0.5));
+        answers(&mut learner, t1, secs(0.1), 0, 1);
+        let verdict = learner.closed(t1, secs(1.0), t1 + secs(1.0), None, 1);
+        assert!(
+            matches!(verdict, Verdict::Limit { w_max, .. } if (w_max - 0.8 * 0.85).abs() < 1e-9),
+            "the plateau met again comes down by 15 %, not to the floor: {verdict:?}"
+        );
     }
 
     #[test]
