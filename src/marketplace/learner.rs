@@ -7,8 +7,11 @@
 //! decide, the 429 that closed the gate left out: it is the one answer every closing has. A
 //! small share of the others throttled, or too few of them to tell (a group that calls now and
 //! then), is a sporadic 429 and teaches nothing; a larger one with several throttled is a limit;
-//! with only one or two more throttled it is a limit if the next closing begins right at the
-//! reopening (a limit closes the gate again as soon as the calls held back go out). Then the
+//! with only one or two more throttled it is a limit if the next closing, as thin, begins right
+//! at the reopening (a limit closes the gate again as soon as the calls held back go out). A
+//! closing right after a reopening counts only with 429s of its own since then, not those of
+//! the last closing still in its window. Only 429s are throttled answers and only answers under
+//! 500 served ones: a 503 storm is an outage, not a limit. Then the
 //! rate the marketplace served over that second becomes the curve's plateau
 //! (`w_max`). The pace starts again at [`BETA`] of it and climbs back along
 //! `w_max + C·(t − K)³`: steep at first (most of the way back within a second or two), flat
