@@ -103,10 +103,19 @@ async fn a_limit_changing_mid_run_is_followed_down_and_found_again_up(pool: PgPo
 
 /// OR11 answered 429 (`Retry-After` as given) for the first request, then 200s.
 async fn throttling_server(retry_after: &str) -> MockServer {
+    failing_first(
+        ResponseTemplate::new(429).insert_header("Retry-After", retry_after),
+        1,
+    )
+    .await
+}
+
+/// OR11 answered `failure` for the first `times` requests, then 200s with no order.
+async fn failing_first(failure: ResponseTemplate, times: u64) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(path("/api/orders"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", retry_after))
-        .up_to_n_times(1)
+        .respond_with(failure)
+        .up_to_n_times(times)
         .mount(&server)
         .await;
     Mock::given(path("/api/orders"))
@@ -406,19 +415,11 @@ const THREE_REPLICAS_MOST_THROTTLED_PERCENT: u64 = 20;
 #[sqlx::test]
 async fn a_503_storm_with_retry_after_is_waited_out_and_teaches_no_pace(pool: PgPool) {
     // The first 16 OR11 requests are answered 503 with Retry-After: 1, then the service is back.
-    let server = MockServer::start().await;
-    Mock::given(path("/api/orders"))
-        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "1"))
-        .up_to_n_times(16)
-        .mount(&server)
-        .await;
-    Mock::given(path("/api/orders"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"orders": [], "total_count": 0})),
-        )
-        .mount(&server)
-        .await;
+    let server = failing_first(
+        ResponseTemplate::new(503).insert_header("Retry-After", "1"),
+        16,
+    )
+    .await;
     let app = wiremock_app(pool, &server).await;
     let client = app.worker().client;
     client.start_run().await;
