@@ -344,14 +344,7 @@ async fn a_rate_limited_marketplace_has_every_order_accepted_in_one_run(pool: Pg
             sim.faults.rate_limit = Some(10);
             sim.faults.retry_after = Duration::from_secs(1);
         },
-        // Attempts and budgets with room to spare on a slow host: what is checked is that
-        // every order goes in the one run, not how fast.
-        &[
-            ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "8"),
-            ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_BUDGET", "30s"),
-            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "300ms"),
-            ("ORDER_ACCEPTANCE__VALIDATION__MAX_ATTEMPTS", "20"),
-        ],
+        common::ROOM_TO_SPARE,
     )
     .await;
     let ctx = app.worker();

@@ -15,6 +15,15 @@ use tokio::net::TcpListener;
 
 pub const API_KEY: &str = "test-key-7d1f0c2b9e-never-logged";
 
+/// Attempts and budgets with room to spare on a slow host, for tests against a rate-limited
+/// marketplace: what they check is that every order goes in the one run, not how fast.
+pub const ROOM_TO_SPARE: &[(&str, &str)] = &[
+    ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_ATTEMPTS", "8"),
+    ("ORDER_ACCEPTANCE__MARKETPLACE__RETRY_BUDGET", "30s"),
+    ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "300ms"),
+    ("ORDER_ACCEPTANCE__VALIDATION__MAX_ATTEMPTS", "20"),
+];
+
 pub struct TestApp {
     pub pool: PgPool,
     pub sim: Simulator,
