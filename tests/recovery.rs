@@ -381,19 +381,21 @@ async fn an_outcome_recorded_after_the_claim_was_lost_writes_nothing_over_the_ne
 async fn a_holder_gone_stale_while_its_or21_is_in_flight_records_nothing_over_the_takeover(
     pool: PgPool,
 ) {
-    // Its OR21 is applied at once but answered after 1 s: long enough for a takeover. A roomy
-    // 10 s lease (7 s of sending after a heartbeat) keeps a loaded test host from closing the
-    // takeover run's own fence; the holder's staleness is set by hand.
+    // Its OR21 is applied at once, but the simulator holds the answer back until the takeover
+    // is done, however long a loaded host makes that. A 60 s lease and a 30 s timeout keep the
+    // holder waiting for that answer and the takeover run's own fence open (24 s of sending after
+    // a heartbeat); the holder's staleness is set by hand.
     let roomy: Vec<(&str, &str)> = FAST_LEASE
         .iter()
         .map(|&(key, value)| match key {
-            "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE" => (key, "10s"),
+            "ORDER_ACCEPTANCE__ACCEPTANCE__LEASE" => (key, "60s"),
+            "ORDER_ACCEPTANCE__MARKETPLACE__TIMEOUT" => (key, "30s"),
             _ => (key, value),
         })
         .collect();
     let app = spawn_app(
         pool,
-        |sim| sim.faults.slow_delay = Duration::from_secs(1),
+        |sim| sim.faults.slow_delay = Duration::from_secs(60),
         &roomy,
     )
     .await;
@@ -429,6 +431,7 @@ async fn a_holder_gone_stale_while_its_or21_is_in_flight_records_nothing_over_th
         .expect("takeover run");
     assert_eq!((takeover.claimed, takeover.accepted), (1, 1));
 
+    app.sim.release_slow_answers();
     let first = first.await.expect("join").expect("first run");
     assert_eq!(first.lost, 1, "{first:?}");
     assert_eq!(first.accepted, 0);

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     config: SimConfig,
     state: Mutex<State>,
     shutdown: CancellationToken,
+    /// Cancelled by [`Marketplace::release_slow_answers`]: slow answers go out at once.
+    slow_released: CancellationToken,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Shared {
             state: Mutex::new(State::new(&config, Utc::now())),
             config,
             shutdown: shutdown.clone(),
+            slow_released: CancellationToken::new(),
         })
     }
 
@@ -118,11 +121,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sleeps, cut short by shutdown so slow answers do not hold it up.
+    /// Sleeps, cut short by shutdown so slow answers do not hold it up, or by
+    /// [`Marketplace::release_slow_answers`].
     async fn pause(&self, duration: Duration) {
         tokio::select! {
             () = tokio::time::sleep(duration) => {}
             () = self.shutdown.cancelled() => {}
+            () = self.slow_released.cancelled() => {}
         }
     }
 
@@ -205,6 +210,12 @@ impl Marketplace {
     /// In-process `GET /sim/stats`.
     pub fn stats(&self) -> SimStats {
         self.shared.stats()
+    }
+
+    /// Sends the slow answers now, those held and any to come: a test holds an OR21's answer
+    /// for exactly as long as it needs rather than for a `slow_delay` it hopes is long enough.
+    pub fn release_slow_answers(&self) {
+        self.shared.slow_released.cancel();
     }
 
     /// The Mirakl state code OR11 would show now.
@@ -346,6 +357,11 @@ impl Simulator {
     /// [`Marketplace::stats`] of the first marketplace.
     pub fn stats(&self) -> SimStats {
         self.first().stats()
+    }
+
+    /// [`Marketplace::release_slow_answers`] on the first marketplace.
+    pub fn release_slow_answers(&self) {
+        self.first().release_slow_answers();
     }
 
     /// [`Marketplace::order_state`] on the first marketplace.
