@@ -194,8 +194,17 @@ async fn a_second_run_finds_nothing_to_do(pool: PgPool) {
 
 #[sqlx::test]
 async fn lag_after_the_204_is_read_again_until_it_clears(pool: PgPool) {
-    // Each state change takes 100 ms while validation reads every 40 ms.
-    let app = spawn_app(pool, |sim| sim.step = Duration::from_millis(100), &[]).await;
+    // Each state change takes 1 s while validation reads every 200 ms: the first read sees the
+    // lag and a later one WAITING_DEBIT, with room for a loaded host's stalls.
+    let app = spawn_app(
+        pool,
+        |sim| sim.step = Duration::from_secs(1),
+        &[
+            ("ORDER_ACCEPTANCE__VALIDATION__INTERVAL", "200ms"),
+            ("ORDER_ACCEPTANCE__VALIDATION__MAX_ATTEMPTS", "20"),
+        ],
+    )
+    .await;
     app.sim
         .add_orders(vec![waiting("LAG-1", Behaviour::default())]);
     let summary = run_once(&app).await;

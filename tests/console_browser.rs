@@ -52,9 +52,10 @@ async fn start_driver() -> Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    // Ready when /status answers; bounded, as chromedriver starts in well under a second.
+    // Ready when /status answers; chromedriver starts in well under a second, but a cold,
+    // loaded host may take far longer.
     let http = reqwest::Client::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         if http
             .get(format!("{}/status", driver.url))
             .send()
@@ -65,7 +66,7 @@ async fn start_driver() -> Driver {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("chromedriver did not answer on {} within 5 s", driver.url);
+    panic!("chromedriver did not answer on {} within 30 s", driver.url);
 }
 
 async fn browser(driver: &Driver) -> Client {

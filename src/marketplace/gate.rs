@@ -699,9 +699,11 @@ mod tests {
         let pass = gate.pass(Endpoint::OR21).await.expect("open");
         assert!(pass.learned);
         let rate = gate.learned_rate(Endpoint::OR21).expect("a pace");
+        // The curve starts at seven tenths of the 5 served and climbs back towards them over
+        // about 1.5 s, so a test thread held up for a moment still reads it under 5.
         assert!(
-            (3.4..3.6).contains(&rate),
-            "seven tenths of 5 served: {rate}"
+            (3.4..5.0).contains(&rate),
+            "seven tenths of 5 served, climbing: {rate}"
         );
         assert_eq!(gate.throttlings(Endpoint::OR21), 1);
         assert_eq!(

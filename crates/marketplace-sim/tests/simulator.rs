@@ -168,8 +168,9 @@ fn ids(body: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn accepted_order_moves_through_debit_to_shipping_one_step_apart() {
+    // Steps long enough that a loaded host's stall cannot skip a state between two reads.
     let sim = start(SimConfig {
-        step: Duration::from_millis(150),
+        step: Duration::from_millis(500),
         ..config()
     })
     .await;
@@ -433,8 +434,9 @@ async fn refusing_some_lines_accepts_the_order_with_those_lines_refused() {
 
 #[tokio::test]
 async fn refused_lines_stay_refused_while_the_accepted_ones_lag_and_cancel() {
+    // A step long enough for the read right after the 204 to see the lag on a loaded host.
     let sim = start(SimConfig {
-        step: Duration::from_millis(50),
+        step: Duration::from_secs(1),
         ..config()
     })
     .await;
@@ -513,7 +515,8 @@ async fn orders_past_the_acceptance_deadline_read_refused_and_refuse_or21() {
 #[tokio::test]
 async fn a_short_acceptance_deadline_refuses_undecided_orders_but_not_accepted_ones() {
     let sim = start(SimConfig {
-        acceptance_deadline: Duration::from_millis(200),
+        // Long enough for S-ACCEPTED's accept to come first on a loaded host.
+        acceptance_deadline: Duration::from_secs(1),
         step: Duration::from_secs(60),
         ..config()
     })
