@@ -19,7 +19,7 @@ use common::{API_KEY, TestApp, spawn_app};
 use marketplace_sim::{Behaviour, OrderSpec, Scripted};
 use order_acceptance::acceptance::{self, RunResult};
 use order_acceptance::db::outcomes::{OutcomeRecord, record_outcomes};
-use order_acceptance::db::queue::claim_due_orders;
+use order_acceptance::db::queue::{ClaimError, claim_due_orders};
 use order_acceptance::db::runs;
 use order_acceptance::inbox;
 use serde_json::json;
@@ -311,6 +311,56 @@ async fn two_runs_racing_for_a_stale_holders_orders_claim_each_exactly_once(pool
     let mut conn = app.pool.acquire().await.expect("connection");
     let beat = runs::heartbeat(&mut conn, dead, lease).await.expect("beat");
     assert_eq!(beat, runs::Beat::Released);
+}
+
+#[sqlx::test]
+async fn a_run_whose_hold_ran_out_claims_nothing_not_even_its_own_orders_again(pool: PgPool) {
+    // A run paused between its local fence check and its next claim resumes past its lease:
+    // the claim must not release that very run and hand its orders back to it.
+    let app = spawn_app(pool, |_| {}, &[]).await;
+    for id in ["OWN-1", "NEW-1"] {
+        app.insert_pending(
+            id,
+            json!({"order_id": id, "created_date": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    }
+    let lease = Duration::from_secs(60);
+    let paused = runs::start_run(&app.pool, "default", "paused", lease)
+        .await
+        .expect("run");
+    let only_own = ["OWN-1".to_owned()];
+    let held = claim_due_orders(&app.pool, "default", "paused", paused, 10, Some(&only_own))
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 1);
+    expire_hold(&app.pool, paused).await;
+
+    let again = claim_due_orders(&app.pool, "default", "paused", paused, 10, None).await;
+    assert!(
+        matches!(again, Err(ClaimError::RunNotHeld { run_id }) if run_id == paused),
+        "{again:?}"
+    );
+    assert_eq!(
+        history(&app.pool, "OWN-1").await,
+        [
+            ("pending_acceptance".into(), None, None),
+            ("accepting".into(), Some(1), Some(paused)),
+        ],
+        "no second claim by the run that lost its hold"
+    );
+    assert_eq!(app.current_status("NEW-1").await.0, "pending_acceptance");
+
+    let fresh = runs::start_run(&app.pool, "default", "fresh", lease)
+        .await
+        .expect("run");
+    let taken = claim_due_orders(&app.pool, "default", "fresh", fresh, 10, None)
+        .await
+        .expect("claim");
+    let mut taken: Vec<(String, i32)> =
+        taken.into_iter().map(|c| (c.order_id, c.attempt)).collect();
+    taken.sort();
+    assert_eq!(taken, [("NEW-1".into(), 1), ("OWN-1".into(), 2)]);
 }
 
 #[sqlx::test]

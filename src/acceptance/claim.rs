@@ -13,7 +13,7 @@ use super::import::FreshLines;
 use super::outcome::Outcome;
 use super::preflight;
 use super::{Context, RunError, Tally};
-use crate::db::queue;
+use crate::db::queue::{self, ClaimError};
 
 // The stage's channels, the run's hold and its tally: each is a separate concern of the run.
 #[allow(clippy::too_many_arguments)]
@@ -42,7 +42,7 @@ pub async fn claim_until_drained(
             break;
         }
         let started = Instant::now();
-        let claims = queue::claim_due_orders(
+        let claims = match queue::claim_due_orders(
             &ctx.pool,
             ctx.shop(),
             &ctx.worker_id,
@@ -51,7 +51,18 @@ pub async fn claim_until_drained(
             only,
         )
         .await
-        .map_err(RunError::database("claiming due orders"))?;
+        {
+            Ok(claims) => claims,
+            // The database says what the local fence could not see (a pause between the two).
+            Err(err @ ClaimError::RunNotHeld { .. }) => {
+                hold.release();
+                tracing::warn!(reason = %err, "stopping claims for this run");
+                break;
+            }
+            Err(ClaimError::Database(err)) => {
+                return Err(RunError::database("claiming due orders")(err));
+            }
+        };
         metrics::histogram!("acceptance_claim_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if claims.is_empty() {

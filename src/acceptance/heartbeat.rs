@@ -74,7 +74,8 @@ impl Hold {
             .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::AcqRel);
     }
 
-    fn release(&self) {
+    /// From now on the run acts for none of its orders: they were released to other runs.
+    pub(super) fn release(&self) {
         self.released.store(true, Ordering::Release);
     }
 }

@@ -66,7 +66,12 @@ pub async fn insert_new_orders(
 /// ones, those of runs whose heartbeat went stale (their worker died or froze), and retryable
 /// failures whose retry time has come.
 ///
-/// One short transaction. First the stale runs are released: each one's row is marked under its
+/// One short transaction. First the claiming run proves it still holds its orders: its own row is
+/// share-locked and must be unreleased and inside its `held_until`, else nothing is claimed
+/// ([`ClaimError::RunNotHeld`]). A run paused past its lease would otherwise release itself below
+/// and claim its own orders again under a run no heartbeat keeps. The lock makes a claim by
+/// another run that would release this one wait for this claim, then see its orders. Then the
+/// stale runs are released: each one's row is marked under its
 /// row lock (so a heartbeat racing it either lands first and keeps the run alive, or sees the
 /// release and stops), and its `accepting` orders get `claimable_at = now()`. Then the claim
 /// proper, on the `claimable_at` partial index as before: `SKIP LOCKED` lets concurrent runs take
@@ -80,8 +85,21 @@ pub async fn claim_due_orders(
     run_id: i64,
     limit: u32,
     only: Option<&[String]>,
-) -> Result<Vec<Claim>, sqlx::Error> {
+) -> Result<Vec<Claim>, ClaimError> {
     let mut tx = pool.begin().await?;
+    // now() is the transaction's start throughout, so this run cannot be both held here and
+    // stale to the release below; and two claims cannot each wait on the other's row.
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM acceptance_runs
+         WHERE run_id = $1 AND released_at IS NULL AND held_until > now()
+         FOR SHARE",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Err(ClaimError::RunNotHeld { run_id });
+    }
     release_stale_runs(&mut tx).await?;
     let claims = sqlx::query_as::<_, (String, i32)>(
         r#"
@@ -119,6 +137,17 @@ pub async fn claim_due_orders(
         .into_iter()
         .map(|(order_id, attempt)| Claim { order_id, attempt })
         .collect())
+}
+
+/// Why a claim took nothing it was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(
+        "run {run_id} no longer holds its orders (its hold ran out, or another run released them): it claims nothing more; a fresh run takes over"
+    )]
+    RunNotHeld { run_id: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 /// Marks the runs past their `held_until` released and makes their `accepting` orders due now;
