@@ -350,6 +350,12 @@ async fn a_run_whose_hold_ran_out_claims_nothing_not_even_its_own_orders_again(p
         "no second claim by the run that lost its hold"
     );
     assert_eq!(app.current_status("NEW-1").await.0, "pending_acceptance");
+    // It released itself: no late heartbeat can bring its hold back.
+    let mut conn = app.pool.acquire().await.expect("connection");
+    let beat = runs::heartbeat(&mut conn, paused, lease)
+        .await
+        .expect("beat");
+    assert_eq!(beat, runs::Beat::Released);
 
     let fresh = runs::start_run(&app.pool, "default", "fresh", lease)
         .await
@@ -361,6 +367,54 @@ async fn a_run_whose_hold_ran_out_claims_nothing_not_even_its_own_orders_again(p
         taken.into_iter().map(|c| (c.order_id, c.attempt)).collect();
     taken.sort();
     assert_eq!(taken, [("NEW-1".into(), 1), ("OWN-1".into(), 2)]);
+}
+
+#[sqlx::test]
+async fn a_claim_racing_a_release_of_its_own_run_takes_nothing(pool: PgPool) {
+    // Another run releases this one while its claim is under way: the claim's last check waits
+    // for that release to commit, sees it, and takes nothing, so no order is left claimed by a
+    // run whose orders were already handed back.
+    let app = spawn_app(pool, |_| {}, &[]).await;
+    app.insert_pending(
+        "RACED-1",
+        json!({"order_id": "RACED-1", "created_date": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    let run = runs::start_run(&app.pool, "default", "raced", Duration::from_secs(60))
+        .await
+        .expect("run");
+    let mut releaser = app.pool.begin().await.expect("begin");
+    sqlx::query("UPDATE acceptance_runs SET released_at = now() WHERE run_id = $1")
+        .bind(run)
+        .execute(&mut *releaser)
+        .await
+        .expect("release, not yet committed");
+
+    let claim = {
+        let pool = app.pool.clone();
+        tokio::spawn(
+            async move { claim_due_orders(&pool, "default", "raced", run, 10, None).await },
+        )
+    };
+    wait_for(
+        &app.pool,
+        "the claim waiting on its run's row",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock')",
+    )
+    .await;
+    releaser.commit().await.expect("commit the release");
+
+    let claimed = claim.await.expect("join");
+    assert!(
+        matches!(claimed, Err(ClaimError::RunNotHeld { run_id }) if run_id == run),
+        "{claimed:?}"
+    );
+    assert_eq!(
+        history(&app.pool, "RACED-1").await,
+        [("pending_acceptance".into(), None, None)],
+        "the claim was undone"
+    );
 }
 
 #[sqlx::test]

@@ -46,7 +46,7 @@ impl Hold {
     pub fn may_send(&self) -> Result<(), String> {
         if self.released.load(Ordering::Acquire) {
             return Err(format!(
-                "run {} no longer holds its orders: another run released them after its heartbeat went stale",
+                "run {} no longer holds its orders: they were released to other runs after its hold ran out",
                 self.run_id
             ));
         }

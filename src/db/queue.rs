@@ -66,17 +66,21 @@ pub async fn insert_new_orders(
 /// ones, those of runs whose heartbeat went stale (their worker died or froze), and retryable
 /// failures whose retry time has come.
 ///
-/// One short transaction. First the claiming run proves it still holds its orders: its own row is
-/// share-locked and must be unreleased and inside its `held_until`, else nothing is claimed
-/// ([`ClaimError::RunNotHeld`]). A run paused past its lease would otherwise release itself below
-/// and claim its own orders again under a run no heartbeat keeps. The lock makes a claim by
-/// another run that would release this one wait for this claim, then see its orders. Then the
-/// stale runs are released: each one's row is marked under its
-/// row lock (so a heartbeat racing it either lands first and keeps the run alive, or sees the
-/// release and stops), and its `accepting` orders get `claimable_at = now()`. Then the claim
-/// proper, on the `claimable_at` partial index as before: `SKIP LOCKED` lets concurrent runs take
-/// disjoint sets, and the `accepting` rows it inserts take each order out of that index (the
-/// projection trigger). Both steps cost what is due or held, not what the history holds.
+/// One short transaction. First the stale runs other than this one are released: each one's row
+/// is marked under its row lock (so a heartbeat racing it either lands first and keeps the run
+/// alive, or sees the release and stops), and its `accepting` orders get `claimable_at = now()`.
+/// Then the claim proper, on the `claimable_at` partial index as before: `SKIP LOCKED` lets
+/// concurrent runs take disjoint sets, and the `accepting` rows it inserts take each order out of
+/// that index (the projection trigger). Both steps cost what is due or held, not what the
+/// history holds.
+///
+/// Last, before it commits, the claim proves that this run still holds: its row, share-locked,
+/// must be unreleased and inside its `held_until` now (not at the transaction's start). Else
+/// nothing is claimed, the run is released with its orders ([`ClaimError::RunNotHeld`]), and no
+/// late heartbeat can bring its hold back. A run paused past its lease before a claim cannot take
+/// its orders back under a run no heartbeat keeps, and a run releasing this one concurrently
+/// either commits first (this check sees it) or waits on the lock and then sees what this claim
+/// took. The lock is taken last, with only the commit after it, so no claim waits on it long.
 /// `only` limits the claim to those order ids.
 pub async fn claim_due_orders(
     pool: &PgPool,
@@ -87,20 +91,7 @@ pub async fn claim_due_orders(
     only: Option<&[String]>,
 ) -> Result<Vec<Claim>, ClaimError> {
     let mut tx = pool.begin().await?;
-    // now() is the transaction's start throughout, so this run cannot be both held here and
-    // stale to the release below; and two claims cannot each wait on the other's row.
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT run_id FROM acceptance_runs
-         WHERE run_id = $1 AND released_at IS NULL AND held_until > now()
-         FOR SHARE",
-    )
-    .bind(run_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
-        return Err(ClaimError::RunNotHeld { run_id });
-    }
-    release_stale_runs(&mut tx).await?;
+    release_stale_runs(&mut tx, run_id).await?;
     let claims = sqlx::query_as::<_, (String, i32)>(
         r#"
         WITH due AS (
@@ -132,6 +123,11 @@ pub async fn claim_due_orders(
     .bind(shop)
     .fetch_all(&mut *tx)
     .await?;
+    if !still_held(&mut tx, run_id).await? {
+        tx.rollback().await?;
+        release_own_run(pool, run_id).await?;
+        return Err(ClaimError::RunNotHeld { run_id });
+    }
     tx.commit().await?;
     Ok(claims
         .into_iter()
@@ -150,17 +146,58 @@ pub enum ClaimError {
     Database(#[from] sqlx::Error),
 }
 
-/// Marks the runs past their `held_until` released and makes their `accepting` orders due now;
-/// returns how many orders came back. The orders are locked in id order, as the record
-/// transaction locks them, so the two never deadlock.
-async fn release_stale_runs(tx: &mut sqlx::PgConnection) -> Result<u64, sqlx::Error> {
+/// Whether `run_id` is unreleased and inside its `held_until` at this statement's time, its row
+/// share-locked until the transaction ends.
+async fn still_held(tx: &mut sqlx::PgConnection, run_id: i64) -> Result<bool, sqlx::Error> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM acceptance_runs
+         WHERE run_id = $1 AND released_at IS NULL AND held_until > statement_timestamp()
+         FOR SHARE",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Releases the runs other than `claiming` past their `held_until`; returns how many orders came
+/// back. The claiming run is left to its own check (`still_held`).
+async fn release_stale_runs(
+    tx: &mut sqlx::PgConnection,
+    claiming: i64,
+) -> Result<u64, sqlx::Error> {
     let released: Vec<i64> = sqlx::query_scalar(
         "UPDATE acceptance_runs SET released_at = now()
-         WHERE released_at IS NULL AND held_until < now()
+         WHERE released_at IS NULL AND held_until < now() AND run_id <> $1
          RETURNING run_id",
     )
+    .bind(claiming)
     .fetch_all(&mut *tx)
     .await?;
+    requeue_orders_of(tx, &released).await
+}
+
+/// Releases `run_id`, whose own claim found its hold ran out, and makes its orders due now.
+async fn release_own_run(pool: &PgPool, run_id: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released: Vec<i64> = sqlx::query_scalar(
+        "UPDATE acceptance_runs SET released_at = now()
+         WHERE run_id = $1 AND released_at IS NULL
+         RETURNING run_id",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    requeue_orders_of(&mut tx, &released).await?;
+    tx.commit().await
+}
+
+/// Makes the `accepting` orders of the `released` runs due now; returns how many. The orders are
+/// locked in id order, as the record transaction locks them, so the two never deadlock.
+async fn requeue_orders_of(
+    tx: &mut sqlx::PgConnection,
+    released: &[i64],
+) -> Result<u64, sqlx::Error> {
     if released.is_empty() {
         return Ok(0);
     }
@@ -176,7 +213,7 @@ async fn release_stale_runs(tx: &mut sqlx::PgConnection) -> Result<u64, sqlx::Er
         FROM held WHERE cs.shop = held.shop AND cs.order_id = held.order_id
         "#,
     )
-    .bind(&released)
+    .bind(released)
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -700,7 +700,8 @@ mod tests {
         assert!(pass.learned);
         let rate = gate.learned_rate(Endpoint::OR21).expect("a pace");
         // The curve starts at seven tenths of the 5 served and climbs back towards them over
-        // about 1.5 s, so a test thread held up for a moment still reads it under 5.
+        // about 1.5 s, so a test thread held up for a moment still reads it under 5. The exact
+        // cut is the learner's test (`…_cuts_to_seven_tenths`, on a made-up clock).
         assert!(
             (3.4..5.0).contains(&rate),
             "seven tenths of 5 served, climbing: {rate}"
