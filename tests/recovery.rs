@@ -318,13 +318,7 @@ async fn a_run_whose_hold_ran_out_claims_nothing_not_even_its_own_orders_again(p
     // A run paused between its local fence check and its next claim resumes past its lease:
     // the claim must not release that very run and hand its orders back to it.
     let app = spawn_app(pool, |_| {}, &[]).await;
-    for id in ["OWN-1", "NEW-1"] {
-        app.insert_pending(
-            id,
-            json!({"order_id": id, "created_date": "2026-01-01T00:00:00Z"}),
-        )
-        .await;
-    }
+    hand_over(&app, &["OWN-1", "NEW-1"]).await;
     let lease = Duration::from_secs(60);
     let paused = runs::start_run(&app.pool, "default", "paused", lease)
         .await
@@ -375,11 +369,7 @@ async fn a_claim_racing_a_release_of_its_own_run_takes_nothing(pool: PgPool) {
     // for that release to commit, sees it, and takes nothing, so no order is left claimed by a
     // run whose orders were already handed back.
     let app = spawn_app(pool, |_| {}, &[]).await;
-    app.insert_pending(
-        "RACED-1",
-        json!({"order_id": "RACED-1", "created_date": "2026-01-01T00:00:00Z"}),
-    )
-    .await;
+    hand_over(&app, &["RACED-1"]).await;
     let run = runs::start_run(&app.pool, "default", "raced", Duration::from_secs(60))
         .await
         .expect("run");
